@@ -1,0 +1,185 @@
+//! The binary interface between migtrace's kernel programs (`migtrace-ebpf`) and its user
+//! space (`migtrace`). Everything both sides read or write lives here, `#[repr(C)]`, so a
+//! layout change is one edit that both sides see.
+//!
+//! The kernel side is built for `bpfel-unknown-none` (little-endian, 64-bit), so plain
+//! `u32`/`u64` fields with explicit padding give the same layout on both sides.
+#![no_std]
+
+/// Base-2 logarithm of the page size the fault path assumes (4 KiB base pages).
+/// Transparent huge pages fault once per 2 MiB; user space warns when the target has them.
+pub const PAGE_SHIFT: u32 = 12;
+
+/// Slots of the per-CPU `COUNTERS` array. Counters only ever grow; user space takes
+/// deltas, so reading them never races with the kernel updating them.
+pub mod counter {
+    /// Any user page fault of the target (after the tgid filter, before the range filter).
+    pub const FAULTS: u32 = 0;
+    /// Write fault on a page that was not present: first touch (or a refault after swap/reclaim).
+    pub const WRITE_NOT_PRESENT: u32 = 1;
+    /// Write fault on a present page: copy-on-write, zero-page replacement, write-protect
+    /// (soft-dirty, userfaultfd-wp) or a permission error.
+    pub const WRITE_PROTECT: u32 = 2;
+    /// Read or instruction fetch faults; they dirty nothing but show the target is faulting.
+    pub const READ: u32 = 3;
+    /// Target faults outside the configured address range (only with `FLAG_RANGE`).
+    pub const OUT_OF_RANGE: u32 = 4;
+    /// Per-thread counts lost because the `THREADS` map was full.
+    pub const THREAD_MAP_FULL: u32 = 5;
+    /// Page events lost because the `EVENTS` ring buffer was full.
+    pub const RINGBUF_FULL: u32 = 6;
+    /// Page events written to the `EVENTS` ring buffer.
+    pub const RINGBUF_SENT: u32 = 7;
+    /// Number of slots.
+    pub const SLOTS: u32 = 8;
+}
+
+/// `Config::flags`: only count faults with `addr_lo <= address < addr_hi`.
+pub const FLAG_RANGE: u32 = 1;
+/// `Config::flags`: send every write fault's page to the `EVENTS` ring buffer
+/// (exact page identities; used by the soft-dirty backend, where a page faults at most
+/// once per epoch).
+pub const FLAG_RECORD_PAGES: u32 = 2;
+
+/// The one entry of the `CONFIG` array, written by user space, read on every fault.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Thread-group id (the process id in the initial pid namespace) to trace. 0 = none.
+    pub tgid: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Which of the two HyperLogLog buffers the kernel updates (0 or 1). User space flips it
+    /// at each epoch boundary, then reads and clears the other one.
+    pub hll_epoch: u32,
+    pub _pad: u32,
+    /// Address range for `FLAG_RANGE`, half open.
+    pub addr_lo: u64,
+    pub addr_hi: u64,
+}
+
+/// HyperLogLog of the unique dirtied page numbers, one per CPU per epoch buffer.
+/// 2^12 registers give a standard error of 1.04/sqrt(4096) = 1.6 %, and sketches merge
+/// with a register-wise max, which is how user space gets unique pages over any window.
+pub const HLL_BITS: u32 = 12;
+/// Number of HyperLogLog registers.
+pub const HLL_REGS: usize = 1 << HLL_BITS;
+
+/// One HyperLogLog sketch: register `i` holds the largest rank seen for hashes whose top
+/// `HLL_BITS` bits are `i`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Hll {
+    pub regs: [u8; HLL_REGS],
+}
+
+impl Default for Hll {
+    fn default() -> Self {
+        Hll { regs: [0; HLL_REGS] }
+    }
+}
+
+/// The page hash shared by both sides: the 64-bit finaliser of MurmurHash3 (fmix64).
+/// Cheap (two multiplies), no tables, and well mixed in every bit.
+#[inline(always)]
+pub fn page_hash(page: u64) -> u64 {
+    let mut h = page;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h
+}
+
+/// Register index and rank (position of the first set bit, 1-based, of the remaining
+/// bits) of a page hash. The rank is computed by halving steps rather than
+/// `leading_zeros`, so the eBPF code stays small and loop-free.
+#[inline(always)]
+pub fn hll_index_rank(hash: u64) -> (usize, u8) {
+    let idx = (hash >> (64 - HLL_BITS)) as usize;
+    // The low 64 - HLL_BITS bits, shifted to the top, with a sentinel bit so the rank is bounded.
+    let mut w = (hash << HLL_BITS) | (1u64 << (HLL_BITS - 1));
+    let mut rank: u8 = 1;
+    if w >> 32 == 0 {
+        rank += 32;
+        w <<= 32;
+    }
+    if w >> 48 == 0 {
+        rank += 16;
+        w <<= 16;
+    }
+    if w >> 56 == 0 {
+        rank += 8;
+        w <<= 8;
+    }
+    if w >> 60 == 0 {
+        rank += 4;
+        w <<= 4;
+    }
+    if w >> 62 == 0 {
+        rank += 2;
+        w <<= 2;
+    }
+    if w >> 63 == 0 {
+        rank += 1;
+    }
+    (idx & (HLL_REGS - 1), rank)
+}
+
+/// Per-CPU run-length cache of the thread that faulted last on this CPU. The fault path only
+/// touches the `THREADS` hash map when the thread changes, which keeps the common case to one
+/// per-CPU array access.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadRun {
+    pub tid: u32,
+    pub _pad: u32,
+    /// Write faults of `tid` not yet added to `THREADS`.
+    pub count: u64,
+}
+
+/// A page event in the `EVENTS` ring buffer (only with `FLAG_RECORD_PAGES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageEvent {
+    /// Faulting address, rounded down to its page.
+    pub page: u64,
+    /// `bpf_ktime_get_ns()` at the fault.
+    pub time_ns: u64,
+    pub tid: u32,
+    /// Raw x86 page-fault error code (bit 0 present, bit 1 write).
+    pub error_code: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, and valid for any bit pattern.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Hll {}
+    unsafe impl aya::Pod for super::ThreadRun {}
+    unsafe impl aya::Pod for super::PageEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_matches_leading_zeros() {
+        for &h in &[0u64, 1, 0xffff_ffff_ffff_ffff, 0x8000_0000_0000_0000, 0x0000_0800_0000_0000, 12345678901234567] {
+            let (idx, rank) = hll_index_rank(h);
+            assert_eq!(idx as u64, h >> (64 - HLL_BITS));
+            let rest = h << HLL_BITS;
+            let expect = if rest == 0 { 64 - HLL_BITS + 1 } else { rest.leading_zeros() + 1 };
+            assert_eq!(rank as u32, expect.min(64 - HLL_BITS + 1), "hash {h:#x}");
+        }
+        for i in 0..100_000u64 {
+            let h = page_hash(i);
+            let (_, rank) = hll_index_rank(h);
+            let rest = h << HLL_BITS;
+            let expect = if rest == 0 { 64 - HLL_BITS + 1 } else { (rest.leading_zeros() + 1).min(64 - HLL_BITS + 1) };
+            assert_eq!(rank as u32, expect);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! migtrace's kernel programs: one raw tracepoint on `page_fault_user`.
+//!
+//! Hot-path budget: every fault of every process on the machine enters this program, so the
+//! non-target path is one array lookup and a compare, and the target path is per-CPU array
+//! updates only (counters, a HyperLogLog register, the thread run cache). Hash-map work
+//! happens only when the faulting thread changes on a CPU; ring-buffer output only when
+//! user space asked for exact page identities (`FLAG_RECORD_PAGES`). Nothing is lost
+//! silently: a full map or ring buffer bumps a counter that user space reports.
+//!
+//! Raw tracepoint arguments of `page_fault_user` are `(address, regs, error_code)`.
+#![no_std]
+#![no_main]
+// `atomic_xadd` compiles to BPF's `lock xadd`; core's AtomicU64 is not offered on this target.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{map, raw_tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::RawTracePointContext,
+};
+use migtrace_common::{
+    counter, hll_index_rank, page_hash, Config, Hll, PageEvent, ThreadRun, FLAG_RANGE,
+    FLAG_RECORD_PAGES, PAGE_SHIFT,
+};
+
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
+
+/// Two epoch buffers; `Config::hll_epoch` says which one the kernel writes.
+#[map]
+static HLL: PerCpuArray<Hll> = PerCpuArray::with_max_entries(2, 0);
+
+#[map]
+static THREAD_RUN: PerCpuArray<ThreadRun> = PerCpuArray::with_max_entries(1, 0);
+
+/// Write faults per thread id. User space may resize it at load time.
+#[map]
+static THREADS: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Page events (only with `FLAG_RECORD_PAGES`). User space may resize it at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+const X86_PF_PROT: u64 = 1;
+const X86_PF_WRITE: u64 = 2;
+
+#[inline(always)]
+fn bump(slot: u32, by: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(slot) {
+        // Per-CPU: no other writer, a plain add is exact.
+        unsafe { *p += by };
+    }
+}
+
+#[raw_tracepoint(tracepoint = "page_fault_user")]
+pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
+    let cfg = match CONFIG.get(0) {
+        Some(c) => c,
+        None => return 0,
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != cfg.tgid || cfg.tgid == 0 {
+        return 0;
+    }
+    on_target_fault(&ctx, cfg, pid_tgid as u32);
+    0
+}
+
+#[inline(always)]
+fn on_target_fault(ctx: &RawTracePointContext, cfg: &Config, tid: u32) {
+    // page_fault_user has (address, regs, error_code) arguments, all register-sized.
+    let (address, error_code): (u64, u64) = (ctx.arg(0), ctx.arg(2));
+    bump(counter::FAULTS, 1);
+    if cfg.flags & FLAG_RANGE != 0 && (address < cfg.addr_lo || address >= cfg.addr_hi) {
+        bump(counter::OUT_OF_RANGE, 1);
+        return;
+    }
+    if error_code & X86_PF_WRITE == 0 {
+        bump(counter::READ, 1);
+        return;
+    }
+    bump(
+        if error_code & X86_PF_PROT == 0 {
+            counter::WRITE_NOT_PRESENT
+        } else {
+            counter::WRITE_PROTECT
+        },
+        1,
+    );
+
+    let page = address >> PAGE_SHIFT;
+    let (idx, rank) = hll_index_rank(page_hash(page));
+    if let Some(hll) = HLL.get_ptr_mut(cfg.hll_epoch & 1) {
+        // SAFETY: per-CPU value, idx is masked to the register count.
+        let r = unsafe { &mut (*hll).regs[idx & (migtrace_common::HLL_REGS - 1)] };
+        if *r < rank {
+            *r = rank;
+        }
+    }
+
+    count_thread(tid);
+
+    if cfg.flags & FLAG_RECORD_PAGES != 0 {
+        match EVENTS.reserve::<PageEvent>(0) {
+            Some(mut e) => {
+                e.write(PageEvent {
+                    page: page << PAGE_SHIFT,
+                    time_ns: unsafe { bpf_ktime_get_ns() },
+                    tid,
+                    error_code: error_code as u32,
+                });
+                e.submit(0);
+                bump(counter::RINGBUF_SENT, 1);
+            }
+            None => bump(counter::RINGBUF_FULL, 1),
+        }
+    }
+}
+
+#[inline(always)]
+fn count_thread(tid: u32) {
+    let run = match THREAD_RUN.get_ptr_mut(0) {
+        Some(r) => r,
+        None => return,
+    };
+    // SAFETY: per-CPU value; only this CPU writes it while the program runs.
+    let run = unsafe { &mut *run };
+    if run.tid == tid {
+        run.count += 1;
+        return;
+    }
+    // The thread changed on this CPU: flush the previous run into the hash map.
+    if run.count != 0 {
+        flush_thread(run.tid, run.count);
+    }
+    run.tid = tid;
+    run.count = 1;
+}
+
+#[inline(always)]
+fn flush_thread(tid: u32, count: u64) {
+    if let Some(v) = THREADS.get_ptr_mut(&tid) {
+        // Other CPUs may flush the same thread concurrently.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                v, count,
+            )
+        };
+        return;
+    }
+    if THREADS.insert(&tid, &count, 0).is_err() {
+        bump(counter::THREAD_MAP_FULL, count);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,22 @@
+//! migtrace: measures how fast a live process or VM dirties memory, and predicts whether and
+//! how fast an iterative pre-copy live migration (QEMU, KVM, vMotion) converges.
+//!
+//! Layout:
+//! - [`source`]: measurement backends (eBPF fault counting, content sampling), one trait;
+//! - [`model`]: the pre-copy model, pure functions without I/O;
+//! - [`estimate`]: statistics shared by the backends (HyperLogLog, confidence intervals);
+//! - [`sink`]: where results go (terminal, JSON lines);
+//! - [`profile`]: the versioned dirty profile `watch` writes and `predict` reads;
+//! - [`commands`]: one module per CLI subcommand, kept thin;
+//! - [`target`], [`workload`]: the watched process, and the built-in writer.
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod estimate;
+pub mod model;
+pub mod profile;
+pub mod sink;
+pub mod source;
+pub mod target;
+pub mod units;
+pub mod workload;

@@ -1,0 +1,21 @@
+//! The `migtrace` binary: parse the command line, run the subcommand, turn errors into one
+//! line and an exit code (2 for bad input, 1 for failures). No backtraces for users.
+use clap::Parser;
+
+fn main() {
+    let cli = migtrace::cli::Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    if let Err(err) = migtrace::commands::run(cli) {
+        let code = migtrace::error::exit_code(&err);
+        // One line: the error and its causes, outermost first.
+        let msg = err
+            .chain()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
+        eprintln!("migtrace: error: {msg}");
+        std::process::exit(code);
+    }
+}

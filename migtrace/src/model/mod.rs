@@ -1,0 +1,1 @@
+//! The pre-copy migration model: pure functions, no I/O. (Filled in by the `predict` work.)

@@ -1,0 +1,179 @@
+//! The dirty profile: what `watch --profile-out` writes and `predict --profile` reads.
+//!
+//! Format `migtrace-profile`, version 1, JSON. It is documented in `docs/profile.md`; any
+//! change that a version-1 reader could misread bumps `version`. Readers reject other
+//! formats and newer versions with a clear message rather than guessing.
+use serde::{Deserialize, Serialize};
+
+/// Value of [`Profile::format`].
+pub const FORMAT: &str = "migtrace-profile";
+/// Current [`Profile::version`].
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`VERSION`] for what this build writes.
+    pub version: u32,
+    /// migtrace version that wrote it.
+    pub tool_version: String,
+    /// Seconds since the Unix epoch when the watch ended.
+    pub created_unix_s: u64,
+    pub target: TargetInfo,
+    /// Backend that measured the dirtying (`fault`, `sample`, `softdirty`, or `sample+fault`).
+    pub backend: String,
+    /// What the backend can and cannot see, in words (shown by `predict`).
+    pub caveats: Vec<String>,
+    /// Length of the watch, seconds.
+    pub duration_s: f64,
+    /// Length of one measurement interval, seconds.
+    pub interval_s: f64,
+    pub dirty: DirtyRate,
+    /// Dirty-set growth curve: unique pages dirtied within a window of `window_s`, averaged
+    /// over the windows observed, sorted by `window_s`. This, not rate x time, is what a
+    /// pre-copy pass has to resend.
+    pub growth: Vec<GrowthPoint>,
+    /// Per-thread shares of the dirtying, largest first (may be empty when the backend
+    /// cannot attribute writes to threads).
+    pub threads: Vec<ThreadShare>,
+    /// Fraction of the target's busy time on CPU over the watch, summed over threads and
+    /// divided by the number of threads that dirtied memory, in [0, 1]. A CPU throttle
+    /// (auto-converge, SDPS) slows dirtying only as far as the writers are on CPU.
+    pub busy_share: Option<f64>,
+    /// Fraction of the target's writable memory that reads as zero pages (QEMU sends those
+    /// as a few bytes), when the backend measured it.
+    pub zero_page_share: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TargetInfo {
+    pub pid: u32,
+    pub comm: String,
+    /// Resident set size at the end of the watch (bytes).
+    pub rss_bytes: u64,
+    /// Private writable mapped memory (bytes): the upper bound of what could be dirtied.
+    pub writable_bytes: u64,
+    /// Base page size in bytes.
+    pub page_size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DirtyRate {
+    /// Mean rate of unique pages dirtied per interval, bytes per second.
+    pub bytes_per_sec: f64,
+    /// The same in pages per second.
+    pub pages_per_sec: f64,
+    /// 95 % confidence interval of `bytes_per_sec` when the backend estimates (sampling).
+    pub ci95_bytes_per_sec: Option<[f64; 2]>,
+    /// Peak interval rate, bytes per second.
+    pub peak_bytes_per_sec: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GrowthPoint {
+    pub window_s: f64,
+    pub unique_pages: f64,
+    /// How many windows of this length were averaged.
+    pub windows: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ThreadShare {
+    pub tid: u32,
+    pub comm: String,
+    /// Write faults (or dirtied pages) attributed to the thread.
+    pub pages: u64,
+    /// Share of all attributed pages, in [0, 1].
+    pub share: f64,
+    /// Fraction of the watch the thread was on CPU, in [0, 1], when known.
+    pub busy_share: Option<f64>,
+}
+
+/// Why a profile could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot read profile {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a migtrace profile: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path} has format {found:?}, expected {FORMAT:?}")]
+    Format { path: String, found: String },
+    #[error("{path} is profile version {found}; this migtrace reads versions up to {VERSION}")]
+    Version { path: String, found: u32 },
+}
+
+impl Profile {
+    /// Reads and checks a profile file.
+    pub fn load(path: &std::path::Path) -> Result<Profile, ProfileError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text, &p)
+    }
+
+    /// Parses and checks profile JSON; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        // Check format and version before the full parse so an old or foreign file gets the
+        // right message instead of "missing field".
+        #[derive(Deserialize)]
+        struct Head {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let head: Head = serde_json::from_str(text).map_err(|source| ProfileError::Parse {
+            path: origin.to_string(),
+            source,
+        })?;
+        let format = head.format.unwrap_or_default();
+        if format != FORMAT {
+            return Err(ProfileError::Format {
+                path: origin.to_string(),
+                found: format,
+            });
+        }
+        let version = head.version.unwrap_or(0);
+        if version > VERSION || version == 0 {
+            return Err(ProfileError::Version {
+                path: origin.to_string(),
+                found: version,
+            });
+        }
+        serde_json::from_str(text).map_err(|source| ProfileError::Parse {
+            path: origin.to_string(),
+            source,
+        })
+    }
+
+    /// Unique pages dirtied within a window of `window_s`, interpolated on the measured growth
+    /// curve (linear between points, through the origin below the first point, and flat past
+    /// the last point, where the curve is at its most saturated). Never exceeds the writable
+    /// memory.
+    pub fn unique_pages_in(&self, window_s: f64) -> f64 {
+        let cap = (self.target.writable_bytes / self.target.page_size.max(1)) as f64;
+        let pts = &self.growth;
+        let v = if pts.is_empty() {
+            self.dirty.pages_per_sec * window_s
+        } else if window_s <= pts[0].window_s {
+            pts[0].unique_pages * window_s / pts[0].window_s
+        } else if let Some(w) = pts.windows(2).find(|w| window_s <= w[1].window_s) {
+            let (a, b) = (&w[0], &w[1]);
+            a.unique_pages + (b.unique_pages - a.unique_pages) * (window_s - a.window_s) / (b.window_s - a.window_s)
+        } else {
+            pts[pts.len() - 1].unique_pages
+        };
+        if cap > 0.0 {
+            v.min(cap)
+        } else {
+            v
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Measurement sources (in progress).
