@@ -1,1 +1,208 @@
-//! Measurement sources (in progress).
+//! Measurement sources: each dirty-tracking backend implements [`DirtySource`], and
+//! [`select`] picks one for `--backend`.
+//!
+//! Backends:
+//! - `fault` ([`fault`]): eBPF on the `page_fault_user` raw tracepoint. Exact counts of write
+//!   faults, split into first touch and protection (CoW/write-protect) faults; unique pages
+//!   by an in-kernel HyperLogLog. It cannot see rewrites of pages that are already writable,
+//!   so for a steady workload that rewrites resident memory it reports far less than a
+//!   migration would resend. It says so in its caveats.
+//! - `sample` ([`sample`]): content-hash sampling of private writable memory through
+//!   `process_vm_readv`, as QEMU's `calc-dirty-rate` page-sampling does. Works on any kernel,
+//!   sees every rewrite that changes content, and is an estimate with a confidence interval.
+//! - `sample+fault` ([`combined`]): what `auto` chooses on kernels without soft-dirty: the
+//!   rate from sampling, fault counts and per-thread attribution from eBPF.
+//! - `softdirty` is not in this build yet (see issue "exact soft-dirty backend"): `auto` says
+//!   so when it falls back.
+pub mod combined;
+pub mod ebpf;
+pub mod fault;
+pub mod sample;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::profile::GrowthPoint;
+
+/// `--backend` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The most exact backend this kernel and build allow.
+    Auto,
+    /// eBPF write-fault counting (first touch and copy-on-write only).
+    Fault,
+    /// Content-hash sampling (any kernel; an estimate with a confidence interval).
+    Sample,
+}
+
+/// Write faults of the target during one interval (deltas of the kernel counters).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Write faults on not-present pages (first touch).
+    pub write_not_present: u64,
+    /// Write faults on present pages (copy-on-write, write-protect).
+    pub write_protect: u64,
+    /// Read faults (dirty nothing; shown for context).
+    pub read: u64,
+    /// Faults outside `--range` (not counted as dirtying).
+    pub out_of_range: u64,
+}
+
+impl FaultCounts {
+    pub fn writes(&self) -> u64 {
+        self.write_not_present + self.write_protect
+    }
+    pub fn add(&mut self, o: &FaultCounts) {
+        self.write_not_present += o.write_not_present;
+        self.write_protect += o.write_protect;
+        self.read += o.read;
+        self.out_of_range += o.out_of_range;
+    }
+}
+
+/// Everything lost or missed during an interval. Never hidden: shown on every line and in
+/// the summary.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Drops {
+    /// Per-thread counts lost to a full thread map.
+    pub thread_map_full: u64,
+    /// Page events lost to a full ring buffer.
+    pub ringbuf_full: u64,
+    /// Sampled pages that could not be read (unmapped between listing and reading).
+    pub sample_misses: u64,
+}
+
+impl Drops {
+    pub fn total(&self) -> u64 {
+        self.thread_map_full + self.ringbuf_full + self.sample_misses
+    }
+    pub fn add(&mut self, o: &Drops) {
+        self.thread_map_full += o.thread_map_full;
+        self.ringbuf_full += o.ringbuf_full;
+        self.sample_misses += o.sample_misses;
+    }
+}
+
+/// Sampling details for an interval.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct SampleInfo {
+    /// Pages in the sample.
+    pub sampled: u64,
+    /// Sampled pages whose content changed during the interval.
+    pub changed: u64,
+    /// Pages the sample was drawn from (private writable virtual pages).
+    pub population: u64,
+}
+
+/// One interval's measurement.
+#[derive(Clone, Debug, Default)]
+pub struct IntervalReport {
+    /// Unique pages dirtied during the interval (exact, or an estimate).
+    pub unique_pages: f64,
+    /// 95 % confidence interval of `unique_pages`, when estimated by sampling.
+    pub ci95: Option<(f64, f64)>,
+    pub faults: Option<FaultCounts>,
+    pub drops: Drops,
+    pub sample: Option<SampleInfo>,
+}
+
+/// What a source knows at the end of a watch.
+#[derive(Clone, Debug, Default)]
+pub struct FinalReport {
+    /// Dirty-set growth curve U(window), sorted by window.
+    pub growth: Vec<GrowthPoint>,
+    /// Unique pages dirtied over the whole watch, when the source can tell.
+    pub unique_pages_total: Option<f64>,
+    /// Write faults per thread id, largest first.
+    pub threads: Vec<(u32, u64)>,
+    /// Share of sampled writable pages that were all zeros.
+    pub zero_page_share: Option<f64>,
+}
+
+/// A dirty-tracking backend.
+pub trait DirtySource {
+    /// Backend name as shown to users (`fault`, `sample`, ...).
+    fn name(&self) -> &'static str;
+    /// What this backend cannot see, in words.
+    fn caveats(&self) -> Vec<String>;
+    /// How often [`DirtySource::tick`] must run (finer than the interval), if at all.
+    fn tick_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Periodic work between interval ends (epoch flips, ring-buffer draining).
+    fn tick(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Ends the current interval and reports it. `target_gone` says the target has exited,
+    /// so memory can no longer be read.
+    fn end_interval(&mut self, target_gone: bool) -> Result<IntervalReport>;
+    /// Final results. Called once, after the last interval.
+    fn finish(&mut self) -> Result<FinalReport>;
+}
+
+/// Options the backends share.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    pub pid: u32,
+    pub interval: Duration,
+    /// Only count faults in this address range (fault backend).
+    pub range: Option<(u64, u64)>,
+    /// Target relative error of the sampled rate (95 % half-width / estimate).
+    pub sample_error: f64,
+    /// Fixed sample size (overrides `sample_error`).
+    pub sample_pages: Option<u64>,
+}
+
+/// The chosen backend and why it was chosen.
+pub struct Selection {
+    pub source: Box<dyn DirtySource>,
+    pub reason: String,
+}
+
+/// Whether this kernel supports soft-dirty tracking (`CONFIG_MEM_SOFT_DIRTY`): probed by
+/// the presence of the feature in the kernel config when readable, else unknown (false).
+pub fn kernel_has_soft_dirty() -> bool {
+    // /proc/config.gz or /boot/config-$(uname -r) tell; absent both, assume not.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cfg = std::fs::read_to_string(format!("/boot/config-{}", release.trim())).unwrap_or_default();
+    cfg.lines().any(|l| l.trim() == "CONFIG_MEM_SOFT_DIRTY=y")
+}
+
+/// Builds the backend for `choice`.
+pub fn select(choice: BackendChoice, opts: &SourceOptions) -> Result<Selection> {
+    match choice {
+        BackendChoice::Fault => {
+            ebpf::require()?;
+            Ok(Selection {
+                source: Box::new(fault::FaultSource::new(opts)?),
+                reason: "requested with --backend fault".into(),
+            })
+        }
+        BackendChoice::Sample => Ok(Selection {
+            source: Box::new(sample::SampleSource::new(opts)?),
+            reason: "requested with --backend sample".into(),
+        }),
+        BackendChoice::Auto => {
+            let sd = if kernel_has_soft_dirty() {
+                "this kernel has soft-dirty, but the softdirty backend is not in this build yet"
+            } else {
+                "this kernel has no soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY unset or unknown)"
+            };
+            match ebpf::availability() {
+                Ok(()) => Ok(Selection {
+                    source: Box::new(combined::Combined::new(opts)?),
+                    reason: format!(
+                        "{sd}; sampling measures rewrites of existing pages, eBPF adds fault counts and per-thread shares"
+                    ),
+                }),
+                Err(why) => Ok(Selection {
+                    source: Box::new(sample::SampleSource::new(opts)?),
+                    reason: format!("{sd}; eBPF unavailable ({why}), so sampling only"),
+                }),
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Human output: a header naming the backend and why, one line per interval, and a summary.
+use std::io::Write;
+
+use super::{Interval, Sink, Start, Summary};
+
+pub struct TerminalSink<W: Write> {
+    out: W,
+    lines: u64,
+}
+
+impl<W: Write> TerminalSink<W> {
+    pub fn new(out: W) -> Self {
+        TerminalSink { out, lines: 0 }
+    }
+}
+
+/// Bytes as a human size with binary units.
+pub fn bytes(b: f64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b;
+    let mut i = 0;
+    while v.abs() >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} {}", U[i])
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// An integer with thousands separators.
+pub fn count(n: f64) -> String {
+    let s = format!("{:.0}", n.max(0.0));
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl<W: Write> Sink for TerminalSink<W> {
+    fn start(&mut self, s: &Start) {
+        let o = &mut self.out;
+        let _ = writeln!(
+            o,
+            "migtrace: watching pid {} ({}), RSS {}, private writable {}",
+            s.pid,
+            s.comm,
+            bytes(s.target_rss_bytes as f64),
+            bytes(s.writable_bytes as f64)
+        );
+        let _ = writeln!(o, "backend: {} ({})", s.backend, s.reason);
+        for c in &s.caveats {
+            let _ = writeln!(o, "  note: {c}");
+        }
+        for w in &s.warnings {
+            let _ = writeln!(o, "  warning: {w}");
+        }
+        let _ = o.flush();
+    }
+
+    fn interval(&mut self, i: &Interval) {
+        let o = &mut self.out;
+        if self.lines % 20 == 0 {
+            let _ = writeln!(
+                o,
+                "{:>7} {:>12} {:>12} {:>10} {:>22} {:>6}",
+                "time", "dirty pg/s", "dirty/s", "±95%", "faults new/cow/read", "drops"
+            );
+        }
+        self.lines += 1;
+        let ci = match i.ci95_bytes_per_sec {
+            Some([lo, hi]) if i.dirty_bytes_per_sec > 0.0 => {
+                format!("{:.1}%", (hi - lo) / 2.0 / i.dirty_bytes_per_sec * 100.0)
+            }
+            Some([_, hi]) => format!("<{}", bytes(hi)),
+            None => "-".into(),
+        };
+        let faults = match &i.faults {
+            Some(f) => format!("{}/{}/{}", count(f.write_not_present as f64), count(f.write_protect as f64), count(f.read as f64)),
+            None => "-".into(),
+        };
+        let _ = writeln!(
+            o,
+            "{:>6.1}s {:>12} {:>10}/s {:>10} {:>22} {:>6}",
+            i.t_s,
+            count(i.dirty_pages_per_sec),
+            bytes(i.dirty_bytes_per_sec),
+            ci,
+            faults,
+            i.drops.total()
+        );
+        let _ = o.flush();
+    }
+
+    fn summary(&mut self, s: &Summary) {
+        let o = &mut self.out;
+        let _ = writeln!(o, "\nsummary: pid {} ({}), backend {}, ended by {}", s.pid, s.comm, s.backend, s.end_reason);
+        let ci = match s.ci95_bytes_per_sec {
+            Some([lo, hi]) => format!(" (95% CI {}/s .. {}/s)", bytes(lo), bytes(hi)),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "  dirty rate     {}/s, {} pages/s{}  over {:.1} s in {} intervals",
+            bytes(s.dirty_bytes_per_sec),
+            count(s.dirty_pages_per_sec),
+            ci,
+            s.duration_s,
+            s.intervals
+        );
+        let _ = writeln!(o, "  peak interval  {}/s", bytes(s.peak_bytes_per_sec));
+        if let Some(u) = s.unique_pages_total {
+            let _ = writeln!(o, "  unique pages   {} ({}) over the whole watch", count(u), bytes(u * s.page_size as f64));
+        }
+        let _ = writeln!(o, "  target         RSS {}, private writable {}", bytes(s.target_rss_bytes as f64), bytes(s.writable_bytes as f64));
+        if let Some(f) = &s.faults {
+            let _ = writeln!(
+                o,
+                "  write faults   {} first-touch, {} copy-on-write/protect; {} read faults; {} outside range",
+                count(f.write_not_present as f64),
+                count(f.write_protect as f64),
+                count(f.read as f64),
+                count(f.out_of_range as f64)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  dropped        {} (thread map full {}, ring buffer full {}, sampling misses {})",
+            s.dropped_events, s.drops.thread_map_full, s.drops.ringbuf_full, s.drops.sample_misses
+        );
+        if let Some(z) = s.zero_page_share {
+            let _ = writeln!(o, "  zero pages     {:.1}% of sampled writable pages", z * 100.0);
+        }
+        if let Some(b) = s.busy_share {
+            let _ = writeln!(o, "  busy share     {:.1}% on CPU (mean over dirtying threads)", b * 100.0);
+        }
+        if !s.growth.is_empty() {
+            let _ = writeln!(o, "  dirty-set growth U(window):");
+            for g in &s.growth {
+                let _ = writeln!(
+                    o,
+                    "    {:>9.2} s  {:>12} pages  {:>10}  ({} windows)",
+                    g.window_s,
+                    count(g.unique_pages),
+                    bytes(g.unique_pages * s.page_size as f64),
+                    g.windows
+                );
+            }
+        }
+        if !s.threads.is_empty() {
+            let _ = writeln!(o, "  threads (write faults):");
+            for t in s.threads.iter().take(10) {
+                let busy = t.busy_share.map(|b| format!(", on CPU {:.0}%", b * 100.0)).unwrap_or_default();
+                let _ = writeln!(o, "    {:>8} {:<16} {:>12} {:>5.1}%{}", t.tid, t.comm, count(t.write_faults as f64), t.share * 100.0, busy);
+            }
+            if s.threads.len() > 10 {
+                let _ = writeln!(o, "    ... {} more threads", s.threads.len() - 10);
+            }
+        }
+        if let Some(p) = &s.profile_out {
+            let _ = writeln!(o, "  profile        written to {p}");
+        }
+        let _ = o.flush();
+    }
+}

@@ -1,0 +1,210 @@
+//! Loads the kernel programs built into this binary, attaches them to the target, and reads
+//! their maps. The only place that knows map names; the ABI types come from
+//! `migtrace-common`.
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::RawTracePoint,
+    Ebpf, EbpfLoader,
+};
+use migtrace_common::{counter, Config, Hll, ThreadRun, FLAG_RANGE, FLAG_RECORD_PAGES};
+
+use crate::error::UsageError;
+
+#[cfg(migtrace_has_ebpf)]
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/migtrace.bpf.o"));
+#[cfg(not(migtrace_has_ebpf))]
+static OBJECT: &[u8] = &[];
+
+/// True when this binary was built with its kernel programs.
+pub fn built_in() -> bool {
+    !OBJECT.is_empty()
+}
+
+/// Why the eBPF backends cannot run here, if they cannot.
+pub fn availability() -> std::result::Result<(), String> {
+    if !built_in() {
+        return Err("this migtrace was built without its eBPF programs (build with `cargo xtask build`); the `sample` backend remains".into());
+    }
+    if let Some(why) = crate::target::missing_bpf_privileges() {
+        return Err(why);
+    }
+    Ok(())
+}
+
+/// [`availability`] as a usage error, for an explicitly requested eBPF backend.
+pub fn require() -> Result<()> {
+    availability().map_err(|why| UsageError(why).into())
+}
+
+/// The loaded, attached fault program and its maps.
+pub struct FaultProbe {
+    // Keeps the program attached; dropping detaches it.
+    _bpf: Ebpf,
+    config: Array<MapData, Config>,
+    cfg: Config,
+    counters: PerCpuArray<MapData, u64>,
+    hll: PerCpuArray<MapData, Hll>,
+    thread_run: PerCpuArray<MapData, ThreadRun>,
+    threads: HashMap<MapData, u32, u64>,
+    events: Option<RingBuf<MapData>>,
+    ncpus: usize,
+}
+
+/// Monotonic kernel counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters(pub [u64; counter::SLOTS as usize]);
+
+impl Counters {
+    pub fn get(&self, slot: u32) -> u64 {
+        self.0[slot as usize]
+    }
+    pub fn delta(&self, earlier: &Counters) -> Counters {
+        let mut d = [0u64; counter::SLOTS as usize];
+        for (i, v) in d.iter_mut().enumerate() {
+            *v = self.0[i].saturating_sub(earlier.0[i]);
+        }
+        Counters(d)
+    }
+}
+
+/// Options for [`FaultProbe::attach`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProbeOptions {
+    pub tgid: u32,
+    pub range: Option<(u64, u64)>,
+    /// Send every write fault's page to the ring buffer (size in bytes, a power of two
+    /// multiple of the page size).
+    pub record_pages: Option<u32>,
+}
+
+fn load_error(e: impl std::fmt::Display) -> anyhow::Error {
+    let msg = e.to_string();
+    if msg.contains("Operation not permitted") || msg.contains("EPERM") {
+        UsageError(format!(
+            "the kernel refused to load the eBPF program ({msg}): run as root or with CAP_BPF and CAP_PERFMON"
+        ))
+        .into()
+    } else {
+        anyhow!("loading the eBPF program failed: {msg}")
+    }
+}
+
+impl FaultProbe {
+    /// Loads the program and attaches it to `page_fault_user`.
+    pub fn attach(opts: ProbeOptions) -> Result<FaultProbe> {
+        require()?;
+        // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+        let rl = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: setrlimit with a valid struct; failure only matters on old kernels.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
+
+        let mut loader = EbpfLoader::new();
+        // The ring buffer is only needed for exact page identities; keep it tiny otherwise.
+        let rb = opts.record_pages.unwrap_or(4096).max(4096);
+        loader.map_max_entries("EVENTS", rb);
+        let mut bpf = loader.load(OBJECT).map_err(load_error)?;
+
+        let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let mut config: Array<MapData, Config> = Array::try_from(take(&mut bpf, "CONFIG")?)?;
+        let mut cfg = Config {
+            tgid: opts.tgid,
+            ..Default::default()
+        };
+        if let Some((lo, hi)) = opts.range {
+            cfg.flags |= FLAG_RANGE;
+            cfg.addr_lo = lo;
+            cfg.addr_hi = hi;
+        }
+        if opts.record_pages.is_some() {
+            cfg.flags |= FLAG_RECORD_PAGES;
+        }
+        config.set(0, cfg, 0).context("writing the eBPF config")?;
+        let counters = PerCpuArray::try_from(take(&mut bpf, "COUNTERS")?)?;
+        let hll = PerCpuArray::try_from(take(&mut bpf, "HLL")?)?;
+        let thread_run = PerCpuArray::try_from(take(&mut bpf, "THREAD_RUN")?)?;
+        let threads = HashMap::try_from(take(&mut bpf, "THREADS")?)?;
+        let events = if opts.record_pages.is_some() {
+            Some(RingBuf::try_from(take(&mut bpf, "EVENTS")?)?)
+        } else {
+            None
+        };
+
+        let prog: &mut RawTracePoint = bpf
+            .program_mut("page_fault_user")
+            .ok_or_else(|| anyhow!("program page_fault_user missing from the eBPF object"))?
+            .try_into()?;
+        prog.load().map_err(load_error)?;
+        prog.attach("page_fault_user")
+            .map_err(|e| anyhow!("attaching to raw tracepoint page_fault_user: {e}"))?;
+
+        Ok(FaultProbe {
+            _bpf: bpf,
+            config,
+            cfg,
+            counters,
+            hll,
+            thread_run,
+            threads,
+            events,
+            ncpus,
+        })
+    }
+
+    /// Reads the counters (summed over CPUs).
+    pub fn counters(&self) -> Result<Counters> {
+        let mut c = Counters::default();
+        for slot in 0..counter::SLOTS {
+            let v = self.counters.get(&slot, 0)?;
+            c.0[slot as usize] = v.iter().sum();
+        }
+        Ok(c)
+    }
+
+    /// Flips the HyperLogLog epoch and returns the merged sketch of the epoch that just
+    /// ended (then clears it for reuse). A fault that raced with the flip on another CPU may
+    /// land in the buffer after it was read; such a page is counted in the next epoch.
+    pub fn take_epoch_sketch(&mut self) -> Result<Hll> {
+        let old = self.cfg.hll_epoch & 1;
+        self.cfg.hll_epoch = old ^ 1;
+        self.config.set(0, self.cfg, 0)?;
+        let vals = self.hll.get(&old, 0)?;
+        let mut merged = Hll::default();
+        for v in vals.iter() {
+            crate::estimate::hll_merge(&mut merged, v);
+        }
+        let zero = PerCpuValues::try_from(vec![Hll::default(); self.ncpus])?;
+        self.hll.set(old, zero, 0)?;
+        Ok(merged)
+    }
+
+    /// Write faults per thread so far (flushed counts plus the per-CPU run caches).
+    pub fn thread_counts(&self) -> Result<Vec<(u32, u64)>> {
+        let mut m: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        for kv in self.threads.iter() {
+            let (tid, n) = kv?;
+            *m.entry(tid).or_default() += n;
+        }
+        for run in self.thread_run.get(&0, 0)?.iter() {
+            if run.count > 0 {
+                *m.entry(run.tid).or_default() += run.count;
+            }
+        }
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(v)
+    }
+
+    /// The page-event ring buffer, when recording pages.
+    pub fn events(&mut self) -> Option<&mut RingBuf<MapData>> {
+        self.events.as_mut()
+    }
+}
+
+fn take(bpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    bpf.take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
