@@ -32,6 +32,9 @@ pub enum Pattern {
     Hotcold,
     /// Touch every page of a fresh mapping exactly once, then idle (first-touch faults).
     Once,
+    /// Fault-heavy loop for benchmarks: map the working set, write one byte per page,
+    /// unmap, repeat, as fast as possible. Every write is a first-touch fault.
+    Churn,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -131,7 +134,7 @@ pub fn run(a: WriterArgs) -> Result<()> {
         unsafe { std::ptr::write_volatile(mem.add(i * page) as *mut u64, *counter) };
         *counter += 1;
     };
-    if !a.no_prefault && a.pattern != Pattern::Once {
+    if !a.no_prefault && !matches!(a.pattern, Pattern::Once | Pattern::Churn) {
         for i in 0..pages {
             write(i, &mut counter);
         }
@@ -164,6 +167,28 @@ pub fn run(a: WriterArgs) -> Result<()> {
         return Ok(());
     }
 
+    if a.pattern == Pattern::Churn {
+        // SAFETY: the working set mapping is not used by churn; drop it.
+        unsafe { libc::munmap(base, len) };
+        while !STOP.load(Ordering::Relaxed) && a.duration.is_none_or(|d| start.elapsed() < d) {
+            // SAFETY: a fresh private anonymous mapping, written inside its bounds, unmapped.
+            unsafe {
+                let m = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+                if m == libc::MAP_FAILED {
+                    return Err(std::io::Error::last_os_error()).context("mmap");
+                }
+                let p = m as *mut u8;
+                for i in 0..pages {
+                    std::ptr::write_volatile(p.add(i * page), 1);
+                }
+                libc::munmap(m, len);
+            }
+            writes += pages as u64;
+        }
+        emit(&done(writes, start));
+        return Ok(());
+    }
+
     let mut rng = SmallRng::seed_from_u64(a.seed);
     let rate = a.rate_mib * (1u64 << 20) as f64 / page as f64; // pages per second
     let hot = ((pages as f64 * a.hot_frac) as usize).clamp(1, pages);
@@ -183,7 +208,7 @@ pub fn run(a: WriterArgs) -> Result<()> {
                     rng.gen_range(0..pages)
                 }
             }
-            Pattern::Once => unreachable!(),
+            Pattern::Once | Pattern::Churn => unreachable!("handled above"),
         }
     };
     // Paced by wall-clock time: every millisecond, write what is due.
@@ -236,7 +261,7 @@ pub fn expected_unique(pattern: Pattern, rate: f64, pages: f64, window_s: f64, h
             let pc = (1.0 - hot_share) / pages;
             hot * (1.0 - (-w * ph).exp()) + cold * (1.0 - (-w * pc).exp())
         }
-        Pattern::Once => pages,
+        Pattern::Once | Pattern::Churn => pages,
     }
 }
 

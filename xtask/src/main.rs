@@ -1,1 +1,158 @@
-fn main() {}
+//! `cargo xtask`: everything that is not plain `cargo build` — bootstrapping the eBPF
+//! toolchain and Debian packages, building the kernel programs, the README's two commands
+//! (`demo` and `test`), and the overhead benchmark.
+//!
+//! Every command bootstraps what it needs first, idempotently: on a machine that is already
+//! set up the checks take well under a second.
+mod bench;
+mod bootstrap;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "migtrace build helper")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and tests need (nightly rust-src, bpf-linker, Debian packages).
+    Setup,
+    /// Build the eBPF programs (nightly, bpfel-unknown-none).
+    BuildEbpf,
+    /// Build everything (eBPF programs, then migtrace in release mode).
+    Build,
+    /// Build everything and run `migtrace demo` on the built-in writer (needs root for eBPF).
+    Demo {
+        /// Extra arguments for `migtrace demo`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the whole test suite: fmt, clippy, unit tests, end-to-end tests (as root).
+    Test,
+    /// Overhead benchmark: a fault-heavy loop with and without `watch`, and with bpftrace.
+    Bench {
+        /// Interleaved rounds per configuration.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let st = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !st.success() {
+        bail!("{shown} failed with {st}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn build_ebpf() -> Result<()> {
+    let tc = bootstrap::ensure_ebpf_toolchain()?;
+    let dir = root().join("migtrace-ebpf");
+    let mut c = Command::new("cargo");
+    c.current_dir(&dir)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .env("CARGO_TARGET_DIR", root().join("target/ebpf"))
+        .env("PATH", tc.path_with_linker())
+        .args(["+nightly", "build", "--release"]);
+    run(&mut c).context("building the eBPF programs")
+}
+
+fn build() -> Result<()> {
+    build_ebpf()?;
+    run(cargo().args(["build", "--release", "-p", "migtrace"]))
+}
+
+pub fn is_root_pub() -> bool {
+    is_root()
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().nth(1) == Some("0"))))
+        .unwrap_or(false)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => {
+            bootstrap::ensure_ebpf_toolchain()?;
+            bootstrap::ensure_packages(bootstrap::TEST_PACKAGES)?;
+            Ok(())
+        }
+        Cmd::BuildEbpf => build_ebpf(),
+        Cmd::Build => build(),
+        Cmd::Demo { args } => {
+            build()?;
+            let bin = root().join("target/release/migtrace");
+            let mut c = if is_root() {
+                Command::new(&bin)
+            } else if which("sudo") {
+                eprintln!("xtask: the eBPF part of the demo needs root; running it with sudo");
+                let mut c = Command::new("sudo");
+                c.arg(&bin);
+                c
+            } else {
+                eprintln!("xtask: not root and no sudo: the demo runs without eBPF (sampling only)");
+                Command::new(&bin)
+            };
+            run(c.arg("demo").args(args))
+        }
+        Cmd::Test => test(),
+        Cmd::Bench { rounds, seconds } => {
+            build()?;
+            bootstrap::ensure_packages(&["bpftrace"])?;
+            bench::run(rounds, seconds)
+        }
+    }
+}
+
+pub fn which(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+fn test() -> Result<()> {
+    if !is_root() {
+        bail!("the test suite loads eBPF programs and reads other processes' memory: run it as root (sudo -E cargo xtask test)");
+    }
+    bootstrap::ensure_packages(bootstrap::TEST_PACKAGES)?;
+    build_ebpf()?;
+    eprintln!("xtask: checking formatting and lints");
+    run(cargo().args(["fmt", "--all", "--", "--check"])).context("run `cargo fmt --all` to fix formatting")?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    eprintln!("xtask: unit and end-to-end tests");
+    // Release binary for the end-to-end tests: rates and fault counts are measured against
+    // a real writer, and a debug build would make the measuring side the bottleneck.
+    run(cargo().args(["build", "--release", "-p", "migtrace"]))?;
+    run(cargo()
+        .env("MIGTRACE_BIN", root().join("target/release/migtrace"))
+        .args(["test", "--workspace", "--release"]))?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The overhead benchmark: how much `migtrace watch` slows a fault-heavy target.
+//!
+//! The target is `migtrace writer --pattern churn` (map 16 MiB, write one byte per page,
+//! unmap, repeat), the worst case for a page-fault tracer: every write is a fault. Each round
+//! runs, interleaved on the same machine:
+//! - A: the target alone;
+//! - B: the target with `migtrace watch --backend fault` attached;
+//! - C: the target with bpftrace keeping a per-page map (`@pages[args->address >> 12] = count()`).
+//!
+//! It prints faults per second per run, the medians and the slowdowns against A. Timings
+//! live here, never in test assertions: this machine is noisy.
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+use crate::root;
+
+fn start_target(seconds: f64, wait_go: bool) -> Result<(Child, u32)> {
+    let bin = root().join("target/release/migtrace");
+    let mut c = Command::new(bin);
+    c.args(["writer", "--pattern", "churn", "--wss-mib", "16", "--duration", &format!("{}ms", (seconds * 1000.0) as u64)]);
+    if wait_go {
+        c.arg("--wait-go");
+    }
+    let child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    Ok((child, pid))
+}
+
+fn go(child: &mut Child) -> Result<()> {
+    use std::io::Write;
+    let stdin = child.stdin.as_mut().context("stdin")?;
+    stdin.write_all(b"go\n")?;
+    stdin.flush()?;
+    Ok(())
+}
+
+fn wait_ready(child: &mut Child) -> Result<BufReader<std::process::ChildStdout>> {
+    let mut out = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    Ok(out)
+}
+
+fn run_one(kind: &str, seconds: f64) -> Result<f64> {
+    let (mut child, pid) = start_target(seconds, true)?;
+    let out = wait_ready(&mut child)?;
+    let mut tracer = match kind {
+        "A" => None,
+        "B" => Some(
+            Command::new(root().join("target/release/migtrace"))
+                .args(["watch", "--backend", "fault", "--json", "--pid", &pid.to_string()])
+                .stdout(Stdio::null())
+                .spawn()?,
+        ),
+        _ => Some(
+            Command::new("bpftrace")
+                .args([
+                    "-e",
+                    &format!("tracepoint:exceptions:page_fault_user /pid == {pid}/ {{ @pages[args->address >> 12] = count(); }}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        ),
+    };
+    if tracer.is_some() {
+        // Let the tracer attach (bpftrace compiles first).
+        sleep(Duration::from_millis(if kind == "B" { 600 } else { 2500 }));
+    }
+    go(&mut child)?;
+    let mut rate = None;
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(&line?)?;
+        if v["type"] == "done" {
+            rate = v["pages_per_sec"].as_f64();
+        }
+    }
+    child.wait()?;
+    if let Some(mut t) = tracer.take() {
+        // SIGINT ends both tracers cleanly (bpftrace would print its map on exit).
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
+        let _ = t.wait();
+    }
+    rate.context("the writer reported no rate")
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn run(rounds: usize, seconds: f64) -> Result<()> {
+    let kinds = ["A", "B", "C"];
+    let names = [
+        "no tracer",
+        "migtrace watch --backend fault",
+        "bpftrace @pages[addr>>12]=count()",
+    ];
+    let mut res: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for r in 0..rounds {
+        for (i, k) in kinds.iter().enumerate() {
+            let v = run_one(k, seconds)?;
+            println!("round {} {:<36} {:>10.0} faults/s", r + 1, names[i], v);
+            res[i].push(v);
+        }
+    }
+    let meds: Vec<f64> = res.iter_mut().map(|v| median(v)).collect();
+    println!("\nmedians of {rounds} interleaved rounds, {seconds} s each (churn writer, 16 MiB):");
+    for i in 0..3 {
+        let slow = (1.0 - meds[i] / meds[0]) * 100.0;
+        println!("  {:<36} {:>10.0} faults/s  slowdown {:>5.1} %", names[i], meds[i], slow);
+    }
+    Ok(())
+}
