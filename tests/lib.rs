@@ -1,1 +1,167 @@
-//! End-to-end test helpers.
+//! Helpers for the end-to-end tests: find the migtrace binary, start the built-in writer,
+//! run `watch` and parse its JSON lines. The tests run the real binary against real
+//! processes with real eBPF; they need root, and say so when they do not have it.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    path::PathBuf,
+    process::{Child, ChildStdout, Command, Output, Stdio},
+};
+
+use serde_json::Value;
+
+/// The migtrace binary under test: `MIGTRACE_BIN`, else the release, else the debug build.
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MIGTRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for p in ["target/release/migtrace", "target/debug/migtrace"] {
+        let b = root.join(p);
+        if b.is_file() {
+            return b;
+        }
+    }
+    panic!("no migtrace binary: run `cargo xtask test` (or `cargo build --release -p migtrace`) first");
+}
+
+/// Fails the test (never skips it) when not root: these tests load eBPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this end-to-end test loads eBPF and reads another process's memory: run it as root (cargo xtask test)");
+    }
+}
+
+/// A running built-in writer.
+pub struct Writer {
+    pub child: Child,
+    pub out: BufReader<ChildStdout>,
+    pub ready: Value,
+}
+
+impl Writer {
+    /// Starts `migtrace writer ARGS` and waits for its ready line.
+    pub fn start(args: &[&str]) -> Writer {
+        let mut child = Command::new(bin())
+            .arg("writer")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start writer");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("writer ready line {line:?}: {e}"));
+        assert_eq!(ready["type"], "ready");
+        Writer { child, out, ready }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets a `--wait-go` writer start writing.
+    pub fn go(&mut self) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Stops the writer (SIGTERM) and returns its `done` line.
+    pub fn stop(mut self) -> Value {
+        signal(self.pid(), libc::SIGTERM);
+        let mut done = Value::Null;
+        for line in self.out.by_ref().lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if v["type"] == "done" {
+                done = v;
+            }
+        }
+        self.child.wait().unwrap();
+        done
+    }
+
+    /// Waits for the writer to exit by itself and returns its `done` line.
+    pub fn wait_done(mut self) -> Value {
+        let mut done = Value::Null;
+        for line in self.out.by_ref().lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if v["type"] == "done" {
+                done = v;
+            }
+        }
+        self.child.wait().unwrap();
+        done
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a child of this test.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// A `migtrace watch --json` run in the background.
+pub struct Watch {
+    pub child: Child,
+    pub out: BufReader<ChildStdout>,
+    pub start: Value,
+}
+
+impl Watch {
+    /// Starts `migtrace watch --json ARGS` and waits for its start line (the probe is attached
+    /// by then).
+    pub fn start(args: &[&str]) -> Watch {
+        let mut child = Command::new(bin())
+            .args(["watch", "--json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start watch");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let start: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let mut err = String::new();
+            let _ = Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+            panic!("watch start line {line:?}: {e}; stderr: {err}")
+        });
+        assert_eq!(start["type"], "start");
+        Watch { child, out, start }
+    }
+
+    /// Reads every remaining line (each must parse) and returns (intervals, summary, status).
+    pub fn finish(mut self) -> (Vec<Value>, Value, std::process::ExitStatus) {
+        let mut intervals = Vec::new();
+        let mut summary = Value::Null;
+        for line in self.out.by_ref().lines() {
+            let line = line.unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            match v["type"].as_str() {
+                Some("interval") => intervals.push(v),
+                Some("summary") => summary = v,
+                other => panic!("unexpected line type {other:?}"),
+            }
+        }
+        let st = self.child.wait().unwrap();
+        (intervals, summary, st)
+    }
+}
+
+/// Runs migtrace with `args` to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run migtrace")
+}
+
+/// The summary fields the issue promises, all present and of the right type.
+pub fn assert_complete_summary(s: &Value) {
+    assert_eq!(s["type"], "summary", "{s}");
+    for f in ["dirty_bytes_per_sec", "dirty_pages", "duration_s"] {
+        assert!(s[f].is_f64(), "summary field {f} missing or not a number: {s}");
+    }
+    for f in ["target_rss_bytes", "dropped_events"] {
+        assert!(s[f].is_u64(), "summary field {f} missing or not an integer: {s}");
+    }
+    assert!(s["backend"].is_string(), "{s}");
+}

@@ -10,11 +10,11 @@
 /// Transparent huge pages fault once per 2 MiB; user space warns when the target has them.
 pub const PAGE_SHIFT: u32 = 12;
 
-/// Slots of the per-CPU `COUNTERS` array. Counters only ever grow; user space takes
-/// deltas, so reading them never races with the kernel updating them.
+/// Slots of [`CpuState::counters`]. Counters only ever grow; user space takes deltas, so
+/// reading them never races with the kernel updating them.
 pub mod counter {
-    /// Any user page fault of the target (after the tgid filter, before the range filter).
-    pub const FAULTS: u32 = 0;
+    /// Unused (kept so slot numbers stay stable; the total is the sum of the others).
+    pub const RESERVED: u32 = 0;
     /// Write fault on a page that was not present: first touch (or a refault after swap/reclaim).
     pub const WRITE_NOT_PRESENT: u32 = 1;
     /// Write fault on a present page: copy-on-write, zero-page replacement, write-protect
@@ -127,6 +127,15 @@ pub fn hll_index_rank(hash: u64) -> (usize, u8) {
     (idx & (HLL_REGS - 1), rank)
 }
 
+/// Everything the fault path updates per CPU, in one per-CPU array entry so that a fault
+/// costs one map lookup for all of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuState {
+    pub counters: [u64; counter::SLOTS as usize],
+    pub run: ThreadRun,
+}
+
 /// Per-CPU run-length cache of the thread that faulted last on this CPU. The fault path only
 /// touches the `THREADS` hash map when the thread changes, which keeps the common case to one
 /// per-CPU array access.
@@ -158,6 +167,7 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Hll {}
     unsafe impl aya::Pod for super::ThreadRun {}
+    unsafe impl aya::Pod for super::CpuState {}
     unsafe impl aya::Pod for super::PageEvent {}
 }
 

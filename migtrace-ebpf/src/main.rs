@@ -1,8 +1,8 @@
 //! migtrace's kernel programs: one raw tracepoint on `page_fault_user`.
 //!
 //! Hot-path budget: every fault of every process on the machine enters this program, so the
-//! non-target path is one array lookup and a compare, and the target path is per-CPU array
-//! updates only (counters, a HyperLogLog register, the thread run cache). Hash-map work
+//! non-target path is one array lookup and a compare, and the target path is two per-CPU
+//! array lookups (counters plus thread run cache, and a HyperLogLog register). Hash-map work
 //! happens only when the faulting thread changes on a CPU; ring-buffer output only when
 //! user space asked for exact page identities (`FLAG_RECORD_PAGES`). Nothing is lost
 //! silently: a full map or ring buffer bumps a counter that user space reports.
@@ -21,22 +21,20 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use migtrace_common::{
-    counter, hll_index_rank, page_hash, Config, Hll, PageEvent, ThreadRun, FLAG_RANGE,
+    counter, hll_index_rank, page_hash, Config, CpuState, Hll, PageEvent, FLAG_RANGE,
     FLAG_RECORD_PAGES, PAGE_SHIFT,
 };
 
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
+/// Counters and the thread run cache, one entry per CPU.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::SLOTS, 0);
+static STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Two epoch buffers; `Config::hll_epoch` says which one the kernel writes.
 #[map]
 static HLL: PerCpuArray<Hll> = PerCpuArray::with_max_entries(2, 0);
-
-#[map]
-static THREAD_RUN: PerCpuArray<ThreadRun> = PerCpuArray::with_max_entries(1, 0);
 
 /// Write faults per thread id. User space may resize it at load time.
 #[map]
@@ -50,11 +48,9 @@ const X86_PF_PROT: u64 = 1;
 const X86_PF_WRITE: u64 = 2;
 
 #[inline(always)]
-fn bump(slot: u32, by: u64) {
-    if let Some(p) = COUNTERS.get_ptr_mut(slot) {
-        // Per-CPU: no other writer, a plain add is exact.
-        unsafe { *p += by };
-    }
+fn bump(st: &mut CpuState, slot: u32, by: u64) {
+    // Per-CPU: no other writer, a plain add is exact. `slot` is a constant in range.
+    st.counters[slot as usize] += by;
 }
 
 #[raw_tracepoint(tracepoint = "page_fault_user")]
@@ -75,16 +71,21 @@ pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
 fn on_target_fault(ctx: &RawTracePointContext, cfg: &Config, tid: u32) {
     // page_fault_user has (address, regs, error_code) arguments, all register-sized.
     let (address, error_code): (u64, u64) = (ctx.arg(0), ctx.arg(2));
-    bump(counter::FAULTS, 1);
+    let st = match STATE.get_ptr_mut(0) {
+        // SAFETY: per-CPU value; only this CPU writes it while the program runs.
+        Some(p) => unsafe { &mut *p },
+        None => return,
+    };
     if cfg.flags & FLAG_RANGE != 0 && (address < cfg.addr_lo || address >= cfg.addr_hi) {
-        bump(counter::OUT_OF_RANGE, 1);
+        bump(st, counter::OUT_OF_RANGE, 1);
         return;
     }
     if error_code & X86_PF_WRITE == 0 {
-        bump(counter::READ, 1);
+        bump(st, counter::READ, 1);
         return;
     }
     bump(
+        st,
         if error_code & X86_PF_PROT == 0 {
             counter::WRITE_NOT_PRESENT
         } else {
@@ -103,7 +104,17 @@ fn on_target_fault(ctx: &RawTracePointContext, cfg: &Config, tid: u32) {
         }
     }
 
-    count_thread(tid);
+    // Per-thread counts: a run-length cache per CPU; the hash map is touched only when the
+    // faulting thread on this CPU changes.
+    if st.run.tid == tid {
+        st.run.count += 1;
+    } else {
+        if st.run.count != 0 {
+            flush_thread(st, st.run.tid, st.run.count);
+        }
+        st.run.tid = tid;
+        st.run.count = 1;
+    }
 
     if cfg.flags & FLAG_RECORD_PAGES != 0 {
         match EVENTS.reserve::<PageEvent>(0) {
@@ -115,35 +126,15 @@ fn on_target_fault(ctx: &RawTracePointContext, cfg: &Config, tid: u32) {
                     error_code: error_code as u32,
                 });
                 e.submit(0);
-                bump(counter::RINGBUF_SENT, 1);
+                bump(st, counter::RINGBUF_SENT, 1);
             }
-            None => bump(counter::RINGBUF_FULL, 1),
+            None => bump(st, counter::RINGBUF_FULL, 1),
         }
     }
 }
 
 #[inline(always)]
-fn count_thread(tid: u32) {
-    let run = match THREAD_RUN.get_ptr_mut(0) {
-        Some(r) => r,
-        None => return,
-    };
-    // SAFETY: per-CPU value; only this CPU writes it while the program runs.
-    let run = unsafe { &mut *run };
-    if run.tid == tid {
-        run.count += 1;
-        return;
-    }
-    // The thread changed on this CPU: flush the previous run into the hash map.
-    if run.count != 0 {
-        flush_thread(run.tid, run.count);
-    }
-    run.tid = tid;
-    run.count = 1;
-}
-
-#[inline(always)]
-fn flush_thread(tid: u32, count: u64) {
+fn flush_thread(st: &mut CpuState, tid: u32, count: u64) {
     if let Some(v) = THREADS.get_ptr_mut(&tid) {
         // Other CPUs may flush the same thread concurrently.
         unsafe {
@@ -154,7 +145,7 @@ fn flush_thread(tid: u32, count: u64) {
         return;
     }
     if THREADS.insert(&tid, &count, 0).is_err() {
-        bump(counter::THREAD_MAP_FULL, count);
+        bump(st, counter::THREAD_MAP_FULL, count);
     }
 }
 

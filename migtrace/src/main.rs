@@ -3,7 +3,21 @@
 use clap::Parser;
 
 fn main() {
-    let cli = migtrace::cli::Cli::parse();
+    let cli = match migtrace::cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => {
+                // One line, exit 2: clap's first line is the error; its usage hints follow.
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+                eprintln!("migtrace: error: {first} (see --help)");
+                std::process::exit(2);
+            }
+        },
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();

@@ -55,7 +55,7 @@ fn run_one(kind: &str, seconds: f64) -> Result<f64> {
         "B" => Some(
             Command::new(root().join("target/release/migtrace"))
                 .args(["watch", "--backend", "fault", "--json", "--pid", &pid.to_string()])
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .spawn()?,
         ),
         _ => Some(
@@ -64,14 +64,22 @@ fn run_one(kind: &str, seconds: f64) -> Result<f64> {
                     "-e",
                     &format!("tracepoint:exceptions:page_fault_user /pid == {pid}/ {{ @pages[args->address >> 12] = count(); }}"),
                 ])
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()?,
         ),
     };
-    if tracer.is_some() {
-        // Let the tracer attach (bpftrace compiles first).
-        sleep(Duration::from_millis(if kind == "B" { 600 } else { 2500 }));
+    // Wait until the tracer says it is attached: migtrace's first JSON line ("start"),
+    // bpftrace's "Attaching 1 probe...". Then drain its output in the background.
+    if let Some(t) = tracer.as_mut() {
+        let mut r = BufReader::new(t.stdout.take().context("tracer stdout")?);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        if kind == "C" && !line.contains("Attaching") {
+            anyhow::bail!("bpftrace did not attach: {line:?}");
+        }
+        std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+        sleep(Duration::from_millis(100));
     }
     go(&mut child)?;
     let mut rate = None;

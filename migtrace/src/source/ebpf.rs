@@ -7,7 +7,7 @@ use aya::{
     programs::RawTracePoint,
     Ebpf, EbpfLoader,
 };
-use migtrace_common::{counter, Config, Hll, ThreadRun, FLAG_RANGE, FLAG_RECORD_PAGES};
+use migtrace_common::{counter, Config, CpuState, Hll, FLAG_RANGE, FLAG_RECORD_PAGES};
 
 use crate::error::UsageError;
 
@@ -43,9 +43,8 @@ pub struct FaultProbe {
     _bpf: Ebpf,
     config: Array<MapData, Config>,
     cfg: Config,
-    counters: PerCpuArray<MapData, u64>,
+    state: PerCpuArray<MapData, CpuState>,
     hll: PerCpuArray<MapData, Hll>,
-    thread_run: PerCpuArray<MapData, ThreadRun>,
     threads: HashMap<MapData, u32, u64>,
     events: Option<RingBuf<MapData>>,
     ncpus: usize,
@@ -123,9 +122,8 @@ impl FaultProbe {
             cfg.flags |= FLAG_RECORD_PAGES;
         }
         config.set(0, cfg, 0).context("writing the eBPF config")?;
-        let counters = PerCpuArray::try_from(take(&mut bpf, "COUNTERS")?)?;
+        let state = PerCpuArray::try_from(take(&mut bpf, "STATE")?)?;
         let hll = PerCpuArray::try_from(take(&mut bpf, "HLL")?)?;
-        let thread_run = PerCpuArray::try_from(take(&mut bpf, "THREAD_RUN")?)?;
         let threads = HashMap::try_from(take(&mut bpf, "THREADS")?)?;
         let events = if opts.record_pages.is_some() {
             Some(RingBuf::try_from(take(&mut bpf, "EVENTS")?)?)
@@ -145,9 +143,8 @@ impl FaultProbe {
             _bpf: bpf,
             config,
             cfg,
-            counters,
+            state,
             hll,
-            thread_run,
             threads,
             events,
             ncpus,
@@ -157,9 +154,10 @@ impl FaultProbe {
     /// Reads the counters (summed over CPUs).
     pub fn counters(&self) -> Result<Counters> {
         let mut c = Counters::default();
-        for slot in 0..counter::SLOTS {
-            let v = self.counters.get(&slot, 0)?;
-            c.0[slot as usize] = v.iter().sum();
+        for cpu in self.state.get(&0, 0)?.iter() {
+            for (sum, v) in c.0.iter_mut().zip(cpu.counters.iter()) {
+                *sum += v;
+            }
         }
         Ok(c)
     }
@@ -188,9 +186,9 @@ impl FaultProbe {
             let (tid, n) = kv?;
             *m.entry(tid).or_default() += n;
         }
-        for run in self.thread_run.get(&0, 0)?.iter() {
-            if run.count > 0 {
-                *m.entry(run.tid).or_default() += run.count;
+        for cpu in self.state.get(&0, 0)?.iter() {
+            if cpu.run.count > 0 {
+                *m.entry(cpu.run.tid).or_default() += cpu.run.count;
             }
         }
         let mut v: Vec<_> = m.into_iter().collect();
