@@ -62,7 +62,9 @@ fn run_one(kind: &str, seconds: f64) -> Result<f64> {
             Command::new("bpftrace")
                 .args([
                     "-e",
-                    &format!("tracepoint:exceptions:page_fault_user /pid == {pid}/ {{ @pages[args->address >> 12] = count(); }}"),
+                    &format!(
+                        "tracepoint:exceptions:page_fault_user /pid == {pid}/ {{ @pages[args->address >> 12] = count(); }} END {{ clear(@pages); }}"
+                    ),
                 ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -110,6 +112,11 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 pub fn run(rounds: usize, seconds: f64) -> Result<()> {
+    // bpftrace resolves tracepoints through tracefs, which is not mounted at boot here.
+    if !std::path::Path::new("/sys/kernel/tracing/events").exists() {
+        crate::run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
+            .context("mounting tracefs for bpftrace")?;
+    }
     let kinds = ["A", "B", "C"];
     let names = [
         "no tracer",
