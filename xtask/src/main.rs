@@ -21,6 +21,9 @@ enum Cmd {
         /// Keep target/vmtest/run (initramfs, test dirs) for debugging.
         #[arg(long)]
         keep: bool,
+        /// Test spec file (default: tests/vm/tests.json).
+        #[arg(long)]
+        spec: Option<std::path::PathBuf>,
         /// Overall timeout for the boot, in seconds.
         #[arg(long, default_value_t = 480)]
         timeout: u64,
@@ -32,13 +35,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Vmtest {
             filter,
             keep,
+            spec,
             timeout,
         } => {
             let report = vm::run(vm::VmTestOptions {
                 filter,
                 keep,
+                spec,
                 timeout: std::time::Duration::from_secs(timeout),
-                ..Default::default()
             })?;
             std::process::exit(report.exit_code());
         }

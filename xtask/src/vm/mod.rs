@@ -66,6 +66,8 @@ pub struct TestResult {
     pub status: Status,
     pub secs: Option<f64>,
     pub reason: String,
+    /// The test's stdout and stderr lines, as the guest printed them.
+    pub output: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +248,8 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
     let mut results: BTreeMap<String, TestResult> = BTreeMap::new();
     let mut guest_release = None;
     let mut done = false;
+    let mut current: Option<String> = None;
+    let mut outputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let serial_log = vmdir.join("serial.log");
     let boot = qemu::Boot {
         vmlinuz: &kernel.vmlinuz,
@@ -256,6 +260,23 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
     let outcome = qemu::boot(&boot, |line, at| {
         println!("vm| {line}");
         let Some(msg) = protocol::parse(line) else {
+            if let Some(name) = &current {
+                if let Some(out) = line
+                    .strip_prefix(name.as_str())
+                    .and_then(|l| l.strip_prefix("| "))
+                {
+                    outputs
+                        .entry(name.clone())
+                        .or_default()
+                        .push(out.to_string());
+                } else if line.starts_with('[') {
+                    // Kernel messages (oops, panic, BPF warnings) during the test.
+                    outputs
+                        .entry(name.clone())
+                        .or_default()
+                        .push(format!("(kernel) {line}"));
+                }
+            }
             return false;
         };
         match msg.kind.as_str() {
@@ -271,6 +292,7 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
             }
             "BEGIN" => {
                 timings.boot_to_first_test.get_or_insert(at);
+                current = Some(msg.get("name").to_string());
             }
             "RESULT" => {
                 let status = match msg.get("status") {
@@ -284,6 +306,7 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
                     status,
                     secs: msg.get("secs").parse().ok(),
                     reason: msg.get("reason").to_string(),
+                    output: Vec::new(),
                 });
             }
             "DONE" => {
@@ -344,12 +367,18 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
             name: t.name.clone(),
             status: Status::Fail,
             secs: None,
-            reason: if done {
+            reason: if current.as_deref() == Some(t.name.as_str()) {
+                "started but never finished: the guest died or the overall timeout passed \
+                 during this test"
+                    .into()
+            } else if done {
                 "no result line from the guest".into()
             } else {
-                "no result: the guest did not get to or through this test".into()
+                "not run: the guest stopped before this test".into()
             },
+            output: Vec::new(),
         });
+        r.output = outputs.remove(&t.name).unwrap_or_default();
         if r.status == Status::Skip {
             // Say what the kernel config says about the missing features.
             let cfg: Vec<String> = t
@@ -444,6 +473,27 @@ fn print_summary(r: &VmReport, serial_log: &Path) {
     }
     for p in &r.problems {
         println!("  HARNESS FAILURE: {p}");
+    }
+    const TAIL: usize = 40;
+    for t in r
+        .tests
+        .iter()
+        .filter(|t| t.status == Status::Fail && !t.output.is_empty())
+    {
+        let skip = t.output.len().saturating_sub(TAIL);
+        println!(
+            "--- output of failed test {} ({} lines{}) ---",
+            t.name,
+            t.output.len(),
+            if skip > 0 {
+                format!(", last {TAIL} shown")
+            } else {
+                String::new()
+            }
+        );
+        for l in &t.output[skip..] {
+            println!("  {l}");
+        }
     }
     let tm = &r.timings;
     println!(
