@@ -136,6 +136,11 @@ for t in /vm/tests/*/; do
 done
 
 echo "MIGTRACE-VM-DONE uptime=$(now)"
+if grep -qw vmtest.shell=1 /proc/cmdline; then
+    # Booted by hand (target/vmtest/run/qemu.sh): a shell instead of powering off.
+    echo "vmtest.shell=1: starting a shell; 'poweroff -f' or exit to power off"
+    setsid cttyhack sh
+fi
 sync
 echo o > /proc/sysrq-trigger
 sleep 5

@@ -257,6 +257,10 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
         timeout: opts.timeout,
         serial_log: serial_log.clone(),
     };
+    let rerun = work.join("qemu.sh");
+    std::fs::write(&rerun, qemu::script(&boot))
+        .with_context(|| format!("writing {}", rerun.display()))?;
+    std::fs::set_permissions(&rerun, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let outcome = qemu::boot(&boot, |line, at| {
         println!("vm| {line}");
         let Some(msg) = protocol::parse(line) else {
@@ -410,7 +414,11 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
     };
     print_summary(&report, &serial_log);
     if opts.keep {
-        println!("vmtest: kept the work directory {}", work.display());
+        println!(
+            "vmtest: kept the work directory {} (boot it again by hand with {})",
+            work.display(),
+            rerun.display()
+        );
     } else {
         let _ = std::fs::remove_dir_all(&work);
     }

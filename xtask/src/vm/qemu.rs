@@ -36,8 +36,13 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// quiet: only errors and worse reach the console (panics still do); panic=-1: reboot at
+/// once on a panic, which -no-reboot turns into QEMU exiting.
+const APPEND: &str = "console=ttyS0 quiet panic=-1 oops=panic rdinit=/init";
+
 /// The QEMU command line (also printed, so a human can rerun it by hand).
-pub fn command(b: &Boot) -> Command {
+/// `extra` is appended to the kernel command line.
+pub fn command(b: &Boot, extra: &str) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-m", "1G", "-smp", "2"])
         .args([
@@ -51,20 +56,30 @@ pub fn command(b: &Boot) -> Command {
         .arg(b.vmlinuz)
         .arg("-initrd")
         .arg(b.initrd)
-        // quiet: only errors and worse reach the console (panics still do); panic=-1:
-        // reboot at once on a panic, which -no-reboot turns into QEMU exiting.
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 oops=panic rdinit=/init",
-        ]);
+        .arg("-append")
+        .arg(format!("{APPEND} {extra}").trim_end());
     cmd
+}
+
+/// The QEMU command line as a shell script (kept with `--keep`), to boot the same
+/// initramfs by hand: with `vmtest.shell=1` the guest opens a shell after the tests instead
+/// of powering off (`exit` or `poweroff -f` leaves, Ctrl-C kills QEMU).
+pub fn script(b: &Boot) -> String {
+    let cmd = command(b, "vmtest.shell=1");
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let mut line = quote(cmd.get_program());
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    format!("#!/bin/sh\n# Boots the vmtest guest by hand: tests run, then a shell (poweroff -f leaves; Ctrl-C kills QEMU).\nexec {line} \"$@\"\n")
 }
 
 /// Boots and streams console lines to `on_line(line, time since start)`. The callback
 /// returns true once the guest said it is done; QEMU then gets a short grace period to
 /// power off before it is killed.
 pub fn boot(b: &Boot, mut on_line: impl FnMut(&str, Duration) -> bool) -> Result<Outcome> {
-    let mut cmd = command(b);
+    let mut cmd = command(b, "");
     println!("vmtest: {cmd:?}");
     let start = Instant::now();
     let child = cmd
