@@ -6,6 +6,7 @@
 //! set up the checks take well under a second.
 mod bench;
 mod bootstrap;
+mod vm;
 
 use std::{path::PathBuf, process::Command};
 
@@ -33,8 +34,23 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Run the whole test suite: fmt, clippy, unit tests, end-to-end tests (as root).
+    /// Run the whole test suite: fmt, clippy, unit tests, end-to-end tests (as root), VM tests.
     Test,
+    /// Run the VM tests (tests/vm/tests.json) inside one QEMU boot of Debian 12's kernel.
+    Vmtest {
+        /// Run only the tests whose name contains this string.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Keep target/vmtest/run (initramfs, test dirs) for debugging.
+        #[arg(long)]
+        keep: bool,
+        /// Test spec file (default: tests/vm/tests.json).
+        #[arg(long)]
+        spec: Option<std::path::PathBuf>,
+        /// Overall timeout for the boot, in seconds.
+        #[arg(long, default_value_t = 480)]
+        timeout: u64,
+    },
     /// Overhead benchmark: a fault-heavy loop with and without `watch`, and with bpftrace.
     Bench {
         /// Interleaved rounds per configuration.
@@ -124,6 +140,11 @@ fn main() -> Result<()> {
             run(c.arg("demo").args(args))
         }
         Cmd::Test => test(),
+        Cmd::Vmtest { filter, keep, spec, timeout } => {
+            // The guest runs the migtrace binary: build it with its kernel programs first.
+            build_ebpf()?;
+            vmtest(filter, keep, spec, timeout)
+        }
         Cmd::Bench { rounds, seconds } => {
             build()?;
             bootstrap::ensure_packages(&["bpftrace"])?;
@@ -154,5 +175,19 @@ fn test() -> Result<()> {
     run(cargo()
         .env("MIGTRACE_BIN", root().join("target/release/migtrace"))
         .args(["test", "--workspace", "--release"]))?;
-    Ok(())
+    eprintln!("xtask: tests inside a Debian guest kernel (soft-dirty, kprobes)");
+    vmtest(None, false, None, 480)
+}
+
+fn vmtest(filter: Option<String>, keep: bool, spec: Option<PathBuf>, timeout: u64) -> Result<()> {
+    let report = vm::run(vm::VmTestOptions {
+        filter,
+        keep,
+        spec,
+        timeout: std::time::Duration::from_secs(timeout),
+    })?;
+    match report.exit_code() {
+        0 => Ok(()),
+        _ => bail!("VM tests failed"),
+    }
 }

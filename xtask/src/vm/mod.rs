@@ -1,0 +1,521 @@
+//! `cargo xtask vmtest`: runs tests that need guest-kernel features the development and CI
+//! kernels lack (soft-dirty, kprobes, ...) inside one QEMU/TCG boot of Debian 12's 6.1
+//! kernel, and reports one result per test. See docs/vmtest.md.
+//!
+//! Entry point: [`run`]. Flow: host tools ([`host`]) -> guest kernel ([`kernel`]) -> cargo
+//! builds of what runs inside ([`artifacts`]) -> initramfs ([`initramfs`], [`cpio`]) ->
+//! boot and read the serial console ([`qemu`], [`protocol`]) -> summary.
+pub mod artifacts;
+pub mod cpio;
+pub mod host;
+pub mod initramfs;
+pub mod kernel;
+pub mod protocol;
+pub mod qemu;
+pub mod spec;
+
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What `cargo xtask vmtest` was asked to do.
+#[derive(Debug, Clone)]
+pub struct VmTestOptions {
+    /// Run only tests whose name contains this string.
+    pub filter: Option<String>,
+    /// Keep the work directory (initramfs, test dirs) for debugging.
+    pub keep: bool,
+    /// Test spec; default `tests/vm/tests.json` in the repository.
+    pub spec: Option<PathBuf>,
+    /// Overall limit for the boot, after which QEMU is killed.
+    pub timeout: Duration,
+}
+
+impl Default for VmTestOptions {
+    fn default() -> Self {
+        VmTestOptions {
+            filter: None,
+            keep: false,
+            spec: None,
+            timeout: Duration::from_secs(480),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    Fail,
+    Skip,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::Skip => "skip",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    pub name: String,
+    pub status: Status,
+    pub secs: Option<f64>,
+    pub reason: String,
+    /// The test's stdout and stderr lines, as the guest printed them.
+    pub output: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Feature {
+    pub name: String,
+    pub present: bool,
+    /// True when the kernel config builds it in, so absence is a harness failure.
+    pub expected: bool,
+    pub detail: String,
+}
+
+/// Wall-clock durations of the phases of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub host_tools: Duration,
+    pub kernel: Duration,
+    pub kernel_downloaded: bool,
+    pub cargo_build: Duration,
+    pub initramfs: Duration,
+    /// QEMU start to the guest's `/init` printing its first line.
+    pub boot_to_init: Option<Duration>,
+    /// QEMU start to the first test starting (after the feature probe).
+    pub boot_to_first_test: Option<Duration>,
+    pub qemu_total: Duration,
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmReport {
+    pub kernel_package: String,
+    pub guest_release: Option<String>,
+    pub features: Vec<Feature>,
+    pub tests: Vec<TestResult>,
+    /// Harness-level failures: no DONE line, an expected feature missing, ...
+    pub problems: Vec<String>,
+    pub timings: Timings,
+}
+
+impl VmReport {
+    pub fn count(&self, s: Status) -> usize {
+        self.tests.iter().filter(|t| t.status == s).count()
+    }
+
+    pub fn success(&self) -> bool {
+        self.problems.is_empty() && self.count(Status::Fail) == 0
+    }
+
+    /// 0 when every test passed or was legitimately skipped, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.success() {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent().unwrap_or(manifest);
+    root.canonicalize().unwrap_or_else(|_| root.to_path_buf())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
+}
+
+/// Runs the VM test suite and prints progress, a summary table and the closing line
+/// `vmtest: N passed, N failed, N skipped`. `Err` only when the harness itself could not
+/// get as far as booting; test failures are in the report.
+pub fn run(opts: VmTestOptions) -> Result<VmReport> {
+    let t_all = Instant::now();
+    let root = repo_root();
+    let spec_path = opts
+        .spec
+        .clone()
+        .unwrap_or_else(|| root.join("tests/vm/tests.json"));
+    let spec = spec::load(&spec_path)?;
+    let tests: Vec<spec::TestSpec> = spec
+        .tests
+        .iter()
+        .filter(|t| {
+            opts.filter
+                .as_ref()
+                .is_none_or(|f| t.name.contains(f.as_str()))
+        })
+        .cloned()
+        .collect();
+    if tests.is_empty() {
+        bail!(
+            "no VM test matches --filter {:?}; the tests in {} are: {}",
+            opts.filter.as_deref().unwrap_or(""),
+            spec_path.display(),
+            spec.tests
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut timings = Timings::default();
+
+    let t = Instant::now();
+    host::ensure_tools()?;
+    timings.host_tools = t.elapsed();
+
+    let target = target_dir(&root);
+    let vmdir = target.join("vmtest");
+    let t = Instant::now();
+    let kernel = kernel::ensure(&vmdir.join("kernel"))?;
+    timings.kernel = t.elapsed();
+    timings.kernel_downloaded = kernel.downloaded;
+    println!(
+        "vmtest: guest kernel {} ({}) in {:.2} s: {}",
+        kernel.package,
+        if kernel.downloaded {
+            "downloaded"
+        } else {
+            "cached"
+        },
+        timings.kernel.as_secs_f64(),
+        kernel.vmlinuz.display()
+    );
+    let mut expected = BTreeMap::new();
+    for (feature, options) in spec::FEATURES {
+        let values: Vec<String> = options
+            .iter()
+            .map(|o| format!("{o}={}", kernel.config_value(o)))
+            .collect();
+        let builtin = options.iter().all(|o| kernel.config_value(o) == "y");
+        println!(
+            "vmtest: kernel config for {feature:<12} {}",
+            values.join(" ")
+        );
+        expected.insert(feature.to_string(), (builtin, values.join(" ")));
+    }
+
+    // What runs inside: vm-probe always, plus every test's bins.
+    let mut bins: BTreeSet<spec::CargoBin> = tests.iter().flat_map(|t| t.bins.clone()).collect();
+    bins.insert(spec::CargoBin {
+        package: "xtask".into(),
+        bin: "vm-probe".into(),
+        profile: "dev".into(),
+    });
+    let mut by_name: BTreeMap<&str, &spec::CargoBin> = BTreeMap::new();
+    for b in &bins {
+        if let Some(other) = by_name.insert(b.bin.as_str(), b) {
+            bail!(
+                "two VM test binaries would both be /usr/local/bin/{}: {other:?} and {b:?}",
+                b.bin
+            );
+        }
+    }
+    let t = Instant::now();
+    let exes = artifacts::build(&root, &bins)?;
+    timings.cargo_build = t.elapsed();
+
+    let work = vmdir.join("run");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let initrd = work.join("initramfs.cpio");
+    let t = Instant::now();
+    let built = initramfs::build(&root, &tests, &exes, &initrd)?;
+    timings.initramfs = t.elapsed();
+    println!(
+        "vmtest: initramfs {} ({} entries, {:.1} MiB) in {:.2} s",
+        initrd.display(),
+        built.files,
+        built.bytes as f64 / (1 << 20) as f64,
+        timings.initramfs.as_secs_f64()
+    );
+
+    // Boot once and run everything.
+    let mut features: BTreeMap<String, (bool, String)> = BTreeMap::new();
+    let mut results: BTreeMap<String, TestResult> = BTreeMap::new();
+    let mut guest_release = None;
+    let mut done = false;
+    let mut current: Option<String> = None;
+    let mut outputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let serial_log = vmdir.join("serial.log");
+    let boot = qemu::Boot {
+        vmlinuz: &kernel.vmlinuz,
+        initrd: &initrd,
+        timeout: opts.timeout,
+        serial_log: serial_log.clone(),
+    };
+    let rerun = work.join("qemu.sh");
+    std::fs::write(&rerun, qemu::script(&boot))
+        .with_context(|| format!("writing {}", rerun.display()))?;
+    std::fs::set_permissions(&rerun, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let outcome = qemu::boot(&boot, |line, at| {
+        println!("vm| {line}");
+        let Some(msg) = protocol::parse(line) else {
+            if let Some(name) = &current {
+                if let Some(out) = line
+                    .strip_prefix(name.as_str())
+                    .and_then(|l| l.strip_prefix("| "))
+                {
+                    outputs
+                        .entry(name.clone())
+                        .or_default()
+                        .push(out.to_string());
+                } else if line.starts_with('[') {
+                    // Kernel messages (oops, panic, BPF warnings) during the test.
+                    outputs
+                        .entry(name.clone())
+                        .or_default()
+                        .push(format!("(kernel) {line}"));
+                }
+            }
+            return false;
+        };
+        match msg.kind.as_str() {
+            "BOOTED" => {
+                timings.boot_to_init.get_or_insert(at);
+                guest_release = Some(msg.get("kernel").to_string());
+            }
+            "FEATURE" => {
+                features.insert(
+                    msg.get("name").to_string(),
+                    (msg.get("status") == "yes", msg.get("detail").to_string()),
+                );
+            }
+            "BEGIN" => {
+                timings.boot_to_first_test.get_or_insert(at);
+                current = Some(msg.get("name").to_string());
+            }
+            "RESULT" => {
+                let status = match msg.get("status") {
+                    "pass" => Status::Pass,
+                    "skip" => Status::Skip,
+                    _ => Status::Fail,
+                };
+                let name = msg.get("name").to_string();
+                results.entry(name.clone()).or_insert(TestResult {
+                    name,
+                    status,
+                    secs: msg.get("secs").parse().ok(),
+                    reason: msg.get("reason").to_string(),
+                    output: Vec::new(),
+                });
+            }
+            "DONE" => {
+                done = true;
+                return true;
+            }
+            _ => {}
+        }
+        false
+    })?;
+    timings.qemu_total = outcome.elapsed;
+
+    // Judge.
+    let mut problems = Vec::new();
+    if outcome.timed_out {
+        problems.push(format!(
+            "the guest did not finish within {} s: QEMU was killed",
+            opts.timeout.as_secs()
+        ));
+    } else if !done {
+        problems.push(format!(
+            "the guest never printed MIGTRACE-VM-DONE (panic or crash?): QEMU exited with {}",
+            outcome
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown status".into())
+        ));
+    }
+    if let Some(r) = guest_release.as_deref() {
+        if r != kernel.release {
+            problems.push(format!(
+                "the guest runs kernel {r}, not the {} that was booted",
+                kernel.release
+            ));
+        }
+    }
+    let mut feature_report = Vec::new();
+    for (name, (builtin, config)) in &expected {
+        let (present, detail) = features
+            .get(name)
+            .cloned()
+            .unwrap_or((false, "the guest reported nothing for it".into()));
+        if *builtin && !present && done {
+            problems.push(format!(
+                "guest feature {name} is missing although the kernel config has {config}: {detail}"
+            ));
+        }
+        feature_report.push(Feature {
+            name: name.clone(),
+            present,
+            expected: *builtin,
+            detail,
+        });
+    }
+    let mut test_results = Vec::new();
+    for t in &tests {
+        let mut r = results.remove(&t.name).unwrap_or_else(|| TestResult {
+            name: t.name.clone(),
+            status: Status::Fail,
+            secs: None,
+            reason: if current.as_deref() == Some(t.name.as_str()) {
+                "started but never finished: the guest died or the overall timeout passed \
+                 during this test"
+                    .into()
+            } else if done {
+                "no result line from the guest".into()
+            } else {
+                "not run: the guest stopped before this test".into()
+            },
+            output: Vec::new(),
+        });
+        r.output = outputs.remove(&t.name).unwrap_or_default();
+        if r.status == Status::Skip {
+            // Say what the kernel config says about the missing features.
+            let cfg: Vec<String> = t
+                .requires
+                .iter()
+                .filter(|f| !features.get(*f).is_some_and(|(p, _)| *p))
+                .map(|f| {
+                    format!(
+                        "{f}: {}",
+                        expected.get(f).map(|e| e.1.as_str()).unwrap_or("")
+                    )
+                })
+                .collect();
+            if !cfg.is_empty() {
+                r.reason = format!("{} [kernel config: {}]", r.reason, cfg.join("; "));
+            }
+        }
+        test_results.push(r);
+    }
+    timings.total = t_all.elapsed();
+
+    let report = VmReport {
+        kernel_package: kernel.package.clone(),
+        guest_release,
+        features: feature_report,
+        tests: test_results,
+        problems,
+        timings,
+    };
+    print_summary(&report, &serial_log);
+    if opts.keep {
+        println!(
+            "vmtest: kept the work directory {} (boot it again by hand with {})",
+            work.display(),
+            rerun.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    println!(
+        "vmtest: {} passed, {} failed, {} skipped",
+        report.count(Status::Pass),
+        report.count(Status::Fail) + report.problems.len(),
+        report.count(Status::Skip)
+    );
+    Ok(report)
+}
+
+fn print_summary(r: &VmReport, serial_log: &Path) {
+    let secs = |d: Option<Duration>| {
+        d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!();
+    println!(
+        "=== vmtest summary: guest {} ({}) ===",
+        r.guest_release.as_deref().unwrap_or("did not boot"),
+        r.kernel_package
+    );
+    println!("features:");
+    for f in &r.features {
+        println!(
+            "  {:<12} {:<4} {:<20} {}",
+            f.name,
+            if f.present { "yes" } else { "no" },
+            if f.expected {
+                "(config: built in)"
+            } else {
+                "(config: not built in)"
+            },
+            f.detail
+        );
+    }
+    let width = r
+        .tests
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("tests:");
+    println!(
+        "  {:<width$}  {:<6} {:>8}  reason",
+        "name", "status", "time"
+    );
+    for t in &r.tests {
+        println!(
+            "  {:<width$}  {:<6} {:>8}  {}",
+            t.name,
+            t.status.as_str(),
+            t.secs
+                .map(|s| format!("{s:.2} s"))
+                .unwrap_or_else(|| "-".into()),
+            t.reason
+        );
+    }
+    for p in &r.problems {
+        println!("  HARNESS FAILURE: {p}");
+    }
+    const TAIL: usize = 40;
+    for t in r
+        .tests
+        .iter()
+        .filter(|t| t.status == Status::Fail && !t.output.is_empty())
+    {
+        let skip = t.output.len().saturating_sub(TAIL);
+        println!(
+            "--- output of failed test {} ({} lines{}) ---",
+            t.name,
+            t.output.len(),
+            if skip > 0 {
+                format!(", last {TAIL} shown")
+            } else {
+                String::new()
+            }
+        );
+        for l in &t.output[skip..] {
+            println!("  {l}");
+        }
+    }
+    let tm = &r.timings;
+    println!(
+        "timings: host tools {}, kernel {} ({}), cargo build {}, initramfs {}, \
+         QEMU start to /init {}, to first test {}, QEMU total {}, whole run {}",
+        secs(Some(tm.host_tools)),
+        secs(Some(tm.kernel)),
+        if tm.kernel_downloaded { "cold" } else { "warm" },
+        secs(Some(tm.cargo_build)),
+        secs(Some(tm.initramfs)),
+        secs(tm.boot_to_init),
+        secs(tm.boot_to_first_test),
+        secs(Some(tm.qemu_total)),
+        secs(Some(tm.total)),
+    );
+    println!("serial log: {}", serial_log.display());
+}
