@@ -9,9 +9,9 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(migtrace_has_ebpf)");
     println!("cargo::rerun-if-env-changed=MIGTRACE_EBPF_OBJ");
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
-    let obj = env::var_os("MIGTRACE_EBPF_OBJ").map(PathBuf::from).unwrap_or_else(|| {
-        manifest.join("../target/ebpf/bpfel-unknown-none/release/migtrace")
-    });
+    let obj = env::var_os("MIGTRACE_EBPF_OBJ")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../target/ebpf/bpfel-unknown-none/release/migtrace"));
     println!("cargo::rerun-if-changed={}", obj.display());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("migtrace.bpf.o");
     match fs::read(&obj) {

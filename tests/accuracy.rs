@@ -8,8 +8,24 @@ use migtrace_e2e::*;
 
 fn check_rate(rate_mib: f64, wss_mib: u64) {
     require_root();
-    let w = Writer::start(&["--pattern", "seq", "--rate-mib", &rate_mib.to_string(), "--wss-mib", &wss_mib.to_string()]);
-    let watch = Watch::start(&["--pid", &w.pid().to_string(), "--backend", "sample", "--interval", "1s", "--duration", "5s"]);
+    let w = Writer::start(&[
+        "--pattern",
+        "seq",
+        "--rate-mib",
+        &rate_mib.to_string(),
+        "--wss-mib",
+        &wss_mib.to_string(),
+    ]);
+    let watch = Watch::start(&[
+        "--pid",
+        &w.pid().to_string(),
+        "--backend",
+        "sample",
+        "--interval",
+        "1s",
+        "--duration",
+        "5s",
+    ]);
     let (intervals, s, st) = watch.finish();
     let done = w.stop();
     assert!(st.success());
@@ -18,7 +34,11 @@ fn check_rate(rate_mib: f64, wss_mib: u64) {
     let measured = s["dirty_pages_per_sec"].as_f64().unwrap();
     let err = (measured - truth) / truth;
     eprintln!("sample at {rate_mib} MiB/s: truth {truth:.0} pages/s, measured {measured:.0} pages/s, error {:+.2} %", err * 100.0);
-    assert!(err.abs() <= 0.10, "measured {measured:.0} vs truth {truth:.0} pages/s ({:+.1} %)", err * 100.0);
+    assert!(
+        err.abs() <= 0.10,
+        "measured {measured:.0} vs truth {truth:.0} pages/s ({:+.1} %)",
+        err * 100.0
+    );
     assert_eq!(s["dropped_events"].as_u64(), Some(0));
 }
 

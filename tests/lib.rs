@@ -21,7 +21,9 @@ pub fn bin() -> PathBuf {
             return b;
         }
     }
-    panic!("no migtrace binary: run `cargo xtask test` (or `cargo build --release -p migtrace`) first");
+    panic!(
+        "no migtrace binary: run `cargo xtask test` (or `cargo build --release -p migtrace`) first"
+    );
 }
 
 /// Fails the test (never skips it) when not root: these tests load eBPF programs.
@@ -52,7 +54,8 @@ impl Writer {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("writer ready line {line:?}: {e}"));
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("writer ready line {line:?}: {e}"));
         assert_eq!(ready["type"], "ready");
         Writer { child, out, ready }
     }
@@ -137,7 +140,8 @@ impl Watch {
         let mut summary = Value::Null;
         for line in self.out.by_ref().lines() {
             let line = line.unwrap();
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
             match v["type"].as_str() {
                 Some("interval") => intervals.push(v),
                 Some("summary") => summary = v,
@@ -151,17 +155,26 @@ impl Watch {
 
 /// Runs migtrace with `args` to completion.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("run migtrace")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run migtrace")
 }
 
 /// The summary fields the issue promises, all present and of the right type.
 pub fn assert_complete_summary(s: &Value) {
     assert_eq!(s["type"], "summary", "{s}");
     for f in ["dirty_bytes_per_sec", "dirty_pages", "duration_s"] {
-        assert!(s[f].is_f64(), "summary field {f} missing or not a number: {s}");
+        assert!(
+            s[f].is_f64(),
+            "summary field {f} missing or not a number: {s}"
+        );
     }
     for f in ["target_rss_bytes", "dropped_events"] {
-        assert!(s[f].is_u64(), "summary field {f} missing or not an integer: {s}");
+        assert!(
+            s[f].is_u64(),
+            "summary field {f} missing or not an integer: {s}"
+        );
     }
     assert!(s["backend"].is_string(), "{s}");
 }

@@ -11,13 +11,30 @@ use migtrace_e2e::*;
 fn fault_backend_counts_first_touches_exactly() {
     require_root();
     const MIB: u64 = 64;
-    let mut w = Writer::start(&["--pattern", "once", "--wss-mib", &MIB.to_string(), "--wait-go", "--duration", "1500ms"]);
+    let mut w = Writer::start(&[
+        "--pattern",
+        "once",
+        "--wss-mib",
+        &MIB.to_string(),
+        "--wait-go",
+        "--duration",
+        "1500ms",
+    ]);
     let n = w.ready["pages"].as_u64().unwrap();
     assert_eq!(n, MIB * 256);
     let addr = w.ready["addr"].as_u64().unwrap();
     let len = w.ready["len"].as_u64().unwrap();
     let range = format!("{:x}-{:x}", addr, addr + len);
-    let watch = Watch::start(&["--pid", &w.pid().to_string(), "--backend", "fault", "--range", &range, "--interval", "500ms"]);
+    let watch = Watch::start(&[
+        "--pid",
+        &w.pid().to_string(),
+        "--backend",
+        "fault",
+        "--range",
+        &range,
+        "--interval",
+        "500ms",
+    ]);
     w.go();
     let done = w.wait_done();
     assert_eq!(done["page_writes"].as_u64(), Some(n));
@@ -30,11 +47,17 @@ fn fault_backend_counts_first_touches_exactly() {
     assert_eq!(s["dropped_events"].as_u64(), Some(0));
     // Unique pages are a HyperLogLog estimate: within 4 standard errors (4 x 1.6 %).
     let u = s["unique_pages_total"].as_f64().unwrap();
-    assert!((u - n as f64).abs() / (n as f64) < 0.064, "unique {u} vs {n}");
+    assert!(
+        (u - n as f64).abs() / (n as f64) < 0.064,
+        "unique {u} vs {n}"
+    );
     // Per-thread attribution: the writer's one thread did all of it.
     assert_eq!(s["threads"][0]["tid"].as_u64(), Some(w_pid(&s)));
     assert_eq!(s["threads"][0]["write_faults"].as_u64(), Some(n));
-    let per_interval: u64 = intervals.iter().map(|i| i["faults"]["write_not_present"].as_u64().unwrap()).sum();
+    let per_interval: u64 = intervals
+        .iter()
+        .map(|i| i["faults"]["write_not_present"].as_u64().unwrap())
+        .sum();
     assert_eq!(per_interval, n, "interval deltas add up to the total");
 }
 
@@ -46,8 +69,26 @@ fn w_pid(s: &serde_json::Value) -> u64 {
 #[test]
 fn target_exit_mid_watch_gives_summary() {
     require_root();
-    let w = Writer::start(&["--pattern", "seq", "--rate-mib", "8", "--wss-mib", "16", "--duration", "1800ms"]);
-    let watch = Watch::start(&["--pid", &w.pid().to_string(), "--backend", "sample", "--interval", "500ms", "--duration", "30s"]);
+    let w = Writer::start(&[
+        "--pattern",
+        "seq",
+        "--rate-mib",
+        "8",
+        "--wss-mib",
+        "16",
+        "--duration",
+        "1800ms",
+    ]);
+    let watch = Watch::start(&[
+        "--pid",
+        &w.pid().to_string(),
+        "--backend",
+        "sample",
+        "--interval",
+        "500ms",
+        "--duration",
+        "30s",
+    ]);
     let _ = w.wait_done();
     let (intervals, s, st) = watch.finish();
     assert!(st.success());
@@ -78,7 +119,14 @@ fn sigint_gives_summary() {
 fn sigterm_gives_summary() {
     require_root();
     let w = Writer::start(&["--pattern", "seq", "--rate-mib", "8", "--wss-mib", "16"]);
-    let watch = Watch::start(&["--pid", &w.pid().to_string(), "--backend", "fault", "--interval", "300ms"]);
+    let watch = Watch::start(&[
+        "--pid",
+        &w.pid().to_string(),
+        "--backend",
+        "fault",
+        "--interval",
+        "300ms",
+    ]);
     sleep(Duration::from_millis(700));
     signal(watch.child.id(), libc::SIGTERM);
     let (_, s, st) = watch.finish();
@@ -97,8 +145,14 @@ fn profile_out_round_trips() {
     let path = dir.join("profile.json");
     let w = Writer::start(&["--pattern", "seq", "--rate-mib", "16", "--wss-mib", "64"]);
     let watch = Watch::start(&[
-        "--pid", &w.pid().to_string(), "--interval", "250ms", "--duration", "2100ms",
-        "--profile-out", path.to_str().unwrap(),
+        "--pid",
+        &w.pid().to_string(),
+        "--interval",
+        "250ms",
+        "--duration",
+        "2100ms",
+        "--profile-out",
+        path.to_str().unwrap(),
     ]);
     let (_, s, st) = watch.finish();
     w.stop();
@@ -111,7 +165,13 @@ fn profile_out_round_trips() {
     assert!(p.dirty.bytes_per_sec > 0.0);
     // Windows of 1, 2 and 4 intervals: the growth curve is increasing.
     assert!(p.growth.len() >= 3, "{:?}", p.growth);
-    assert!(p.growth.windows(2).all(|w| w[1].unique_pages > w[0].unique_pages), "{:?}", p.growth);
+    assert!(
+        p.growth
+            .windows(2)
+            .all(|w| w[1].unique_pages > w[0].unique_pages),
+        "{:?}",
+        p.growth
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -119,19 +179,34 @@ fn assert_usage_error(args: &[&str], needle: &str) {
     let out = run(args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {err}");
-    assert!(err.contains(needle), "args {args:?}: stderr {err:?} lacks {needle:?}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        err.contains(needle),
+        "args {args:?}: stderr {err:?} lacks {needle:?}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line expected: {err:?}");
 }
 
 #[test]
 fn bad_input_exits_2_with_one_line() {
-    assert_usage_error(&["watch", "--pid", "999999999"], "no process with pid 999999999");
+    assert_usage_error(
+        &["watch", "--pid", "999999999"],
+        "no process with pid 999999999",
+    );
     assert_usage_error(&["watch", "--pid", "1", "--duration", "5"], "has no unit");
-    assert_usage_error(&["watch", "--pid", "1", "--duration", "fast"], "bad duration");
+    assert_usage_error(
+        &["watch", "--pid", "1", "--duration", "fast"],
+        "bad duration",
+    );
     assert_usage_error(&["watch", "--pid", "1", "--interval", "1ms"], "too short");
     assert_usage_error(&["watch", "--pid", "notapid"], "invalid value");
-    assert_usage_error(&["watch", "--pid", "1", "--range", "10-5"], "end must be above start");
+    assert_usage_error(
+        &["watch", "--pid", "1", "--range", "10-5"],
+        "end must be above start",
+    );
 }
 
 /// Without privileges: a clear line and exit 2, for eBPF (CAP_BPF) and for sampling another
@@ -142,7 +217,12 @@ fn missing_privileges_exit_2() {
     let bin = bin();
     let as_nobody = |args: &[&str]| {
         std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
             .arg(&bin)
             .args(args)
             .output()
@@ -153,7 +233,10 @@ fn missing_privileges_exit_2() {
     let out = as_nobody(&["watch", "--pid", &pid, "--backend", "fault"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("permission denied") || err.contains("CAP_BPF"), "{err}");
+    assert!(
+        err.contains("permission denied") || err.contains("CAP_BPF"),
+        "{err}"
+    );
     let out = as_nobody(&["watch", "--pid", &pid, "--backend", "sample"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");

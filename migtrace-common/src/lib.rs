@@ -75,7 +75,9 @@ pub struct Hll {
 
 impl Default for Hll {
     fn default() -> Self {
-        Hll { regs: [0; HLL_REGS] }
+        Hll {
+            regs: [0; HLL_REGS],
+        }
     }
 }
 
@@ -177,18 +179,33 @@ mod tests {
 
     #[test]
     fn rank_matches_leading_zeros() {
-        for &h in &[0u64, 1, 0xffff_ffff_ffff_ffff, 0x8000_0000_0000_0000, 0x0000_0800_0000_0000, 12345678901234567] {
+        for &h in &[
+            0u64,
+            1,
+            0xffff_ffff_ffff_ffff,
+            0x8000_0000_0000_0000,
+            0x0000_0800_0000_0000,
+            12345678901234567,
+        ] {
             let (idx, rank) = hll_index_rank(h);
             assert_eq!(idx as u64, h >> (64 - HLL_BITS));
             let rest = h << HLL_BITS;
-            let expect = if rest == 0 { 64 - HLL_BITS + 1 } else { rest.leading_zeros() + 1 };
+            let expect = if rest == 0 {
+                64 - HLL_BITS + 1
+            } else {
+                rest.leading_zeros() + 1
+            };
             assert_eq!(rank as u32, expect.min(64 - HLL_BITS + 1), "hash {h:#x}");
         }
         for i in 0..100_000u64 {
             let h = page_hash(i);
             let (_, rank) = hll_index_rank(h);
             let rest = h << HLL_BITS;
-            let expect = if rest == 0 { 64 - HLL_BITS + 1 } else { (rest.leading_zeros() + 1).min(64 - HLL_BITS + 1) };
+            let expect = if rest == 0 {
+                64 - HLL_BITS + 1
+            } else {
+                (rest.leading_zeros() + 1).min(64 - HLL_BITS + 1)
+            };
             assert_eq!(rank as u32, expect);
         }
     }

@@ -12,7 +12,11 @@ fn main() {
             _ => {
                 // One line, exit 2: clap's first line is the error; its usage hints follow.
                 let text = e.render().to_string();
-                let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+                let first = text
+                    .lines()
+                    .next()
+                    .unwrap_or("bad arguments")
+                    .trim_start_matches("error: ");
                 eprintln!("migtrace: error: {first} (see --help)");
                 std::process::exit(2);
             }

@@ -166,7 +166,9 @@ impl Profile {
             pts[0].unique_pages * window_s / pts[0].window_s
         } else if let Some(w) = pts.windows(2).find(|w| window_s <= w[1].window_s) {
             let (a, b) = (&w[0], &w[1]);
-            a.unique_pages + (b.unique_pages - a.unique_pages) * (window_s - a.window_s) / (b.window_s - a.window_s)
+            a.unique_pages
+                + (b.unique_pages - a.unique_pages) * (window_s - a.window_s)
+                    / (b.window_s - a.window_s)
         } else {
             pts[pts.len() - 1].unique_pages
         };

@@ -84,7 +84,10 @@ impl Target {
             } else {
                 ""
             };
-            return Err(UsageError(format!("cannot read the memory map of pid {pid}: {e}{hint}")).into());
+            return Err(UsageError(format!(
+                "cannot read the memory map of pid {pid}: {e}{hint}"
+            ))
+            .into());
         }
         Ok(t)
     }
@@ -119,7 +122,11 @@ impl Target {
     pub fn rss_bytes(&self) -> u64 {
         fs::read_to_string(self.proc_dir.join("statm"))
             .ok()
-            .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            .and_then(|s| {
+                s.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
             .map(|p| p * page_size())
             .unwrap_or(0)
     }
@@ -187,7 +194,10 @@ pub fn parse_writable_private(maps: &str) -> Vec<Region> {
             continue;
         }
         let name = it.nth(3).unwrap_or("").to_string();
-        if matches!(name.as_str(), "[vvar]" | "[vdso]" | "[vsyscall]" | "[vvar_vclock]") {
+        if matches!(
+            name.as_str(),
+            "[vvar]" | "[vdso]" | "[vsyscall]" | "[vvar_vclock]"
+        ) {
             continue;
         }
         let Some((a, b)) = range.split_once('-') else {

@@ -10,7 +10,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(format!("duration {t:?} has no unit: write e.g. {t}s or {t}ms"));
+        return Err(format!(
+            "duration {t:?} has no unit: write e.g. {t}s or {t}ms"
+        ));
     }
-    humantime::parse_duration(t).map_err(|e| format!("bad duration {t:?}: {e} (examples: 1s, 250ms, 1m30s)"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("bad duration {t:?}: {e} (examples: 1s, 250ms, 1m30s)"))
 }

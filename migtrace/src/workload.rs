@@ -173,7 +173,14 @@ pub fn run(a: WriterArgs) -> Result<()> {
         while !STOP.load(Ordering::Relaxed) && a.duration.is_none_or(|d| start.elapsed() < d) {
             // SAFETY: a fresh private anonymous mapping, written inside its bounds, unmapped.
             unsafe {
-                let m = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+                let m = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
                 if m == libc::MAP_FAILED {
                     return Err(std::io::Error::last_os_error()).context("mmap");
                 }
@@ -247,7 +254,14 @@ fn done(writes: u64, start: Instant) -> Done {
 
 /// Expected unique pages dirtied in a window of `window_s` seconds by a writer of `rate`
 /// page writes per second over `pages` pages (the truth `demo` and the tests compare with).
-pub fn expected_unique(pattern: Pattern, rate: f64, pages: f64, window_s: f64, hot_frac: f64, hot_share: f64) -> f64 {
+pub fn expected_unique(
+    pattern: Pattern,
+    rate: f64,
+    pages: f64,
+    window_s: f64,
+    hot_frac: f64,
+    hot_share: f64,
+) -> f64 {
     let w = rate * window_s;
     match pattern {
         Pattern::Seq => w.min(pages),
@@ -271,8 +285,14 @@ mod tests {
 
     #[test]
     fn expected_unique_limits() {
-        assert_eq!(expected_unique(Pattern::Seq, 100.0, 1000.0, 2.0, 0.0, 0.0), 200.0);
-        assert_eq!(expected_unique(Pattern::Seq, 100.0, 1000.0, 20.0, 0.0, 0.0), 1000.0);
+        assert_eq!(
+            expected_unique(Pattern::Seq, 100.0, 1000.0, 2.0, 0.0, 0.0),
+            200.0
+        );
+        assert_eq!(
+            expected_unique(Pattern::Seq, 100.0, 1000.0, 20.0, 0.0, 0.0),
+            1000.0
+        );
         let r = expected_unique(Pattern::Random, 100.0, 1000.0, 100.0, 0.0, 0.0);
         assert!((r - 1000.0).abs() < 1e-3);
         let small = expected_unique(Pattern::Random, 1.0, 1e6, 1.0, 0.0, 0.0);

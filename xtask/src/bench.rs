@@ -23,7 +23,15 @@ use crate::root;
 fn start_target(seconds: f64, wait_go: bool) -> Result<(Child, u32)> {
     let bin = root().join("target/release/migtrace");
     let mut c = Command::new(bin);
-    c.args(["writer", "--pattern", "churn", "--wss-mib", "16", "--duration", &format!("{}ms", (seconds * 1000.0) as u64)]);
+    c.args([
+        "writer",
+        "--pattern",
+        "churn",
+        "--wss-mib",
+        "16",
+        "--duration",
+        &format!("{}ms", (seconds * 1000.0) as u64),
+    ]);
     if wait_go {
         c.arg("--wait-go");
     }
@@ -135,7 +143,10 @@ pub fn run(rounds: usize, seconds: f64) -> Result<()> {
     println!("\nmedians of {rounds} interleaved rounds, {seconds} s each (churn writer, 16 MiB):");
     for i in 0..3 {
         let slow = (1.0 - meds[i] / meds[0]) * 100.0;
-        println!("  {:<36} {:>10.0} faults/s  slowdown {:>5.1} %", names[i], meds[i], slow);
+        println!(
+            "  {:<36} {:>10.0} faults/s  slowdown {:>5.1} %",
+            names[i], meds[i], slow
+        );
     }
     Ok(())
 }

@@ -39,7 +39,10 @@ impl EbpfToolchain {
 
 fn output(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
-    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("starting {shown}"))?;
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {shown}"))?;
     if !out.status.success() {
         bail!("{shown} failed with {}", out.status);
     }
@@ -52,11 +55,23 @@ pub fn ensure_ebpf_toolchain() -> Result<EbpfToolchain> {
         "the nightly toolchain is missing: it is needed to build the eBPF programs (rustup toolchain install nightly)",
     )?;
     let sysroot = PathBuf::from(sysroot.trim());
-    let comps = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
     if !comps.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: installing the nightly rust-src component");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-            .context("could not add rust-src (rustup component add rust-src --toolchain nightly)")?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("could not add rust-src (rustup component add rust-src --toolchain nightly)")?;
     }
 
     let tc = root().join("target/bpf-toolchain");
@@ -67,7 +82,9 @@ pub fn ensure_ebpf_toolchain() -> Result<EbpfToolchain> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
         .unwrap_or(false);
     if !ok {
         build_bpf_linker(&sysroot, &tc)?;
@@ -84,14 +101,19 @@ fn build_bpf_linker(sysroot: &Path, tc: &Path) -> Result<()> {
         .flatten()
         .map(|e| e.path())
         .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so"))
+            })
         })
-        .context("the nightly toolchain has no libLLVM shared library to build bpf-linker against")?;
+        .context(
+            "the nightly toolchain has no libLLVM shared library to build bpf-linker against",
+        )?;
     let llvm_lib = tc.join("llvm/lib");
     std::fs::create_dir_all(&llvm_lib)?;
-    for name in ["libLLVM.so".to_string(), lib.file_name().unwrap().to_string_lossy().into_owned()] {
+    for name in [
+        "libLLVM.so".to_string(),
+        lib.file_name().unwrap().to_string_lossy().into_owned(),
+    ] {
         let link = llvm_lib.join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&lib, &link)?;
@@ -100,7 +122,10 @@ fn build_bpf_linker(sysroot: &Path, tc: &Path) -> Result<()> {
     let major = lib
         .file_name()
         .and_then(|n| n.to_str())
-        .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty()))
+        .and_then(|n| {
+            n.split(|c: char| !c.is_ascii_digit())
+                .find(|s| !s.is_empty())
+        })
         .context("cannot tell the LLVM version of the nightly toolchain")?
         .to_string();
     eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (about 2 minutes, once)");
@@ -110,7 +135,11 @@ fn build_bpf_linker(sysroot: &Path, tc: &Path) -> Result<()> {
         .args(["install", "--root"])
         .arg(tc)
         .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
-        .args(["--no-default-features", "--features", &format!("llvm-{major}")]))
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ]))
     .context("building bpf-linker failed (needs crates.io and a nightly toolchain with libLLVM)")
 }
 
@@ -130,7 +159,10 @@ pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
     }
     let cmdline = format!("apt-get update && apt-get install -y {}", missing.join(" "));
     if !crate::is_root_pub() {
-        bail!("missing Debian packages: {}; install them with: sudo sh -c '{cmdline}'", missing.join(", "));
+        bail!(
+            "missing Debian packages: {}; install them with: sudo sh -c '{cmdline}'",
+            missing.join(", ")
+        );
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
     run(Command::new("apt-get").args(["update", "-q"])).context("apt-get update")?;

@@ -64,7 +64,10 @@ enum Cmd {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Runs a command, failing with its command line when it fails.
@@ -109,7 +112,12 @@ pub fn is_root_pub() -> bool {
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().nth(1) == Some("0"))))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|v| v.split_whitespace().nth(1) == Some("0"))
+            })
+        })
         .unwrap_or(false)
 }
 
@@ -134,13 +142,20 @@ fn main() -> Result<()> {
                 c.arg(&bin);
                 c
             } else {
-                eprintln!("xtask: not root and no sudo: the demo runs without eBPF (sampling only)");
+                eprintln!(
+                    "xtask: not root and no sudo: the demo runs without eBPF (sampling only)"
+                );
                 Command::new(&bin)
             };
             run(c.arg("demo").args(args))
         }
         Cmd::Test => test(),
-        Cmd::Vmtest { filter, keep, spec, timeout } => {
+        Cmd::Vmtest {
+            filter,
+            keep,
+            spec,
+            timeout,
+        } => {
             // The guest runs the migtrace binary: build it with its kernel programs first.
             build_ebpf()?;
             vmtest(filter, keep, spec, timeout)
@@ -166,8 +181,16 @@ fn test() -> Result<()> {
     bootstrap::ensure_packages(bootstrap::TEST_PACKAGES)?;
     build_ebpf()?;
     eprintln!("xtask: checking formatting and lints");
-    run(cargo().args(["fmt", "--all", "--", "--check"])).context("run `cargo fmt --all` to fix formatting")?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("run `cargo fmt --all` to fix formatting")?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     eprintln!("xtask: unit and end-to-end tests");
     // Release binary for the end-to-end tests: rates and fault counts are measured against
     // a real writer, and a debug build would make the measuring side the bottleneck.

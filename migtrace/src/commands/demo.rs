@@ -45,10 +45,15 @@ pub struct DemoArgs {
 
 pub fn run(a: DemoArgs) -> Result<()> {
     if matches!(a.pattern, Pattern::Once | Pattern::Churn) {
-        return Err(crate::error::UsageError("demo needs a steady pattern: seq, random or hotcold".into()).into());
+        return Err(crate::error::UsageError(
+            "demo needs a steady pattern: seq, random or hotcold".into(),
+        )
+        .into());
     }
     if a.rate_mib <= 0.0 || a.wss_mib == 0 {
-        return Err(crate::error::UsageError("demo needs --rate-mib > 0 and --wss-mib > 0".into()).into());
+        return Err(
+            crate::error::UsageError("demo needs --rate-mib > 0 and --wss-mib > 0".into()).into(),
+        );
     }
     let exe = std::env::current_exe().context("locating the migtrace binary")?;
     let pattern = format!("{:?}", a.pattern).to_lowercase();
@@ -58,7 +63,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
     );
     let mut child = Command::new(&exe)
         .args(["writer", "--pattern", &pattern])
-        .args(["--rate-mib", &a.rate_mib.to_string(), "--wss-mib", &a.wss_mib.to_string()])
+        .args([
+            "--rate-mib",
+            &a.rate_mib.to_string(),
+            "--wss-mib",
+            &a.wss_mib.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
@@ -66,7 +76,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let mut out = BufReader::new(child.stdout.take().context("writer stdout")?);
     let mut line = String::new();
     out.read_line(&mut line)?;
-    let ready: serde_json::Value = serde_json::from_str(&line).map_err(|e| anyhow!("writer did not start: {e}: {line:?}"))?;
+    let ready: serde_json::Value =
+        serde_json::from_str(&line).map_err(|e| anyhow!("writer did not start: {e}: {line:?}"))?;
     let pid = child.id();
     let pages = ready["pages"].as_f64().unwrap_or(0.0);
 
@@ -97,18 +108,43 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let truth = truth_pages * page;
     let measured = summary.dirty_bytes_per_sec;
     println!("\ndemo: measured against the truth (unique pages dirtied per 1 s interval)");
-    println!("  writer did      {} page writes/s ({}/s of writes)", writes_per_s.round(), bytes(writes_per_s * page));
-    println!("  true dirty rate {}/s  ({:.0} unique pages per second)", bytes(truth), truth_pages);
+    println!(
+        "  writer did      {} page writes/s ({}/s of writes)",
+        writes_per_s.round(),
+        bytes(writes_per_s * page)
+    );
+    println!(
+        "  true dirty rate {}/s  ({:.0} unique pages per second)",
+        bytes(truth),
+        truth_pages
+    );
     let ci = summary
         .ci95_bytes_per_sec
         .map(|[lo, hi]| {
             let inside = truth >= lo && truth <= hi;
-            format!(", 95% CI {}/s .. {}/s {}", bytes(lo), bytes(hi), if inside { "contains the truth" } else { "misses the truth" })
+            format!(
+                ", 95% CI {}/s .. {}/s {}",
+                bytes(lo),
+                bytes(hi),
+                if inside {
+                    "contains the truth"
+                } else {
+                    "misses the truth"
+                }
+            )
         })
         .unwrap_or_default();
-    println!("  measured        {}/s by {}{}", bytes(measured), summary.backend, ci);
+    println!(
+        "  measured        {}/s by {}{}",
+        bytes(measured),
+        summary.backend,
+        ci
+    );
     if truth > 0.0 {
-        println!("  error           {:+.1}%", (measured - truth) / truth * 100.0);
+        println!(
+            "  error           {:+.1}%",
+            (measured - truth) / truth * 100.0
+        );
     }
     if let Some(f) = summary.faults {
         println!(

@@ -56,11 +56,12 @@ pub struct WatchArgs {
 
 /// Parses `START-END` (hex, `0x` optional).
 pub fn parse_range(s: &str) -> Result<(u64, u64), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or_else(|| format!("bad range {s:?}: expected START-END in hex, e.g. 7f0000000000-7f0040000000"))?;
+    let (a, b) = s.split_once('-').ok_or_else(|| {
+        format!("bad range {s:?}: expected START-END in hex, e.g. 7f0000000000-7f0040000000")
+    })?;
     let hex = |x: &str| {
-        u64::from_str_radix(x.trim().trim_start_matches("0x"), 16).map_err(|e| format!("bad address {x:?} in range: {e}"))
+        u64::from_str_radix(x.trim().trim_start_matches("0x"), 16)
+            .map_err(|e| format!("bad address {x:?} in range: {e}"))
     };
     let (lo, hi) = (hex(a)?, hex(b)?);
     if hi <= lo {
@@ -82,7 +83,11 @@ pub fn run(a: WatchArgs) -> Result<()> {
 
 fn validate(a: &WatchArgs) -> Result<()> {
     if a.interval < Duration::from_millis(50) {
-        return Err(UsageError(format!("--interval {:?} is too short: the minimum is 50ms", a.interval)).into());
+        return Err(UsageError(format!(
+            "--interval {:?} is too short: the minimum is 50ms",
+            a.interval
+        ))
+        .into());
     }
     if let Some(d) = a.duration {
         if d.is_zero() {
@@ -90,7 +95,11 @@ fn validate(a: &WatchArgs) -> Result<()> {
         }
     }
     if !(a.sample_error > 0.0 && a.sample_error < 1.0) {
-        return Err(UsageError(format!("--sample-error {} must be between 0 and 1 (e.g. 0.05 for ±5 %)", a.sample_error)).into());
+        return Err(UsageError(format!(
+            "--sample-error {} must be between 0 and 1 (e.g. 0.05 for ±5 %)",
+            a.sample_error
+        ))
+        .into());
     }
     if a.sample_pages == Some(0) {
         return Err(UsageError("--sample-pages must be at least 1".into()).into());
@@ -153,7 +162,11 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
             crate::sink::terminal::bytes(thp as f64)
         ));
     }
-    let writable_at = |t: &Target| -> u64 { t.writable_regions().map(|r| r.iter().map(|x| x.len()).sum()).unwrap_or(0) };
+    let writable_at = |t: &Target| -> u64 {
+        t.writable_regions()
+            .map(|r| r.iter().map(|x| x.len()).sum())
+            .unwrap_or(0)
+    };
     let mut writable = writable_at(&target);
     let mut rss = target.rss_bytes();
     sink.start(&Start {
@@ -238,7 +251,15 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
             writable = writable_at(&target);
             times1 = target.thread_times();
         }
-        end_interval(src.as_mut(), sink, &mut totals, start, &mut last_end, gone, page)?;
+        end_interval(
+            src.as_mut(),
+            sink,
+            &mut totals,
+            start,
+            &mut last_end,
+            gone,
+            page,
+        )?;
     }
     let fin = src.finish()?;
     let duration_s = start.elapsed().as_secs_f64();
@@ -257,7 +278,11 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
                 .map(|t| t.comm.clone())
                 .unwrap_or_else(|| target.thread_comm(tid)),
             write_faults: n,
-            share: if total_faults > 0 { n as f64 / total_faults as f64 } else { 0.0 },
+            share: if total_faults > 0 {
+                n as f64 / total_faults as f64
+            } else {
+                0.0
+            },
             busy_share: busy.iter().find(|b| b.0 == tid).map(|b| b.1),
         })
         .collect();
@@ -272,7 +297,11 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
 
-    let rate_pages = if totals.measured_s > 0.0 { totals.pages / totals.measured_s } else { 0.0 };
+    let rate_pages = if totals.measured_s > 0.0 {
+        totals.pages / totals.measured_s
+    } else {
+        0.0
+    };
     let ci = totals.has_ci.then(|| {
         let half = 1.96 * totals.var.sqrt() / totals.measured_s.max(1e-9) * page as f64;
         let r = rate_pages * page as f64;
@@ -311,7 +340,8 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
     if let Some(path) = &a.profile_out {
         let prof = to_profile(&summary, a.interval.as_secs_f64());
         let text = serde_json::to_string_pretty(&prof)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing the profile to {}", path.display()))?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing the profile to {}", path.display()))?;
     }
     sink.summary(&summary);
     Ok(summary)
@@ -332,7 +362,10 @@ fn end_interval(
     *last_end = now;
     totals.drops.add(&r.drops);
     if let Some(f) = &r.faults {
-        totals.faults.get_or_insert_with(FaultCounts::default).add(f);
+        totals
+            .faults
+            .get_or_insert_with(FaultCounts::default)
+            .add(f);
     }
     if r.faults.is_none() && r.sample.is_none() {
         // Nothing could be measured (the target's memory was already gone).
@@ -354,7 +387,9 @@ fn end_interval(
         dirty_pages: r.unique_pages,
         dirty_pages_per_sec: pps,
         dirty_bytes_per_sec: pps * page as f64,
-        ci95_bytes_per_sec: r.ci95.map(|(lo, hi)| [lo / dur * page as f64, hi / dur * page as f64]),
+        ci95_bytes_per_sec: r
+            .ci95
+            .map(|(lo, hi)| [lo / dur * page as f64, hi / dur * page as f64]),
         faults: r.faults,
         drops: r.drops,
         sample: r.sample,
@@ -367,7 +402,11 @@ fn busy_shares(t0: &[ThreadTime], t1: &[ThreadTime], duration_s: f64) -> Vec<(u3
     let hz = clock_ticks() as f64;
     t1.iter()
         .map(|t| {
-            let before = t0.iter().find(|x| x.tid == t.tid).map(|x| x.ticks).unwrap_or(0);
+            let before = t0
+                .iter()
+                .find(|x| x.tid == t.tid)
+                .map(|x| x.ticks)
+                .unwrap_or(0);
             let s = (t.ticks.saturating_sub(before)) as f64 / hz / duration_s.max(1e-9);
             (t.tid, s.clamp(0.0, 1.0))
         })

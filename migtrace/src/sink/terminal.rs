@@ -66,7 +66,7 @@ impl<W: Write> Sink for TerminalSink<W> {
 
     fn interval(&mut self, i: &Interval) {
         let o = &mut self.out;
-        if self.lines % 20 == 0 {
+        if self.lines.is_multiple_of(20) {
             let _ = writeln!(
                 o,
                 "{:>7} {:>12} {:>12} {:>10} {:>22} {:>6}",
@@ -82,7 +82,12 @@ impl<W: Write> Sink for TerminalSink<W> {
             None => "-".into(),
         };
         let faults = match &i.faults {
-            Some(f) => format!("{}/{}/{}", count(f.write_not_present as f64), count(f.write_protect as f64), count(f.read as f64)),
+            Some(f) => format!(
+                "{}/{}/{}",
+                count(f.write_not_present as f64),
+                count(f.write_protect as f64),
+                count(f.read as f64)
+            ),
             None => "-".into(),
         };
         let _ = writeln!(
@@ -100,7 +105,11 @@ impl<W: Write> Sink for TerminalSink<W> {
 
     fn summary(&mut self, s: &Summary) {
         let o = &mut self.out;
-        let _ = writeln!(o, "\nsummary: pid {} ({}), backend {}, ended by {}", s.pid, s.comm, s.backend, s.end_reason);
+        let _ = writeln!(
+            o,
+            "\nsummary: pid {} ({}), backend {}, ended by {}",
+            s.pid, s.comm, s.backend, s.end_reason
+        );
         let ci = match s.ci95_bytes_per_sec {
             Some([lo, hi]) => format!(" (95% CI {}/s .. {}/s)", bytes(lo), bytes(hi)),
             None => String::new(),
@@ -116,9 +125,19 @@ impl<W: Write> Sink for TerminalSink<W> {
         );
         let _ = writeln!(o, "  peak interval  {}/s", bytes(s.peak_bytes_per_sec));
         if let Some(u) = s.unique_pages_total {
-            let _ = writeln!(o, "  unique pages   {} ({}) over the whole watch", count(u), bytes(u * s.page_size as f64));
+            let _ = writeln!(
+                o,
+                "  unique pages   {} ({}) over the whole watch",
+                count(u),
+                bytes(u * s.page_size as f64)
+            );
         }
-        let _ = writeln!(o, "  target         RSS {}, private writable {}", bytes(s.target_rss_bytes as f64), bytes(s.writable_bytes as f64));
+        let _ = writeln!(
+            o,
+            "  target         RSS {}, private writable {}",
+            bytes(s.target_rss_bytes as f64),
+            bytes(s.writable_bytes as f64)
+        );
         if let Some(f) = &s.faults {
             let _ = writeln!(
                 o,
@@ -135,10 +154,18 @@ impl<W: Write> Sink for TerminalSink<W> {
             s.dropped_events, s.drops.thread_map_full, s.drops.ringbuf_full, s.drops.sample_misses
         );
         if let Some(z) = s.zero_page_share {
-            let _ = writeln!(o, "  zero pages     {:.1}% of sampled writable pages", z * 100.0);
+            let _ = writeln!(
+                o,
+                "  zero pages     {:.1}% of sampled writable pages",
+                z * 100.0
+            );
         }
         if let Some(b) = s.busy_share {
-            let _ = writeln!(o, "  busy share     {:.1}% on CPU (mean over dirtying threads)", b * 100.0);
+            let _ = writeln!(
+                o,
+                "  busy share     {:.1}% on CPU (mean over dirtying threads)",
+                b * 100.0
+            );
         }
         if !s.growth.is_empty() {
             let _ = writeln!(o, "  dirty-set growth U(window):");
@@ -156,8 +183,19 @@ impl<W: Write> Sink for TerminalSink<W> {
         if !s.threads.is_empty() {
             let _ = writeln!(o, "  threads (write faults):");
             for t in s.threads.iter().take(10) {
-                let busy = t.busy_share.map(|b| format!(", on CPU {:.0}%", b * 100.0)).unwrap_or_default();
-                let _ = writeln!(o, "    {:>8} {:<16} {:>12} {:>5.1}%{}", t.tid, t.comm, count(t.write_faults as f64), t.share * 100.0, busy);
+                let busy = t
+                    .busy_share
+                    .map(|b| format!(", on CPU {:.0}%", b * 100.0))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    o,
+                    "    {:>8} {:<16} {:>12} {:>5.1}%{}",
+                    t.tid,
+                    t.comm,
+                    count(t.write_faults as f64),
+                    t.share * 100.0,
+                    busy
+                );
             }
             if s.threads.len() > 10 {
                 let _ = writeln!(o, "    ... {} more threads", s.threads.len() - 10);

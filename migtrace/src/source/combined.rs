@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{fault::FaultSource, sample::SampleSource, DirtySource, FinalReport, IntervalReport, SourceOptions};
+use super::{
+    fault::FaultSource, sample::SampleSource, DirtySource, FinalReport, IntervalReport,
+    SourceOptions,
+};
 
 pub struct Combined {
     sample: SampleSource,

@@ -208,7 +208,10 @@ mod tests {
         for p in &c {
             let epochs = (p.window_s / EPOCH.as_secs_f64()).round();
             let expect = (100.0 * epochs).min(1600.0);
-            assert!((p.unique_pages - expect).abs() / expect < 0.03, "{p:?} expect {expect}");
+            assert!(
+                (p.unique_pages - expect).abs() / expect < 0.03,
+                "{p:?} expect {expect}"
+            );
         }
         assert_eq!(c[0].windows, 64);
         assert_eq!(c[6].windows, 1);

@@ -167,7 +167,8 @@ pub struct Selection {
 pub fn kernel_has_soft_dirty() -> bool {
     // /proc/config.gz or /boot/config-$(uname -r) tell; absent both, assume not.
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cfg = std::fs::read_to_string(format!("/boot/config-{}", release.trim())).unwrap_or_default();
+    let cfg =
+        std::fs::read_to_string(format!("/boot/config-{}", release.trim())).unwrap_or_default();
     cfg.lines().any(|l| l.trim() == "CONFIG_MEM_SOFT_DIRTY=y")
 }
 

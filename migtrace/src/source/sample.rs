@@ -13,12 +13,7 @@
 //! would swap them in). The sample size starts at 4096 pages and, unless fixed with
 //! `--sample-pages`, is resized during the first intervals so that the 95 % half-width is
 //! about `--sample-error` of the estimate.
-use std::{
-    collections::VecDeque,
-    fs::File,
-    os::unix::fs::FileExt,
-    time::Duration,
-};
+use std::{collections::VecDeque, fs::File, os::unix::fs::FileExt, time::Duration};
 
 use anyhow::{anyhow, Context, Result};
 use rand::{rngs::SmallRng, SeedableRng};
@@ -107,7 +102,10 @@ impl SampleSource {
         s.draw(n)?;
         let base = s.snapshot()?;
         if base.1 == s.addrs.len() as u64 && !s.addrs.is_empty() {
-            return Err(anyhow!("could not read any sampled page of pid {}", opts.pid));
+            return Err(anyhow!(
+                "could not read any sampled page of pid {}",
+                opts.pid
+            ));
         }
         s.history.push_back(base.0);
         Ok(s)
@@ -172,7 +170,10 @@ impl SampleSource {
                 misses += 1;
             }
         }
-        let zeroish = states.iter().filter(|&&s| s == ABSENT || s == self.hzero).count();
+        let zeroish = states
+            .iter()
+            .filter(|&&s| s == ABSENT || s == self.hzero)
+            .count();
         if !states.is_empty() {
             self.zero_share = Some(zeroish as f64 / states.len() as f64);
         }
@@ -306,7 +307,11 @@ impl DirtySource for SampleSource {
         let prev = self.history.back().context("no baseline snapshot")?;
         let (valid, k) = self.compare(prev, &cur);
         let pop = self.population as f64;
-        let p = if valid > 0 { k as f64 / valid as f64 } else { 0.0 };
+        let p = if valid > 0 {
+            k as f64 / valid as f64
+        } else {
+            0.0
+        };
         let (lo, hi) = wilson(k, valid, 1.96);
         let report = IntervalReport {
             unique_pages: p * pop,
@@ -409,8 +414,16 @@ mod tests {
     #[test]
     fn indexes_map_across_regions() {
         let r = vec![
-            Region { start: 0x1000, end: 0x3000, name: String::new() },
-            Region { start: 0x10000, end: 0x13000, name: String::new() },
+            Region {
+                start: 0x1000,
+                end: 0x3000,
+                name: String::new(),
+            },
+            Region {
+                start: 0x10000,
+                end: 0x13000,
+                name: String::new(),
+            },
         ];
         let a = index_to_addrs(&r, &[0, 1, 2, 4], 0x1000);
         assert_eq!(a, vec![0x1000, 0x2000, 0x10000, 0x12000]);
