@@ -293,7 +293,7 @@ mod tests {
             expected_unique(Pattern::Seq, 100.0, 1000.0, 20.0, 0.0, 0.0),
             1000.0
         );
-        let r = expected_unique(Pattern::Random, 100.0, 1000.0, 100.0, 0.0, 0.0);
+        let r = expected_unique(Pattern::Random, 100.0, 1000.0, 1000.0, 0.0, 0.0);
         assert!((r - 1000.0).abs() < 1e-3);
         let small = expected_unique(Pattern::Random, 1.0, 1e6, 1.0, 0.0, 0.0);
         assert!((small - 1.0).abs() < 1e-3);

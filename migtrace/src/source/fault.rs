@@ -22,8 +22,11 @@ use crate::{
 /// Epoch of the kernel sketches: the shortest window of the growth curve.
 pub const EPOCH: Duration = Duration::from_millis(50);
 
-/// Tumbling windows of 2^k epochs, k = 0.. (see the module doc).
-#[derive(Default)]
+/// Window lengths of the growth curve: 2^0 .. 2^(LEVELS-1) epochs (50 ms .. 7.3 hours).
+const LEVELS: usize = 19;
+
+/// Tumbling windows of 2^k epochs, k = 0.. (see the module doc). All levels exist from the
+/// start, so each level's windows are aligned to the first epoch.
 pub struct GrowthLevels {
     levels: Vec<Level>,
     total: Hll,
@@ -37,18 +40,24 @@ struct Level {
 }
 
 impl GrowthLevels {
+    pub fn new() -> GrowthLevels {
+        GrowthLevels {
+            levels: (0..LEVELS)
+                .map(|_| Level {
+                    current: Hll::default(),
+                    filled: 0,
+                    mean: Mean::default(),
+                })
+                .collect(),
+            total: Hll::default(),
+            epochs: 0,
+        }
+    }
+
     /// Adds one epoch's sketch.
     pub fn push(&mut self, epoch: &Hll) {
         self.epochs += 1;
         hll_merge(&mut self.total, epoch);
-        // Levels exist up to the largest window that fits in the epochs seen so far.
-        while (1u64 << self.levels.len()) <= self.epochs {
-            self.levels.push(Level {
-                current: Hll::default(),
-                filled: 0,
-                mean: Mean::default(),
-            });
-        }
         for (k, l) in self.levels.iter_mut().enumerate() {
             hll_merge(&mut l.current, epoch);
             l.filled += 1;
@@ -100,7 +109,7 @@ impl FaultSource {
             probe,
             last,
             interval_sketch: Hll::default(),
-            growth: GrowthLevels::default(),
+            growth: GrowthLevels::new(),
         })
     }
 
@@ -198,7 +207,7 @@ mod tests {
     #[test]
     fn growth_of_a_sequential_writer_is_linear_then_flat() {
         // 100 pages per epoch, cycling through 1600 pages: U(w) = min(100 w, 1600).
-        let mut g = GrowthLevels::default();
+        let mut g = GrowthLevels::new();
         for e in 0..64u64 {
             let start = (e * 100) % 1600;
             g.push(&sketch(start..start + 100));
