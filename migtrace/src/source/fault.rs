@@ -39,6 +39,12 @@ struct Level {
     mean: Mean,
 }
 
+impl Default for GrowthLevels {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl GrowthLevels {
     pub fn new() -> GrowthLevels {
         GrowthLevels {
