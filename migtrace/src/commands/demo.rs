@@ -91,6 +91,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         range: None,
         sample_error: 0.05,
         sample_pages: None,
+        epoch: Duration::from_millis(100),
+        max_overhead: 2.0,
+        force: false,
     };
     let mut sink = TerminalSink::new(std::io::stdout());
     let res = watch::watch(&args, &mut sink);

@@ -52,6 +52,15 @@ pub struct WatchArgs {
     /// Sampling: fixed number of sampled pages (disables automatic sizing).
     #[arg(long)]
     pub sample_pages: Option<u64>,
+    /// softdirty: initial epoch, 50ms to 1s (adapted to --max-overhead).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub epoch: Duration,
+    /// softdirty: CPU time the induced faults may take, percent of one CPU.
+    #[arg(long, default_value_t = 2.0)]
+    pub max_overhead: f64,
+    /// softdirty: arm even when something else seems to use the target's soft-dirty bits.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Parses `START-END` (hex, `0x` optional).
@@ -100,6 +109,12 @@ fn validate(a: &WatchArgs) -> Result<()> {
             a.sample_error
         ))
         .into());
+    }
+    if a.epoch < Duration::from_millis(50) || a.epoch > Duration::from_secs(1) {
+        return Err(UsageError(format!("--epoch {:?} is out of range: 50ms to 1s", a.epoch)).into());
+    }
+    if !(a.max_overhead > 0.0 && a.max_overhead <= 100.0) {
+        return Err(UsageError("--max-overhead must be a percentage above 0".into()).into());
     }
     if a.sample_pages == Some(0) {
         return Err(UsageError("--sample-pages must be at least 1".into()).into());
@@ -151,6 +166,9 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
         range: a.range,
         sample_error: a.sample_error,
         sample_pages: a.sample_pages,
+        epoch: a.epoch,
+        max_overhead_pct: a.max_overhead,
+        force: a.force,
     };
     let sel = source::select(a.backend, &opts)?;
     let mut src = sel.source;
@@ -335,6 +353,7 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
         busy_share,
         zero_page_share: fin.zero_page_share,
         caveats,
+        backend_stats: fin.backend_stats.clone(),
         profile_out: a.profile_out.as_ref().map(|p| p.display().to_string()),
     };
     if let Some(path) = &a.profile_out {

@@ -83,6 +83,8 @@ pub struct Summary {
     pub busy_share: Option<f64>,
     pub zero_page_share: Option<f64>,
     pub caveats: Vec<String>,
+    /// Backend-specific figures (softdirty: epoch, induced faults, overhead, cross-check).
+    pub backend_stats: Option<serde_json::Value>,
     pub profile_out: Option<String>,
 }
 

@@ -201,6 +201,12 @@ impl<W: Write> Sink for TerminalSink<W> {
                 let _ = writeln!(o, "    ... {} more threads", s.threads.len() - 10);
             }
         }
+        if let Some(serde_json::Value::Object(m)) = &s.backend_stats {
+            let _ = writeln!(o, "  {} backend:", s.backend);
+            for (k, v) in m {
+                let _ = writeln!(o, "    {k:<32} {v}");
+            }
+        }
         if let Some(p) = &s.profile_out {
             let _ = writeln!(o, "  profile        written to {p}");
         }

@@ -192,6 +192,7 @@ impl DirtySource for FaultSource {
             unique_pages_total: Some(self.growth.total()),
             threads: self.probe.thread_counts()?,
             zero_page_share: None,
+            backend_stats: None,
         })
     }
 }

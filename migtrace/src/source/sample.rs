@@ -391,6 +391,7 @@ impl DirtySource for SampleSource {
             unique_pages_total: None,
             threads: Vec::new(),
             zero_page_share: self.zero_share,
+            backend_stats: None,
         })
     }
 }

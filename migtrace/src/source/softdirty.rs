@@ -1,0 +1,459 @@
+//! The `softdirty` backend: exact dirty tracking with the kernel's soft-dirty write
+//! protection (`CONFIG_MEM_SOFT_DIRTY`; Debian, Ubuntu and RHEL kernels have it, CRIU relies
+//! on it).
+//!
+//! Each epoch (50 ms to 1 s):
+//! 1. arm: `echo 4 > /proc/PID/clear_refs` clears the soft-dirty bits and write-protects the
+//!    target's pages, so the first write to each page in the epoch takes a fault;
+//! 2. the eBPF page-fault program (with `FLAG_RECORD_PAGES`) sends every write fault of the
+//!    target — write-protect or first touch — to a ring buffer: page, thread, time;
+//! 3. at the epoch's end user space has the exact set of pages written in the epoch, and
+//!    cross-checks it against pagemap bit 55 before re-arming. Mismatches are counted and
+//!    reported in two kinds: pages with an event but no soft-dirty bit (should not happen),
+//!    and pages soft-dirty without an event (pages of mappings created during the epoch are
+//!    reported soft-dirty by the kernel as a whole, written or not).
+//!
+//! Cost: every page written in an epoch takes one extra fault. The backend calibrates what
+//! one write-protect fault costs on this machine at start, reports induced faults per second
+//! and the estimated CPU share they take from the target, and lengthens the epoch (up to 1 s)
+//! while that share is above `--max-overhead`, or shortens it (down to 50 ms) while far below.
+//! The epoch adapts only during the first three intervals, so the growth curve's windows stay
+//! fixed afterwards.
+//!
+//! Arming clears soft-dirty bits for everybody. If something else tracks the target with
+//! them (a CRIU pre-dump, another migtrace), arming would corrupt its view: the backend
+//! refuses unless `--force`, when the target is being traced or already has cleared bits.
+use std::{
+    collections::{HashMap, HashSet},
+    fs::{File, OpenOptions},
+    io::Write,
+    os::unix::fs::FileExt,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, Context, Result};
+use migtrace_common::PageEvent;
+
+use super::{
+    ebpf::{FaultProbe, ProbeOptions},
+    DirtySource, Drops, FaultCounts, FinalReport, IntervalReport, SourceOptions,
+};
+use crate::{error::UsageError, profile::GrowthPoint, target::page_size};
+
+/// The base tick: epochs are whole multiples of it.
+pub const TICK: Duration = Duration::from_millis(50);
+const MAX_EPOCH_TICKS: u32 = 20;
+const PM_SOFT_DIRTY: u64 = 1 << 55;
+const PM_PRESENT: u64 = 1 << 63;
+const ADAPT_INTERVALS: u32 = 3;
+
+/// Probes soft-dirty support on this kernel: a freshly written page must read soft-dirty in
+/// pagemap (bit 55 is always 0 on kernels without `CONFIG_MEM_SOFT_DIRTY`).
+pub fn kernel_support() -> std::result::Result<(), String> {
+    let page = page_size() as usize;
+    // SAFETY: a private anonymous page of our own, written once and unmapped.
+    unsafe {
+        let m = libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        if m == libc::MAP_FAILED {
+            return Err("mmap failed".into());
+        }
+        std::ptr::write_volatile(m as *mut u8, 1);
+        let r = pagemap_entry(std::process::id(), m as u64);
+        libc::munmap(m, page);
+        match r {
+            Ok(e) if e & PM_SOFT_DIRTY != 0 => Ok(()),
+            Ok(_) => Err("this kernel does not track soft-dirty pages (CONFIG_MEM_SOFT_DIRTY is not set)".into()),
+            Err(e) => Err(format!("cannot read pagemap: {e}")),
+        }
+    }
+}
+
+fn pagemap_entry(pid: u32, addr: u64) -> std::io::Result<u64> {
+    let f = File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr / page_size() * 8)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn clear_refs(pid: u32) -> std::io::Result<()> {
+    OpenOptions::new().write(true).open(format!("/proc/{pid}/clear_refs"))?.write_all(b"4")
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Measures what one write-protect fault costs here: write 4096 pages of our own, clear
+/// their soft-dirty bits, and time the rewrite. Returns nanoseconds per fault.
+fn calibrate_fault_ns() -> Result<f64> {
+    let page = page_size() as usize;
+    let n = 4096;
+    // SAFETY: our own private mapping, written inside its bounds, then unmapped.
+    unsafe {
+        let m = libc::mmap(std::ptr::null_mut(), n * page, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        if m == libc::MAP_FAILED {
+            return Err(anyhow!("mmap for calibration failed"));
+        }
+        libc::madvise(m, n * page, libc::MADV_NOHUGEPAGE);
+        let p = m as *mut u8;
+        for i in 0..n {
+            std::ptr::write_volatile(p.add(i * page), 1);
+        }
+        // Baseline: the same loop without faults.
+        let t0 = Instant::now();
+        for i in 0..n {
+            std::ptr::write_volatile(p.add(i * page), 2);
+        }
+        let base = t0.elapsed();
+        clear_refs(std::process::id()).context("calibration clear_refs")?;
+        let t1 = Instant::now();
+        for i in 0..n {
+            std::ptr::write_volatile(p.add(i * page), 3);
+        }
+        let faulting = t1.elapsed();
+        libc::munmap(m, n * page);
+        Ok((faulting.saturating_sub(base)).as_nanos() as f64 / n as f64)
+    }
+}
+
+/// Refuses when another tool seems to use the target's soft-dirty bits.
+fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    if let Some(tracer) = status.lines().find_map(|l| l.strip_prefix("TracerPid:")).map(|v| v.trim().to_string()) {
+        if tracer != "0" {
+            return Err(format!(
+                "pid {pid} is being traced by pid {tracer} (a CRIU dump or debugger?); arming soft-dirty would corrupt its view (--force overrides)"
+            ));
+        }
+    }
+    // A process whose soft-dirty bits were never cleared has them set on every present page
+    // (new mappings start soft-dirty). Many present pages with the bit clear mean someone
+    // cleared them: a CRIU pre-dump or another migtrace.
+    let regions = crate::target::Target::open(pid).and_then(|t| t.writable_regions()).map_err(|e| e.to_string())?;
+    let f = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| e.to_string())?;
+    let (mut present, mut clean) = (0u64, 0u64);
+    let page = page_size();
+    let mut buf = vec![0u8; 8 * 4096];
+    for r in &regions {
+        let mut a = r.start;
+        while a < r.end && present < 65_536 {
+            let n = (((r.end - a) / page) as usize).min(4096);
+            if f.read_exact_at(&mut buf[..n * 8], a / page * 8).is_err() {
+                break;
+            }
+            for e in buf[..n * 8].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())) {
+                if e & PM_PRESENT != 0 {
+                    present += 1;
+                    clean += u64::from(e & PM_SOFT_DIRTY == 0);
+                }
+            }
+            a += n as u64 * page;
+        }
+    }
+    if present >= 64 && clean * 2 > present {
+        return Err(format!(
+            "{clean} of {present} present pages of pid {pid} have their soft-dirty bit cleared: something (a CRIU pre-dump, another migtrace) already tracks it, and arming would corrupt its view (--force overrides)"
+        ));
+    }
+    Ok(())
+}
+
+/// Exact tumbling windows of 2^k epochs over page sets.
+struct Levels {
+    levels: Vec<(HashSet<u64>, u64, crate::estimate::Mean)>,
+}
+
+impl Levels {
+    fn new() -> Levels {
+        Levels { levels: (0..16).map(|_| (HashSet::new(), 0, Default::default())).collect() }
+    }
+    fn push(&mut self, epoch: &HashSet<u64>) {
+        for (k, (cur, filled, mean)) in self.levels.iter_mut().enumerate() {
+            cur.extend(epoch.iter().copied());
+            *filled += 1;
+            if *filled == 1 << k {
+                mean.add(cur.len() as f64);
+                cur.clear();
+                *filled = 0;
+            }
+        }
+    }
+}
+
+pub struct SoftDirtySource {
+    pid: u32,
+    probe: FaultProbe,
+    pagemap: File,
+    page: u64,
+    epoch_ticks: u32,
+    ticks: u32,
+    max_overhead: f64,
+    fault_ns: f64,
+    arm_ns: u64,
+    epoch: HashSet<u64>,
+    /// Events that arrived after the last arm (they belong to the current epoch).
+    interval_set: HashSet<u64>,
+    all: HashSet<u64>,
+    threads: HashMap<u32, u64>,
+    levels: Levels,
+    epoch_len_at_levels: u32,
+    counts_last: super::ebpf::Counters,
+    mismatch_event_only: u64,
+    mismatch_pagemap_only: u64,
+    induced: u64,
+    intervals: u32,
+    started: Instant,
+    last_interval: Instant,
+    gone: bool,
+    overhead_pct: f64,
+}
+
+impl SoftDirtySource {
+    pub fn new(opts: &SourceOptions) -> Result<SoftDirtySource> {
+        super::ebpf::require()?;
+        kernel_support().map_err(UsageError)?;
+        if !opts.force {
+            check_not_in_use(opts.pid).map_err(UsageError)?;
+        }
+        let fault_ns = calibrate_fault_ns()?;
+        let probe = FaultProbe::attach(ProbeOptions {
+            tgid: opts.pid,
+            range: opts.range,
+            record_pages: Some(16 << 20),
+        })?;
+        let pagemap = File::open(format!("/proc/{}/pagemap", opts.pid)).context("opening the target's pagemap")?;
+        let epoch_ticks = ((opts.epoch.as_millis() / TICK.as_millis()) as u32).clamp(1, MAX_EPOCH_TICKS);
+        let counts_last = probe.counters()?;
+        let mut s = SoftDirtySource {
+            pid: opts.pid,
+            probe,
+            pagemap,
+            page: page_size(),
+            epoch_ticks,
+            ticks: 0,
+            max_overhead: opts.max_overhead_pct,
+            fault_ns,
+            arm_ns: 0,
+            epoch: HashSet::new(),
+            interval_set: HashSet::new(),
+            all: HashSet::new(),
+            threads: HashMap::new(),
+            levels: Levels::new(),
+            epoch_len_at_levels: epoch_ticks,
+            counts_last,
+            mismatch_event_only: 0,
+            mismatch_pagemap_only: 0,
+            induced: 0,
+            intervals: 0,
+            started: Instant::now(),
+            last_interval: Instant::now(),
+            gone: false,
+            overhead_pct: 0.0,
+        };
+        s.arm()?;
+        Ok(s)
+    }
+
+    fn arm(&mut self) -> Result<()> {
+        self.arm_ns = monotonic_ns();
+        clear_refs(self.pid).with_context(|| format!("arming soft-dirty on pid {} (clear_refs)", self.pid))
+    }
+
+    /// Drains the ring buffer: events before `split_ns` go to the finished epoch set,
+    /// later ones are kept for the next epoch.
+    fn drain(&mut self, split_ns: Option<u64>, next: &mut Vec<PageEvent>) {
+        self.drain_marking(split_ns, None, next, &mut HashSet::new())
+    }
+
+    /// [`Self::drain`], also collecting into `late` the pages whose event came at or after
+    /// `late_ns` (written while pagemap was being read: not expected to show there).
+    fn drain_marking(&mut self, split_ns: Option<u64>, late_ns: Option<u64>, next: &mut Vec<PageEvent>, late: &mut HashSet<u64>) {
+        let Some(rb) = self.probe.events() else { return };
+        while let Some(item) = rb.next() {
+            if item.len() < std::mem::size_of::<PageEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a PageEvent; read unaligned from the ring buffer.
+            let e: PageEvent = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const PageEvent) };
+            if split_ns.is_some_and(|s| e.time_ns >= s) {
+                next.push(e);
+                continue;
+            }
+            if late_ns.is_some_and(|l| e.time_ns >= l) {
+                late.insert(e.page);
+            }
+            if self.epoch.insert(e.page) {
+                *self.threads.entry(e.tid).or_default() += 1;
+            }
+        }
+    }
+
+    /// Pages with the soft-dirty bit among the present pages of the writable mappings.
+    fn soft_dirty_pages(&self) -> Result<HashSet<u64>> {
+        let regions = crate::target::Target::open(self.pid)?.writable_regions()?;
+        let mut out = HashSet::new();
+        let mut buf = vec![0u8; 8 * 8192];
+        for r in &regions {
+            let mut a = r.start;
+            while a < r.end {
+                let n = (((r.end - a) / self.page) as usize).min(8192);
+                self.pagemap.read_exact_at(&mut buf[..n * 8], a / self.page * 8)?;
+                for (i, c) in buf[..n * 8].chunks_exact(8).enumerate() {
+                    let e = u64::from_le_bytes(c.try_into().unwrap());
+                    if e & PM_PRESENT != 0 && e & PM_SOFT_DIRTY != 0 {
+                        out.insert(a + i as u64 * self.page);
+                    }
+                }
+                a += n as u64 * self.page;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends the epoch: cross-check, re-arm, move the events into the epoch set.
+    fn end_epoch(&mut self) -> Result<()> {
+        let mut carry = Vec::new();
+        if !self.gone {
+            let pm_start = monotonic_ns();
+            let pm = self.soft_dirty_pages();
+            let rearm = self.arm();
+            if pm.is_err() || rearm.is_err() {
+                // The target exited between the checks: keep what we have.
+                self.gone = true;
+            }
+            let mut late = HashSet::new();
+            self.drain_marking(Some(self.arm_ns), Some(pm_start), &mut carry, &mut late);
+            if let Ok(pm) = pm {
+                self.mismatch_pagemap_only += pm.difference(&self.epoch).count() as u64;
+                self.mismatch_event_only += self.epoch.difference(&pm).filter(|p| !late.contains(p)).count() as u64;
+            }
+        } else {
+            self.drain(None, &mut carry);
+        }
+        let epoch = std::mem::take(&mut self.epoch);
+        self.interval_set.extend(epoch.iter().copied());
+        self.all.extend(epoch.iter().copied());
+        self.levels.push(&epoch);
+        for e in carry {
+            if self.epoch.insert(e.page) {
+                *self.threads.entry(e.tid).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::json!({
+            "epoch_s": self.epoch_ticks as f64 * TICK.as_secs_f64(),
+            "induced_faults": self.induced,
+            "induced_faults_per_sec": self.induced as f64 / self.started.elapsed().as_secs_f64().max(1e-9),
+            "fault_cost_ns": self.fault_ns,
+            "est_cpu_overhead_pct": self.overhead_pct,
+            "max_overhead_pct": self.max_overhead,
+            "mismatch_event_not_soft_dirty": self.mismatch_event_only,
+            "mismatch_soft_dirty_no_event": self.mismatch_pagemap_only,
+        })
+    }
+}
+
+impl DirtySource for SoftDirtySource {
+    fn name(&self) -> &'static str {
+        "softdirty"
+    }
+
+    fn caveats(&self) -> Vec<String> {
+        vec![format!(
+            "softdirty is exact per epoch ({} ms): every page written takes one extra write-protect fault per epoch",
+            self.epoch_ticks as u64 * TICK.as_millis() as u64
+        )]
+    }
+
+    fn tick_every(&self) -> Option<Duration> {
+        Some(TICK)
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        self.ticks += 1;
+        if self.ticks >= self.epoch_ticks {
+            self.ticks = 0;
+            self.end_epoch()
+        } else {
+            let mut carry = Vec::new();
+            self.drain(None, &mut carry);
+            Ok(())
+        }
+    }
+
+    fn end_interval(&mut self, target_gone: bool) -> Result<IntervalReport> {
+        self.gone |= target_gone;
+        self.ticks = 0;
+        self.end_epoch()?;
+        let now = self.probe.counters()?;
+        let d = now.delta(&self.counts_last);
+        self.counts_last = now;
+        use migtrace_common::counter;
+        let faults = FaultCounts {
+            write_not_present: d.get(counter::WRITE_NOT_PRESENT),
+            write_protect: d.get(counter::WRITE_PROTECT),
+            read: d.get(counter::READ),
+            out_of_range: d.get(counter::OUT_OF_RANGE),
+        };
+        self.induced += faults.write_protect;
+        let dur = self.last_interval.elapsed().as_secs_f64().max(1e-9);
+        self.last_interval = Instant::now();
+        self.overhead_pct = faults.write_protect as f64 * self.fault_ns / 1e9 / dur * 100.0;
+        self.intervals += 1;
+        // Adapt the epoch during the first intervals (see the module doc).
+        if self.intervals <= ADAPT_INTERVALS {
+            let old = self.epoch_ticks;
+            if self.overhead_pct > self.max_overhead && self.epoch_ticks < MAX_EPOCH_TICKS {
+                self.epoch_ticks = (self.epoch_ticks * 2).min(MAX_EPOCH_TICKS);
+            } else if self.overhead_pct < self.max_overhead / 4.0 && self.epoch_ticks > 1 {
+                self.epoch_ticks = (self.epoch_ticks / 2).max(1);
+            }
+            if old != self.epoch_ticks {
+                log::debug!("softdirty epoch {} -> {} ms", old * 50, self.epoch_ticks * 50);
+                self.levels = Levels::new();
+                self.epoch_len_at_levels = self.epoch_ticks;
+            }
+        }
+        let unique = self.interval_set.len() as f64;
+        self.interval_set.clear();
+        Ok(IntervalReport {
+            unique_pages: unique,
+            ci95: None,
+            faults: Some(faults),
+            drops: Drops {
+                thread_map_full: d.get(counter::THREAD_MAP_FULL),
+                ringbuf_full: d.get(counter::RINGBUF_FULL),
+                sample_misses: 0,
+            },
+            sample: None,
+        })
+    }
+
+    fn finish(&mut self) -> Result<FinalReport> {
+        let epoch_s = self.epoch_len_at_levels as f64 * TICK.as_secs_f64();
+        let growth = self
+            .levels
+            .levels
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (_, _, m))| {
+                m.get().map(|u| GrowthPoint { window_s: epoch_s * (1u64 << k) as f64, unique_pages: u, windows: m.n })
+            })
+            .collect();
+        let mut threads: Vec<(u32, u64)> = self.threads.iter().map(|(&t, &n)| (t, n)).collect();
+        threads.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(FinalReport {
+            growth,
+            unique_pages_total: Some(self.all.len() as f64),
+            threads,
+            zero_page_share: None,
+            backend_stats: Some(self.stats()),
+        })
+    }
+}
