@@ -190,9 +190,11 @@ pub fn parse_byte_rate(s: &str) -> Result<f64, String> {
         (Some(p), "B") => v * si(p).unwrap_or(1.0),
         (Some(p), "iB") => v * iec(p).unwrap_or(1.0),
         (None, "B") => v,
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "rate {t:?}: ambiguous or unknown unit {body:?}, say bytes with a capital B ({hint})"
-        )),
+        ))
+        }
     };
     Ok(bytes)
 }

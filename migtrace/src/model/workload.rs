@@ -14,6 +14,10 @@ pub enum Curve {
     /// writes at rate `r` fall uniformly on `W` bytes (the classic "coupon collector"
     /// occupancy curve), so hot pages rewritten within a window count once.
     Saturating { rate: f64, wws: f64 },
+    /// `U(t) = min(r t, W)`: a writer that sweeps its working set in order (a sequential
+    /// rewriter, a ring buffer) touches every page once per sweep, so nothing is rewritten
+    /// within a window shorter than a sweep. The upper bound of the saturating curve.
+    Sweep { rate: f64, wws: f64 },
     /// A measured curve, read through [`Profile::unique_pages_in`] (linear between points,
     /// flat past the last). `cap` is the memory size the user asked for, when smaller than
     /// what the profile saw.
@@ -34,6 +38,7 @@ impl Curve {
                     wws * -(-rate * t / wws).exp_m1()
                 }
             }
+            Curve::Sweep { rate, wws } => (rate * t).min(*wws).max(0.0),
             Curve::Measured { profile, cap } => {
                 let page = profile.target.page_size.max(1) as f64;
                 (profile.unique_pages_in(t) * page).min(*cap).max(0.0)
@@ -44,7 +49,7 @@ impl Curve {
     /// The initial slope (bytes/s): the rate at which a writer dirties new pages.
     pub fn rate(&self) -> f64 {
         match self {
-            Curve::Saturating { rate, .. } => *rate,
+            Curve::Saturating { rate, .. } | Curve::Sweep { rate, .. } => *rate,
             Curve::Measured { profile, .. } => profile.dirty.bytes_per_sec.max(0.0),
         }
     }
@@ -52,7 +57,7 @@ impl Curve {
     /// Longest window the curve was measured on, past which it is extrapolated flat.
     pub fn measured_up_to(&self) -> Option<f64> {
         match self {
-            Curve::Saturating { .. } => None,
+            Curve::Saturating { .. } | Curve::Sweep { .. } => None,
             Curve::Measured { profile, .. } => profile.growth.last().map(|p| p.window_s),
         }
     }
@@ -95,13 +100,30 @@ impl Workload {
         busy: f64,
         zero_share: f64,
     ) -> Workload {
+        Self::synthetic_with(mem, rate, wws, vcpus, busy, zero_share, false)
+    }
+
+    /// As [`Workload::synthetic`], with a sweeping ([`Curve::Sweep`]) writer when `sweep`.
+    pub fn synthetic_with(
+        mem: f64,
+        rate: f64,
+        wws: Option<f64>,
+        vcpus: u32,
+        busy: f64,
+        zero_share: f64,
+        sweep: bool,
+    ) -> Workload {
         let n = vcpus.max(1);
         let wws = wws.unwrap_or(mem).min(mem);
         Workload {
             mem,
             page: DEFAULT_PAGE,
             zero_share: zero_share.clamp(0.0, 1.0),
-            curve: Curve::Saturating { rate, wws },
+            curve: if sweep {
+                Curve::Sweep { rate, wws }
+            } else {
+                Curve::Saturating { rate, wws }
+            },
             writers: (0..n)
                 .map(|_| Writer {
                     share: 1.0 / n as f64,
@@ -226,6 +248,23 @@ mod tests {
         let one = c.unique_bytes(10.0);
         assert!((one - 1000.0 * (1.0 - (-1.0f64).exp())).abs() < 1e-9);
         assert_eq!(c.unique_bytes(0.0), 0.0);
+    }
+
+    #[test]
+    fn sweep_curve_is_linear_then_flat_and_bounds_the_saturating_one() {
+        let sw = Curve::Sweep {
+            rate: 100.0,
+            wws: 1000.0,
+        };
+        let sat = Curve::Saturating {
+            rate: 100.0,
+            wws: 1000.0,
+        };
+        assert_eq!(sw.unique_bytes(5.0), 500.0);
+        assert_eq!(sw.unique_bytes(50.0), 1000.0);
+        for t in [0.1, 1.0, 5.0, 10.0, 100.0] {
+            assert!(sat.unique_bytes(t) <= sw.unique_bytes(t) + 1e-9);
+        }
     }
 
     #[test]

@@ -1,1 +1,2 @@
 //! Sinks (in progress).
+pub mod predict_out;
