@@ -218,6 +218,10 @@ pub const MAX_SIM_TIME_S: f64 = 86_400.0;
 /// "The migration has exceeded the maximum switchover time of 100 second(s)"
 /// (`vmotion.maxSwitchoverSeconds`, default 100).
 pub const VMOTION_MAX_SWITCHOVER_S: f64 = 100.0;
+/// vMotion switches over when a pass shrinks the remainder by less than this fraction (a
+/// model choice: VMware documents that vMotion switches over when pre-copy stops making
+/// progress, not the exact threshold).
+pub const VMOTION_MIN_PROGRESS: f64 = 0.05;
 /// Xen's legacy save loop, `tools/libxc/xc_domain_save.c`: `DEF_MAX_ITERS 29` ("limit us to
 /// 30 times round loop"), `DEF_MAX_FACTOR 3` ("never send more than 3x p2m_size"), and the
 /// last iteration once fewer than 50 pages were sent in one.
@@ -559,7 +563,15 @@ pub fn simulate(w: &Workload, s: &Scenario) -> Outcome {
             (Throttle::Cpu { .. }, _) => index < 2,
             _ => false,
         };
-        let stalled = pending >= prev_pending * (1.0 - 1e-6);
+        // No progress: the pass left (almost) as much as the one before. vMotion's own rule
+        // is not public; we take "shrank by less than 5 %" (VMOTION_MIN_PROGRESS) for it, and
+        // "not at all" for the others.
+        let min_shrink = if s.policy == Policy::Vmotion {
+            VMOTION_MIN_PROGRESS
+        } else {
+            1e-6
+        };
+        let stalled = pending >= prev_pending * (1.0 - min_shrink);
         // Exact test for QEMU: with the throttle fixed from now on, the next pending is
         // f(p) = U(wire(p) / g), increasing in p. If f(threshold) > threshold, then every
         // p > threshold gives f(p) >= f(threshold) > threshold: it can never fit.
