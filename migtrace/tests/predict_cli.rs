@@ -63,6 +63,23 @@ fn bad_units_exit_2_with_one_clear_line() {
         "--efficiency",
     );
     assert_usage_error(&with(&["--link", "10g", "--deadline", "15"]), "--deadline");
+    assert_usage_error(&with(&["--link", "10g", "--vcpus", "0"]), "--vcpus");
+    assert_usage_error(
+        &with(&["--link", "10g", "--vcpus", "4000000000"]),
+        "at most 4096",
+    );
+    assert_usage_error(&with(&["--link", "10g", "--busy", "-0.1"]), "--busy");
+    assert_usage_error(
+        &with(&[
+            "--link",
+            "10g",
+            "--throttle",
+            "sdps",
+            "--throttle-pct",
+            "100",
+        ]),
+        "1 to 99",
+    );
     assert_usage_error(
         &["--link", "10g", "--mem", "128Gb", "--dirty-rate", "1GB/s"],
         "bits",

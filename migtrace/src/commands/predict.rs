@@ -48,21 +48,22 @@ pub struct PredictArgs {
     pub opts: Box<PredictOpts>,
 }
 
-/// The options of `migtrace predict`.
+/// The options of `migtrace predict`. Values may start with `-` so that `--busy -0.1` or
+/// `--link -10g` reach our own checks and get a one-line error, not clap's usage block.
 #[derive(Debug, Args)]
 pub struct PredictOpts {
     /// Link rate(s), bits per second: 10g, 40gbit, 25GbE, 100Gb/s (or bytes: 1.25GB/s).
     /// Repeat or separate with commas for a grid.
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     pub link: Vec<String>,
     /// Guest memory: 128GiB, 128g (= GiB), 512MiB. With --profile, overrides its size.
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pub mem: Option<String>,
     /// Rate at which the guest dirties new pages: 1.5GB/s, 800MiB/s.
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     pub dirty_rate: Option<String>,
     /// Writable working set the dirtying saturates at (default: all of --mem).
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pub wws: Option<String>,
     /// How the writes fall on the working set: random (pages hit at random, hot pages
     /// rewritten: U(t) = W(1 - e^(-rt/W))) or sweep (in order, each page once per sweep:
@@ -70,10 +71,10 @@ pub struct PredictOpts {
     #[arg(long, value_name = "PATTERN", default_value = "random")]
     pub pattern: String,
     /// A profile written by `migtrace watch --profile-out` (instead of --dirty-rate).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
     pub profile: Option<PathBuf>,
     /// Downtime limit(s): 300ms, 1s. Default: 300 ms (QEMU), 1 s (vMotion). Commas for a grid.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub downtime: Vec<String>,
     /// Stop rules: qemu, vmotion, xen (legacy 29 iterations / 3x RAM), xen-sr (Xen 4.6+:
     /// 5 iterations), hyperv.
@@ -85,16 +86,16 @@ pub struct PredictOpts {
     pub throttle: String,
     /// CPU throttle level in % for sdps (default 50), or max-cpu-throttle for auto-converge
     /// (default 99).
-    #[arg(long, value_name = "PCT")]
+    #[arg(long, value_name = "PCT", allow_hyphen_values = true)]
     pub throttle_pct: Option<String>,
     /// Use cpu-throttle-tailslow with auto-converge.
     #[arg(long)]
     pub tailslow: bool,
     /// Per-vCPU dirty limit for --throttle dirty-limit: 50MiB/s (default QEMU's 1 MB/s).
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     pub dirty_limit: Option<String>,
     /// Abort the migration if not complete within this time: 15m.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub deadline: Option<String>,
     /// Apply KubeVirt's limits: 150 s per GiB to complete, 150 s without progress.
     #[arg(long)]
@@ -103,19 +104,19 @@ pub struct PredictOpts {
     #[arg(long)]
     pub nova: bool,
     /// Fraction of the link rate carrying migration payload, in (0, 1] (default 0.94).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_hyphen_values = true)]
     pub efficiency: Option<String>,
     /// Number of vCPUs (writers) when the profile does not attribute threads (default 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub vcpus: Option<String>,
     /// Fraction of time each vCPU is on CPU, in [0, 1] (default: the profile's, else 1).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_hyphen_values = true)]
     pub busy: Option<String>,
     /// Fraction of memory that is zero pages, in [0, 1] (default: the profile's, else 0).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_hyphen_values = true)]
     pub zero_share: Option<String>,
     /// Override the policy's pass limit.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_passes: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -245,6 +246,11 @@ pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
     let efficiency =
         opt("efficiency", &args.efficiency, fraction(true))?.unwrap_or(DEFAULT_EFFICIENCY);
     let vcpus = opt("vcpus", &args.vcpus, count)?;
+    // KVM on x86 allows up to 4096 vCPUs (CONFIG_KVM_MAX_NR_VCPUS); more is a typo, and
+    // the model keeps one entry per writer.
+    if vcpus.is_some_and(|n| n > 4096) {
+        return Err(usage("--vcpus: at most 4096".into()));
+    }
     let busy = opt("busy", &args.busy, fraction(false))?;
     let zero_share = opt("zero-share", &args.zero_share, fraction(false))?;
     let max_passes = opt("max-passes", &args.max_passes, count)?;

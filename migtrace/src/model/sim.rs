@@ -553,6 +553,21 @@ pub fn simulate(w: &Workload, s: &Scenario) -> Outcome {
                     ),
                 );
             }
+            // `--max-passes` on QEMU or vMotion: not their rule, a what-if the user asked for.
+            Policy::Qemu | Policy::Vmotion if s.limits.max_passes.is_some_and(|n| index >= n) => {
+                return finish(
+                    passes,
+                    now,
+                    sent_total,
+                    pending,
+                    Ending::ForcedStop,
+                    peak,
+                    format!(
+                        "stop-and-copy forced after {index} passes (--max-passes) with {:.1} MiB still dirty",
+                        pending / MIB
+                    ),
+                );
+            }
             _ => {}
         }
 

@@ -232,6 +232,22 @@ fn vmotion_fails_past_a_100_s_switchover() {
 }
 
 #[test]
+fn max_passes_forces_a_stop_under_qemu_too() {
+    let w = Workload::synthetic(16.0 * GIB, 1e9, Some(16.0 * GIB), 1, 1.0, 0.0);
+    let s = Scenario {
+        limits: Limits {
+            max_passes: Some(3),
+            ..Limits::default()
+        },
+        ..qemu(10e9)
+    };
+    let o = simulate(&w, &s);
+    assert_eq!(o.passes.len(), 3);
+    assert_eq!(o.ending, Ending::ForcedStop);
+    assert!(!o.converges && o.downtime_s > 1.0);
+}
+
+#[test]
 fn deadline_aborts() {
     let w = Workload::synthetic(16.0 * GIB, 1e9, Some(16.0 * GIB), 1, 1.0, 0.0);
     let s = Scenario {
