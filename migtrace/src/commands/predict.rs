@@ -1,10 +1,476 @@
-//! `migtrace predict`: pre-copy convergence simulation over links (work in progress in this
-//! commit; see issue 3).
+//! `migtrace predict`: will an iterative pre-copy live migration converge over these links,
+//! in how many passes, how long, how many bytes, with what downtime, and if not, which
+//! throttle makes it converge. Thin: parses and checks the arguments (one-line errors, exit
+//! 2), builds the [`crate::model`] inputs, and hands the results to
+//! [`crate::sink::predict_out`]. Needs no root and no eBPF.
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Args;
 
-#[derive(Debug, Args)]
-pub struct PredictArgs {}
+use crate::error::UsageError;
+use crate::model::recommend::{candidates, SettingsContext, ThrottleKind, DIRTY_LIMIT_MB};
+use crate::model::sim::{AutoConverge, Limits, Policy, Throttle};
+use crate::model::workload::Workload;
+use crate::model::{grid, GridInput};
+use crate::profile::Profile;
+use crate::sink::predict_out::{self, Report};
+use crate::units;
 
-pub fn run(_args: PredictArgs) -> anyhow::Result<()> {
-    anyhow::bail!("predict is not implemented in this build yet")
+/// Default fraction of the link rate that carries migration payload: Ethernet with a
+/// 1500-byte MTU carries 1448 bytes of TCP payload (20 IP + 20 TCP + 12 timestamp option)
+/// per 1538 bytes on the wire (preamble 8, header 14, FCS 4, gap 12): 1448/1538 = 0.941.
+/// The 8-byte page headers of the migration stream are counted separately. Jumbo frames
+/// (9000) give 0.99; `--efficiency` overrides.
+pub const DEFAULT_EFFICIENCY: f64 = 0.94;
+
+/// KubeVirt `MigrationConfiguration` defaults (kubevirt.io/api `MigrationConfiguration`,
+/// pkg/virt-config: `MigrationCompletionTimeoutPerGiB = 150`, `MigrationProgressTimeout =
+/// 150`): abort when the migration takes longer than 150 s per GiB of migrated data, or
+/// makes no progress for 150 s.
+pub const KUBEVIRT_COMPLETION_PER_GIB: u64 = 150;
+pub const KUBEVIRT_PROGRESS_TIMEOUT_S: f64 = 150.0;
+/// OpenStack Nova `[libvirt] live_migration_completion_timeout` default 800: seconds per GiB
+/// of guest RAM + disk to transfer, with a lower bound of 2 GiB (nova/conf/libvirt.py; used
+/// in nova/virt/libvirt/migration.py).
+pub const NOVA_COMPLETION_PER_GIB: u64 = 800;
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// Arguments of `migtrace predict`. The options live in a box so that the subcommand enum
+/// stays small (clippy's `large_enum_variant` on [`crate::cli::Command`]).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  migtrace predict --link 10g,25g,40g,100g --mem 128GiB --dirty-rate 1.5GB/s --wws 16GiB\n  migtrace predict --link 40g --profile web.profile.json --kubevirt --json\n\nUnits: links in bits (10g = 10 Gbit/s), memory in bytes (128g = 128 GiB), rates in bytes per second (1.5GB/s). See docs/predict.md."
+)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub opts: Box<PredictOpts>,
+}
+
+/// The options of `migtrace predict`. Values may start with `-` so that `--busy -0.1` or
+/// `--link -10g` reach our own checks and get a one-line error, not clap's usage block.
+#[derive(Debug, Args)]
+pub struct PredictOpts {
+    /// Link rate(s), bits per second: 10g, 40gbit, 25GbE, 100Gb/s (or bytes: 1.25GB/s).
+    /// Repeat or separate with commas for a grid.
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
+    pub link: Vec<String>,
+    /// Guest memory: 128GiB, 128g (= GiB), 512MiB. With --profile, overrides its size.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub mem: Option<String>,
+    /// Rate at which the guest dirties new pages: 1.5GB/s, 800MiB/s.
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
+    pub dirty_rate: Option<String>,
+    /// Writable working set the dirtying saturates at (default: all of --mem).
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub wws: Option<String>,
+    /// How the writes fall on the working set: random (pages hit at random, hot pages
+    /// rewritten: U(t) = W(1 - e^(-rt/W))) or sweep (in order, each page once per sweep:
+    /// U(t) = min(rt, W)). Only with --dirty-rate.
+    #[arg(long, value_name = "PATTERN", default_value = "random")]
+    pub pattern: String,
+    /// A profile written by `migtrace watch --profile-out` (instead of --dirty-rate).
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
+    pub profile: Option<PathBuf>,
+    /// Downtime limit(s): 300ms, 1s. Default: 300 ms (QEMU), 1 s (vMotion). Commas for a grid.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub downtime: Vec<String>,
+    /// Stop rules: qemu, vmotion, xen (legacy 29 iterations / 3x RAM), xen-sr (Xen 4.6+:
+    /// 5 iterations), hyperv.
+    #[arg(long, value_name = "POLICY", default_value = "qemu")]
+    pub policy: String,
+    /// Throttle to simulate: none, auto-converge, sdps (constant CPU throttle), dirty-limit.
+    /// The recommendation searches this kind (all the policy offers when none).
+    #[arg(long, value_name = "KIND", default_value = "none")]
+    pub throttle: String,
+    /// CPU throttle level in % for sdps (default 50), or max-cpu-throttle for auto-converge
+    /// (default 99).
+    #[arg(long, value_name = "PCT", allow_hyphen_values = true)]
+    pub throttle_pct: Option<String>,
+    /// Use cpu-throttle-tailslow with auto-converge.
+    #[arg(long)]
+    pub tailslow: bool,
+    /// Per-vCPU dirty limit for --throttle dirty-limit: 50MiB/s (default QEMU's 1 MB/s).
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
+    pub dirty_limit: Option<String>,
+    /// Abort the migration if not complete within this time: 15m.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub deadline: Option<String>,
+    /// Apply KubeVirt's limits: 150 s per GiB to complete, 150 s without progress.
+    #[arg(long)]
+    pub kubevirt: bool,
+    /// Apply OpenStack Nova's limit: 800 s per GiB (of RAM; at least 2 GiB) to complete.
+    #[arg(long)]
+    pub nova: bool,
+    /// Fraction of the link rate carrying migration payload, in (0, 1] (default 0.94).
+    #[arg(long, value_name = "FRACTION", allow_hyphen_values = true)]
+    pub efficiency: Option<String>,
+    /// Number of vCPUs (writers) when the profile does not attribute threads (default 1).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub vcpus: Option<String>,
+    /// Fraction of time each vCPU is on CPU, in [0, 1] (default: the profile's, else 1).
+    #[arg(long, value_name = "FRACTION", allow_hyphen_values = true)]
+    pub busy: Option<String>,
+    /// Fraction of memory that is zero pages, in [0, 1] (default: the profile's, else 0).
+    #[arg(long, value_name = "FRACTION", allow_hyphen_values = true)]
+    pub zero_share: Option<String>,
+    /// Override the policy's pass limit.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub max_passes: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Explain in plain words why a faster link helps more than in proportion.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+fn usage(msg: String) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg))
+}
+
+/// Parses `--flag value` with `f`, prefixing errors with the flag.
+fn opt<T>(
+    flag: &str,
+    v: &Option<String>,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> anyhow::Result<Option<T>> {
+    v.as_deref()
+        .map(|s| f(s).map_err(|e| usage(format!("--{flag}: {e}"))))
+        .transpose()
+}
+
+fn fraction(lo_open: bool) -> impl Fn(&str) -> Result<f64, String> {
+    move |s: &str| {
+        let v: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number"))?;
+        let ok = v.is_finite() && v <= 1.0 && if lo_open { v > 0.0 } else { v >= 0.0 };
+        if !ok {
+            return Err(format!(
+                "{s:?} must be in {}0, 1]",
+                if lo_open { "(" } else { "[" }
+            ));
+        }
+        Ok(v)
+    }
+}
+
+fn count(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} must be a whole number of at least 1")),
+    }
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%');
+    match t.parse::<f64>() {
+        Ok(v) if (1.0..=99.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} must be a percentage from 1 to 99")),
+    }
+}
+
+fn parse_policy(s: &str) -> anyhow::Result<Policy> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "qemu" | "kvm" => Policy::Qemu,
+        "vmotion" | "vmware" => Policy::Vmotion,
+        "xen" => Policy::Xen,
+        "xen-sr" => Policy::XenSr,
+        "hyperv" | "hyper-v" => Policy::HyperV,
+        other => {
+            return Err(usage(format!(
+                "--policy: unknown policy {other:?} (expected qemu, vmotion, xen, xen-sr or hyperv)"
+            )))
+        }
+    })
+}
+
+fn parse_kind(s: &str) -> anyhow::Result<ThrottleKind> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "none" => ThrottleKind::None,
+        "auto-converge" | "autoconverge" => ThrottleKind::AutoConverge,
+        "sdps" | "cpu" => ThrottleKind::Sdps,
+        "dirty-limit" | "dirtylimit" => ThrottleKind::DirtyLimit,
+        other => {
+            return Err(usage(format!(
+                "--throttle: unknown throttle {other:?} (expected none, auto-converge, sdps or dirty-limit)"
+            )))
+        }
+    })
+}
+
+/// Everything `run` computes before printing; public so the benchmark runs exactly this.
+pub struct Prepared {
+    pub workload: Workload,
+    pub input: GridInput,
+    pub report: Report,
+}
+
+/// Checks the arguments and builds the model inputs. All errors are [`UsageError`]s.
+pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
+    // Links.
+    if args.link.is_empty() {
+        return Err(usage(
+            "missing --link: give the link rate, e.g. --link 10g or --link 10g,25g,40g".into(),
+        ));
+    }
+    let mut links = Vec::new();
+    for l in &args.link {
+        links.extend(
+            units::parse_list(l, units::parse_link).map_err(|e| usage(format!("--link: {e}")))?,
+        );
+    }
+
+    let policy = parse_policy(&args.policy)?;
+    let kind = parse_kind(&args.throttle)?;
+
+    // Downtimes.
+    let mut downtimes = Vec::new();
+    for d in &args.downtime {
+        for x in units::parse_list(d, units::parse_duration)
+            .map_err(|e| usage(format!("--downtime: {e}")))?
+        {
+            if x.is_zero() {
+                return Err(usage("--downtime: must be more than zero".into()));
+            }
+            downtimes.push(x.as_secs_f64());
+        }
+    }
+    if downtimes.is_empty() {
+        downtimes.push(policy.default_downtime_s());
+    }
+
+    let efficiency =
+        opt("efficiency", &args.efficiency, fraction(true))?.unwrap_or(DEFAULT_EFFICIENCY);
+    let vcpus = opt("vcpus", &args.vcpus, count)?;
+    // KVM on x86 allows up to 4096 vCPUs (CONFIG_KVM_MAX_NR_VCPUS); more is a typo, and
+    // the model keeps one entry per writer.
+    if vcpus.is_some_and(|n| n > 4096) {
+        return Err(usage("--vcpus: at most 4096".into()));
+    }
+    let busy = opt("busy", &args.busy, fraction(false))?;
+    let zero_share = opt("zero-share", &args.zero_share, fraction(false))?;
+    let max_passes = opt("max-passes", &args.max_passes, count)?;
+    let mem = opt("mem", &args.mem, units::parse_mem)?;
+
+    // Workload: a profile, or plain numbers.
+    let mut caveats = Vec::new();
+    let (workload, source) = match (&args.profile, &args.dirty_rate) {
+        (Some(_), Some(_)) => {
+            return Err(usage(
+                "give either --profile or --dirty-rate (with --mem), not both".into(),
+            ))
+        }
+        (Some(path), None) => {
+            if args.wws.is_some() || args.pattern != "random" {
+                return Err(usage(
+                    "--wws and --pattern go with --dirty-rate; a profile carries its own growth curve".into(),
+                ));
+            }
+            let p = Profile::load(path).map_err(|e| usage(e.to_string()))?;
+            if p.growth.is_empty() {
+                caveats.push(
+                    "the profile has no growth curve: dirtying is taken as its mean rate x time, which overstates what a long pass resends"
+                        .to_string(),
+                );
+            }
+            caveats.extend(p.caveats.iter().map(|c| format!("profile: {c}")));
+            let w = Workload::from_profile(&p, mem, busy, vcpus, zero_share);
+            (w, format!("profile {} (backend {}, {} pid {})", path.display(), p.backend, p.target.comm, p.target.pid))
+        }
+        (None, Some(rate)) => {
+            let Some(mem) = mem else {
+                return Err(usage(
+                    "missing --mem: --dirty-rate needs the guest memory size, e.g. --mem 128GiB".into(),
+                ));
+            };
+            let rate = units::parse_byte_rate(rate).map_err(|e| usage(format!("--dirty-rate: {e}")))?;
+            let wws = opt("wws", &args.wws, units::parse_mem)?;
+            if let Some(w) = wws {
+                if w > mem {
+                    return Err(usage(format!(
+                        "--wws ({}) is larger than --mem ({})",
+                        units::fmt_bytes(w),
+                        units::fmt_bytes(mem)
+                    )));
+                }
+            } else {
+                caveats.push("no --wws: the dirtying is assumed to saturate only at the whole memory".into());
+            }
+            if busy.is_none() {
+                caveats.push(
+                    "no --busy: vCPUs are assumed fully busy, the case where a CPU throttle helps most".into(),
+                );
+            }
+            let sweep = match args.pattern.trim().to_ascii_lowercase().as_str() {
+                "random" => false,
+                "sweep" | "sequential" => true,
+                other => {
+                    return Err(usage(format!(
+                        "--pattern: unknown pattern {other:?} (expected random or sweep)"
+                    )))
+                }
+            };
+            let w = Workload::synthetic_with(
+                mem,
+                rate,
+                wws,
+                vcpus.unwrap_or(1),
+                busy.unwrap_or(1.0),
+                zero_share.unwrap_or(0.0),
+                sweep,
+            );
+            (w, "numbers (--mem, --dirty-rate, --wws)".to_string())
+        }
+        (None, None) => {
+            return Err(usage(
+                "missing input: give --mem and --dirty-rate (e.g. --mem 128GiB --dirty-rate 1.5GB/s), or --profile FILE".into(),
+            ))
+        }
+    };
+
+    // Throttle to simulate.
+    if matches!(kind, ThrottleKind::AutoConverge | ThrottleKind::DirtyLimit)
+        && policy != Policy::Qemu
+    {
+        return Err(usage(format!(
+            "--throttle {} is a QEMU feature; with --policy {} use --throttle sdps (a CPU throttle or cap)",
+            kind.name(),
+            policy.name()
+        )));
+    }
+    if args.tailslow && kind != ThrottleKind::AutoConverge {
+        return Err(usage(
+            "--tailslow goes with --throttle auto-converge".into(),
+        ));
+    }
+    if args.dirty_limit.is_some() && kind != ThrottleKind::DirtyLimit {
+        return Err(usage(
+            "--dirty-limit goes with --throttle dirty-limit".into(),
+        ));
+    }
+    if args.throttle_pct.is_some()
+        && !matches!(kind, ThrottleKind::AutoConverge | ThrottleKind::Sdps)
+    {
+        return Err(usage(
+            "--throttle-pct goes with --throttle auto-converge or sdps".into(),
+        ));
+    }
+    let pct = opt("throttle-pct", &args.throttle_pct, percent)?;
+    let throttle = match kind {
+        ThrottleKind::None => Throttle::None,
+        ThrottleKind::AutoConverge => Throttle::AutoConverge(AutoConverge {
+            max_pct: pct.unwrap_or(99.0),
+            initial_pct: pct.unwrap_or(99.0).min(20.0),
+            tailslow: args.tailslow,
+            ..AutoConverge::default()
+        }),
+        ThrottleKind::Sdps => Throttle::Cpu {
+            pct: pct.unwrap_or(50.0),
+        },
+        ThrottleKind::DirtyLimit => {
+            // QEMU's default vcpu-dirty-limit is 1 MB/s (DEFAULT_MIGRATE_VCPU_DIRTY_LIMIT).
+            let cap = opt("dirty-limit", &args.dirty_limit, units::parse_byte_rate)?
+                .unwrap_or(DIRTY_LIMIT_MB);
+            if cap <= 0.0 {
+                return Err(usage("--dirty-limit must be more than zero".into()));
+            }
+            Throttle::DirtyLimit {
+                bytes_per_sec_per_vcpu: cap,
+            }
+        }
+    };
+    let recommend_kinds = if kind == ThrottleKind::None {
+        candidates(policy).to_vec()
+    } else {
+        vec![kind]
+    };
+
+    // Deadlines.
+    let n_deadlines = [args.deadline.is_some(), args.kubevirt, args.nova]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if n_deadlines > 1 {
+        return Err(usage(
+            "give only one of --deadline, --kubevirt and --nova".into(),
+        ));
+    }
+    let gib = workload.mem / GIB;
+    let mut limits = Limits {
+        max_passes,
+        ..Limits::default()
+    };
+    let mut settings = SettingsContext {
+        vcpus: workload.writers.len() as u32,
+        ..SettingsContext::default()
+    };
+    if let Some(d) = opt("deadline", &args.deadline, units::parse_duration)? {
+        limits.deadline_s = Some(d.as_secs_f64());
+    }
+    if args.kubevirt {
+        // KubeVirt multiplies by the migrated data (memory + local disks) in GiB; we know
+        // only the memory.
+        limits.deadline_s = Some(KUBEVIRT_COMPLETION_PER_GIB as f64 * gib);
+        limits.progress_timeout_s = Some(KUBEVIRT_PROGRESS_TIMEOUT_S);
+        settings.kubevirt_completion_per_gib = Some(KUBEVIRT_COMPLETION_PER_GIB);
+        caveats.push(format!(
+            "--kubevirt: completion timeout {} s/GiB x {:.1} GiB of memory (local disks would add to it), progress timeout {} s",
+            KUBEVIRT_COMPLETION_PER_GIB, gib, KUBEVIRT_PROGRESS_TIMEOUT_S
+        ));
+    }
+    if args.nova {
+        limits.deadline_s = Some(NOVA_COMPLETION_PER_GIB as f64 * gib.max(2.0));
+        settings.nova_completion_timeout = Some(NOVA_COMPLETION_PER_GIB);
+        caveats.push(format!(
+            "--nova: completion timeout {} s/GiB x {:.1} GiB of RAM (disk would add to it); Nova's stepwise downtime increase (live_migration_downtime_steps) is not modelled",
+            NOVA_COMPLETION_PER_GIB,
+            gib.max(2.0)
+        ));
+    }
+
+    let input = GridInput {
+        links_bits: links,
+        downtimes_s: downtimes,
+        efficiency,
+        policy,
+        throttle,
+        recommend_kinds,
+        limits,
+        settings,
+    };
+    let report = Report {
+        source,
+        policy,
+        throttle_kind: kind,
+        caveats,
+        explain: args.explain,
+    };
+    Ok(Prepared {
+        workload,
+        input,
+        report,
+    })
+}
+
+pub fn run(args: PredictArgs) -> anyhow::Result<()> {
+    let args = *args.opts;
+    let p = prepare(&args)?;
+    let cells = grid(&p.workload, &p.input);
+    let out = if args.json {
+        let v = predict_out::json(&p.workload, &p.input, &p.report, &cells);
+        serde_json::to_string_pretty(&v).context("cannot encode JSON")? + "\n"
+    } else {
+        predict_out::text(&p.workload, &p.input, &p.report, &cells)
+    };
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out.as_bytes()) {
+        // A closed pipe (`| head`) is not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to stdout"),
+    }
 }

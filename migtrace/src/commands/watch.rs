@@ -111,7 +111,9 @@ fn validate(a: &WatchArgs) -> Result<()> {
         .into());
     }
     if a.epoch < Duration::from_millis(50) || a.epoch > Duration::from_secs(1) {
-        return Err(UsageError(format!("--epoch {:?} is out of range: 50ms to 1s", a.epoch)).into());
+        return Err(
+            UsageError(format!("--epoch {:?} is out of range: 50ms to 1s", a.epoch)).into(),
+        );
     }
     if !(a.max_overhead > 0.0 && a.max_overhead <= 100.0) {
         return Err(UsageError("--max-overhead must be a percentage above 0".into()).into());

@@ -2,6 +2,7 @@
 //! terminal sink ([`terminal`]) writes lines for people, the JSON sink ([`json`]) one JSON
 //! object per line for programs.
 pub mod json;
+pub mod predict_out;
 pub mod terminal;
 
 use serde::Serialize;

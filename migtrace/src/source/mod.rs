@@ -202,18 +202,19 @@ pub fn select(choice: BackendChoice, opts: &SourceOptions) -> Result<Selection> 
             reason: "requested with --backend softdirty".into(),
         }),
         BackendChoice::Auto => {
-            let sd = match softdirty::kernel_support() {
-                Ok(()) => match ebpf::availability() {
-                    Ok(()) => {
-                        return Ok(Selection {
+            let sd =
+                match softdirty::kernel_support() {
+                    Ok(()) => match ebpf::availability() {
+                        Ok(()) => return Ok(Selection {
                             source: Box::new(softdirty::SoftDirtySource::new(opts)?),
-                            reason: "this kernel tracks soft-dirty pages: exact dirty sets per epoch".into(),
-                        })
-                    }
-                    Err(_) => "this kernel has soft-dirty but eBPF is unavailable".to_string(),
-                },
-                Err(why) => why,
-            };
+                            reason:
+                                "this kernel tracks soft-dirty pages: exact dirty sets per epoch"
+                                    .into(),
+                        }),
+                        Err(_) => "this kernel has soft-dirty but eBPF is unavailable".to_string(),
+                    },
+                    Err(why) => why,
+                };
             match ebpf::availability() {
                 Ok(()) => Ok(Selection {
                     source: Box::new(combined::Combined::new(opts)?),

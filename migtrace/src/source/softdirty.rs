@@ -53,7 +53,14 @@ pub fn kernel_support() -> std::result::Result<(), String> {
     let page = page_size() as usize;
     // SAFETY: a private anonymous page of our own, written once and unmapped.
     unsafe {
-        let m = libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
         if m == libc::MAP_FAILED {
             return Err("mmap failed".into());
         }
@@ -62,7 +69,10 @@ pub fn kernel_support() -> std::result::Result<(), String> {
         libc::munmap(m, page);
         match r {
             Ok(e) if e & PM_SOFT_DIRTY != 0 => Ok(()),
-            Ok(_) => Err("this kernel does not track soft-dirty pages (CONFIG_MEM_SOFT_DIRTY is not set)".into()),
+            Ok(_) => Err(
+                "this kernel does not track soft-dirty pages (CONFIG_MEM_SOFT_DIRTY is not set)"
+                    .into(),
+            ),
             Err(e) => Err(format!("cannot read pagemap: {e}")),
         }
     }
@@ -76,11 +86,17 @@ fn pagemap_entry(pid: u32, addr: u64) -> std::io::Result<u64> {
 }
 
 fn clear_refs(pid: u32) -> std::io::Result<()> {
-    OpenOptions::new().write(true).open(format!("/proc/{pid}/clear_refs"))?.write_all(b"4")
+    OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/clear_refs"))?
+        .write_all(b"4")
 }
 
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -93,7 +109,14 @@ fn calibrate_fault_ns() -> Result<f64> {
     let n = 4096;
     // SAFETY: our own private mapping, written inside its bounds, then unmapped.
     unsafe {
-        let m = libc::mmap(std::ptr::null_mut(), n * page, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            n * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
         if m == libc::MAP_FAILED {
             return Err(anyhow!("mmap for calibration failed"));
         }
@@ -122,7 +145,11 @@ fn calibrate_fault_ns() -> Result<f64> {
 /// Refuses when another tool seems to use the target's soft-dirty bits.
 fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    if let Some(tracer) = status.lines().find_map(|l| l.strip_prefix("TracerPid:")).map(|v| v.trim().to_string()) {
+    if let Some(tracer) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .map(|v| v.trim().to_string())
+    {
         if tracer != "0" {
             return Err(format!(
                 "pid {pid} is being traced by pid {tracer} (a CRIU dump or debugger?); arming soft-dirty would corrupt its view (--force overrides)"
@@ -132,7 +159,9 @@ fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
     // A process whose soft-dirty bits were never cleared has them set on every present page
     // (new mappings start soft-dirty). Many present pages with the bit clear mean someone
     // cleared them: a CRIU pre-dump or another migtrace.
-    let regions = crate::target::Target::open(pid).and_then(|t| t.writable_regions()).map_err(|e| e.to_string())?;
+    let regions = crate::target::Target::open(pid)
+        .and_then(|t| t.writable_regions())
+        .map_err(|e| e.to_string())?;
     let f = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| e.to_string())?;
     let (mut present, mut clean) = (0u64, 0u64);
     let page = page_size();
@@ -144,7 +173,10 @@ fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
             if f.read_exact_at(&mut buf[..n * 8], a / page * 8).is_err() {
                 break;
             }
-            for e in buf[..n * 8].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())) {
+            for e in buf[..n * 8]
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            {
                 if e & PM_PRESENT != 0 {
                     present += 1;
                     clean += u64::from(e & PM_SOFT_DIRTY == 0);
@@ -168,7 +200,11 @@ struct Levels {
 
 impl Levels {
     fn new() -> Levels {
-        Levels { levels: (0..16).map(|_| (HashSet::new(), 0, Default::default())).collect() }
+        Levels {
+            levels: (0..16)
+                .map(|_| (HashSet::new(), 0, Default::default()))
+                .collect(),
+        }
     }
     fn push(&mut self, epoch: &HashSet<u64>) {
         for (k, (cur, filled, mean)) in self.levels.iter_mut().enumerate() {
@@ -224,8 +260,10 @@ impl SoftDirtySource {
             range: opts.range,
             record_pages: Some(16 << 20),
         })?;
-        let pagemap = File::open(format!("/proc/{}/pagemap", opts.pid)).context("opening the target's pagemap")?;
-        let epoch_ticks = ((opts.epoch.as_millis() / TICK.as_millis()) as u32).clamp(1, MAX_EPOCH_TICKS);
+        let pagemap = File::open(format!("/proc/{}/pagemap", opts.pid))
+            .context("opening the target's pagemap")?;
+        let epoch_ticks =
+            ((opts.epoch.as_millis() / TICK.as_millis()) as u32).clamp(1, MAX_EPOCH_TICKS);
         let counts_last = probe.counters()?;
         let mut s = SoftDirtySource {
             pid: opts.pid,
@@ -259,7 +297,8 @@ impl SoftDirtySource {
 
     fn arm(&mut self) -> Result<()> {
         self.arm_ns = monotonic_ns();
-        clear_refs(self.pid).with_context(|| format!("arming soft-dirty on pid {} (clear_refs)", self.pid))
+        clear_refs(self.pid)
+            .with_context(|| format!("arming soft-dirty on pid {} (clear_refs)", self.pid))
     }
 
     /// Drains the ring buffer: events before `split_ns` go to the finished epoch set,
@@ -270,14 +309,23 @@ impl SoftDirtySource {
 
     /// [`Self::drain`], also collecting into `late` the pages whose event came at or after
     /// `late_ns` (written while pagemap was being read: not expected to show there).
-    fn drain_marking(&mut self, split_ns: Option<u64>, late_ns: Option<u64>, next: &mut Vec<PageEvent>, late: &mut HashSet<u64>) {
-        let Some(rb) = self.probe.events() else { return };
+    fn drain_marking(
+        &mut self,
+        split_ns: Option<u64>,
+        late_ns: Option<u64>,
+        next: &mut Vec<PageEvent>,
+        late: &mut HashSet<u64>,
+    ) {
+        let Some(rb) = self.probe.events() else {
+            return;
+        };
         while let Some(item) = rb.next() {
             if item.len() < std::mem::size_of::<PageEvent>() {
                 continue;
             }
             // SAFETY: the kernel wrote a PageEvent; read unaligned from the ring buffer.
-            let e: PageEvent = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const PageEvent) };
+            let e: PageEvent =
+                unsafe { std::ptr::read_unaligned(item.as_ptr() as *const PageEvent) };
             if split_ns.is_some_and(|s| e.time_ns >= s) {
                 next.push(e);
                 continue;
@@ -300,7 +348,8 @@ impl SoftDirtySource {
             let mut a = r.start;
             while a < r.end {
                 let n = (((r.end - a) / self.page) as usize).min(8192);
-                self.pagemap.read_exact_at(&mut buf[..n * 8], a / self.page * 8)?;
+                self.pagemap
+                    .read_exact_at(&mut buf[..n * 8], a / self.page * 8)?;
                 for (i, c) in buf[..n * 8].chunks_exact(8).enumerate() {
                     let e = u64::from_le_bytes(c.try_into().unwrap());
                     if e & PM_PRESENT != 0 && e & PM_SOFT_DIRTY != 0 {
@@ -328,7 +377,11 @@ impl SoftDirtySource {
             self.drain_marking(Some(self.arm_ns), Some(pm_start), &mut carry, &mut late);
             if let Ok(pm) = pm {
                 self.mismatch_pagemap_only += pm.difference(&self.epoch).count() as u64;
-                self.mismatch_event_only += self.epoch.difference(&pm).filter(|p| !late.contains(p)).count() as u64;
+                self.mismatch_event_only += self
+                    .epoch
+                    .difference(&pm)
+                    .filter(|p| !late.contains(p))
+                    .count() as u64;
             }
         } else {
             self.drain(None, &mut carry);
@@ -415,7 +468,11 @@ impl DirtySource for SoftDirtySource {
                 self.epoch_ticks = (self.epoch_ticks / 2).max(1);
             }
             if old != self.epoch_ticks {
-                log::debug!("softdirty epoch {} -> {} ms", old * 50, self.epoch_ticks * 50);
+                log::debug!(
+                    "softdirty epoch {} -> {} ms",
+                    old * 50,
+                    self.epoch_ticks * 50
+                );
                 self.levels = Levels::new();
                 self.epoch_len_at_levels = self.epoch_ticks;
             }
@@ -443,7 +500,11 @@ impl DirtySource for SoftDirtySource {
             .iter()
             .enumerate()
             .filter_map(|(k, (_, _, m))| {
-                m.get().map(|u| GrowthPoint { window_s: epoch_s * (1u64 << k) as f64, unique_pages: u, windows: m.n })
+                m.get().map(|u| GrowthPoint {
+                    window_s: epoch_s * (1u64 << k) as f64,
+                    unique_pages: u,
+                    windows: m.n,
+                })
             })
             .collect();
         let mut threads: Vec<(u32, u64)> = self.threads.iter().map(|(&t, &n)| (t, n)).collect();
