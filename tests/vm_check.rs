@@ -1,0 +1,164 @@
+//! `vm-check`: end-to-end checks of migtrace that need a kernel feature the development and
+//! CI machines lack (soft-dirty). `cargo xtask vmtest` builds it, copies it into the Debian
+//! guest with the migtrace binary, and runs one check per test entry in
+//! `tests/vm/tests.json`. Each check runs the real binary against the built-in writer, prints
+//! what it measured, and exits non-zero when a tolerance is exceeded.
+//!
+//! Tolerances (stated here and printed):
+//! - unique-page dirty rate of a known writer, softdirty: ±2 % of the truth;
+//! - growth curve of a hot/cold writer, softdirty: ±5 % of the analytical expectation at each
+//!   window with at least 4 windows averaged (the writer is random, so each window's count
+//!   scatters around its expectation);
+//! - softdirty against sample on the same target: reported; the sample must agree within
+//!   its own 95 % interval plus 5 %.
+use std::process::ExitCode;
+
+use migtrace::workload::{expected_unique, Pattern};
+use migtrace_e2e::{assert_complete_summary, Watch, Writer};
+
+fn main() -> ExitCode {
+    std::env::set_var("MIGTRACE_BIN", std::env::var("MIGTRACE_BIN").unwrap_or_else(|_| "/usr/local/bin/migtrace".into()));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("rate") => rate(&args[1], args[2].parse().unwrap()),
+        Some("growth") => growth(),
+        Some("agree") => agree(),
+        Some("exit-mid-epoch") => exit_mid_epoch(),
+        _ => Err("usage: vm-check rate seq|random RATE_MIB | growth | agree | exit-mid-epoch".into()),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const WSS_MIB: u64 = 64;
+
+fn pages() -> f64 {
+    (WSS_MIB * 256) as f64
+}
+
+/// The unique-page dirty rate of a known writer, within ±2 %.
+fn rate(pattern: &str, rate_mib: f64) -> Result<(), String> {
+    let w = Writer::start(&["--pattern", pattern, "--rate-mib", &rate_mib.to_string(), "--wss-mib", &WSS_MIB.to_string()]);
+    let watch = Watch::start(&["--pid", &w.pid().to_string(), "--backend", "softdirty", "--interval", "1s", "--duration", "6s"]);
+    let (intervals, s, st) = watch.finish();
+    let done = w.stop();
+    if !st.success() {
+        return Err(format!("watch exited with {st}"));
+    }
+    assert_complete_summary(&s);
+    let writes = done["pages_per_sec"].as_f64().unwrap();
+    let p = if pattern == "seq" { Pattern::Seq } else { Pattern::Random };
+    let truth = expected_unique(p, writes, pages(), 1.0, 0.0, 0.0);
+    // Skip the first interval: the writer's pacing and the first arm settle there.
+    let tail: Vec<f64> = intervals[1..].iter().map(|i| i["dirty_pages_per_sec"].as_f64().unwrap()).collect();
+    let measured = tail.iter().sum::<f64>() / tail.len() as f64;
+    let err = (measured - truth) / truth;
+    println!(
+        "softdirty {pattern} at {rate_mib} MiB/s: writer {writes:.0} writes/s, truth {truth:.0} unique pages/s, measured {measured:.0} ({:+.2} %), intervals {tail:?}",
+        err * 100.0
+    );
+    println!("backend stats: {}", s["backend_stats"]);
+    if s["dropped_events"].as_u64() != Some(0) {
+        return Err(format!("dropped events: {}", s["dropped_events"]));
+    }
+    if err.abs() > 0.02 {
+        return Err(format!("error {:+.2} % exceeds ±2 %", err * 100.0));
+    }
+    Ok(())
+}
+
+/// The growth curve of a hot/cold writer against its analytical expectation, ±5 %.
+fn growth() -> Result<(), String> {
+    let (hot_frac, hot_share, rate_mib) = (0.1, 0.9, 4.0);
+    let w = Writer::start(&[
+        "--pattern", "hotcold", "--rate-mib", &rate_mib.to_string(), "--wss-mib", &WSS_MIB.to_string(),
+        "--hot-frac", &hot_frac.to_string(), "--hot-share", &hot_share.to_string(),
+    ]);
+    let watch = Watch::start(&[
+        "--pid", &w.pid().to_string(), "--backend", "softdirty", "--interval", "1s", "--duration", "9s",
+        "--epoch", "100ms", "--max-overhead", "100",
+    ]);
+    let (_, s, st) = watch.finish();
+    let done = w.stop();
+    if !st.success() {
+        return Err(format!("watch exited with {st}"));
+    }
+    let writes = done["pages_per_sec"].as_f64().unwrap();
+    let mut checked = 0;
+    let mut worst: f64 = 0.0;
+    for g in s["growth"].as_array().unwrap() {
+        let (win, u, n) = (g["window_s"].as_f64().unwrap(), g["unique_pages"].as_f64().unwrap(), g["windows"].as_u64().unwrap());
+        let expect = expected_unique(Pattern::Hotcold, writes, pages(), win, hot_frac, hot_share);
+        let err = (u - expect) / expect;
+        println!("U({win:.2} s) = {u:.0} pages over {n} windows; expected {expect:.0} ({:+.2} %)", err * 100.0);
+        if n >= 4 {
+            checked += 1;
+            worst = worst.max(err.abs());
+        }
+    }
+    if checked < 3 {
+        return Err(format!("only {checked} growth points with 4+ windows"));
+    }
+    if worst > 0.05 {
+        return Err(format!("worst growth-curve error {:.2} % exceeds ±5 %", worst * 100.0));
+    }
+    Ok(())
+}
+
+/// softdirty and sample on the same target at the same time: report their agreement.
+fn agree() -> Result<(), String> {
+    let w = Writer::start(&["--pattern", "seq", "--rate-mib", "4", "--wss-mib", &WSS_MIB.to_string()]);
+    let pid = w.pid().to_string();
+    let sd = Watch::start(&["--pid", &pid, "--backend", "softdirty", "--interval", "1s", "--duration", "5s"]);
+    let sa = Watch::start(&["--pid", &pid, "--backend", "sample", "--interval", "1s", "--duration", "5s", "--sample-error", "0.05"]);
+    let (_, s1, st1) = sd.finish();
+    let (_, s2, st2) = sa.finish();
+    let done = w.stop();
+    if !st1.success() || !st2.success() {
+        return Err(format!("watch exit {st1} / {st2}"));
+    }
+    let a = s1["dirty_pages_per_sec"].as_f64().unwrap();
+    let b = s2["dirty_pages_per_sec"].as_f64().unwrap();
+    let ci = &s2["ci95_bytes_per_sec"];
+    let half = (ci[1].as_f64().unwrap() - ci[0].as_f64().unwrap()) / 2.0 / 4096.0;
+    println!(
+        "agreement: softdirty {a:.0} pages/s, sample {b:.0} pages/s (95 % ±{half:.0}), ratio sample/softdirty {:.3}; writer {} writes/s",
+        b / a,
+        done["pages_per_sec"]
+    );
+    if (a - b).abs() > half + 0.05 * a {
+        return Err("sample and softdirty disagree beyond the sample's interval plus 5 %".into());
+    }
+    Ok(())
+}
+
+/// A writer that exits mid-epoch still gives a complete summary, with its exact page count.
+fn exit_mid_epoch() -> Result<(), String> {
+    let mut w = Writer::start(&["--pattern", "once", "--wss-mib", "16", "--wait-go", "--duration", "1230ms"]);
+    let n = w.ready["pages"].as_u64().unwrap();
+    let (addr, len) = (w.ready["addr"].as_u64().unwrap(), w.ready["len"].as_u64().unwrap());
+    let watch = Watch::start(&[
+        "--pid", &w.pid().to_string(), "--backend", "softdirty", "--epoch", "1s", "--max-overhead", "100",
+        "--range", &format!("{addr:x}-{:x}", addr + len),
+    ]);
+    w.go();
+    let _ = w.wait_done();
+    let (_, s, st) = watch.finish();
+    if !st.success() {
+        return Err(format!("watch exited with {st}"));
+    }
+    assert_complete_summary(&s);
+    println!("exit mid-epoch: end {} unique {} of {n}, faults {}", s["end_reason"], s["unique_pages_total"], s["faults"]);
+    if s["end_reason"] != "target-exited" {
+        return Err(format!("end_reason {}", s["end_reason"]));
+    }
+    if s["unique_pages_total"].as_f64() != Some(n as f64) {
+        return Err(format!("unique pages {} != {n}", s["unique_pages_total"]));
+    }
+    Ok(())
+}
