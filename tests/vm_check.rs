@@ -17,14 +17,19 @@ use migtrace::workload::{expected_unique, Pattern};
 use migtrace_e2e::{assert_complete_summary, Watch, Writer};
 
 fn main() -> ExitCode {
-    std::env::set_var("MIGTRACE_BIN", std::env::var("MIGTRACE_BIN").unwrap_or_else(|_| "/usr/local/bin/migtrace".into()));
+    std::env::set_var(
+        "MIGTRACE_BIN",
+        std::env::var("MIGTRACE_BIN").unwrap_or_else(|_| "/usr/local/bin/migtrace".into()),
+    );
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
         Some("rate") => rate(&args[1], args[2].parse().unwrap()),
         Some("growth") => growth(),
         Some("agree") => agree(),
         Some("exit-mid-epoch") => exit_mid_epoch(),
-        _ => Err("usage: vm-check rate seq|random RATE_MIB | growth | agree | exit-mid-epoch".into()),
+        _ => {
+            Err("usage: vm-check rate seq|random RATE_MIB | growth | agree | exit-mid-epoch".into())
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,8 +48,24 @@ fn pages() -> f64 {
 
 /// The unique-page dirty rate of a known writer, within ±2 %.
 fn rate(pattern: &str, rate_mib: f64) -> Result<(), String> {
-    let w = Writer::start(&["--pattern", pattern, "--rate-mib", &rate_mib.to_string(), "--wss-mib", &WSS_MIB.to_string()]);
-    let watch = Watch::start(&["--pid", &w.pid().to_string(), "--backend", "softdirty", "--interval", "1s", "--duration", "6s"]);
+    let w = Writer::start(&[
+        "--pattern",
+        pattern,
+        "--rate-mib",
+        &rate_mib.to_string(),
+        "--wss-mib",
+        &WSS_MIB.to_string(),
+    ]);
+    let watch = Watch::start(&[
+        "--pid",
+        &w.pid().to_string(),
+        "--backend",
+        "softdirty",
+        "--interval",
+        "1s",
+        "--duration",
+        "6s",
+    ]);
     let (intervals, s, st) = watch.finish();
     let done = w.stop();
     if !st.success() {
@@ -52,10 +73,17 @@ fn rate(pattern: &str, rate_mib: f64) -> Result<(), String> {
     }
     assert_complete_summary(&s);
     let writes = done["pages_per_sec"].as_f64().unwrap();
-    let p = if pattern == "seq" { Pattern::Seq } else { Pattern::Random };
+    let p = if pattern == "seq" {
+        Pattern::Seq
+    } else {
+        Pattern::Random
+    };
     let truth = expected_unique(p, writes, pages(), 1.0, 0.0, 0.0);
     // Skip the first interval: the writer's pacing and the first arm settle there.
-    let tail: Vec<f64> = intervals[1..].iter().map(|i| i["dirty_pages_per_sec"].as_f64().unwrap()).collect();
+    let tail: Vec<f64> = intervals[1..]
+        .iter()
+        .map(|i| i["dirty_pages_per_sec"].as_f64().unwrap())
+        .collect();
     let measured = tail.iter().sum::<f64>() / tail.len() as f64;
     let err = (measured - truth) / truth;
     println!(
@@ -76,12 +104,30 @@ fn rate(pattern: &str, rate_mib: f64) -> Result<(), String> {
 fn growth() -> Result<(), String> {
     let (hot_frac, hot_share, rate_mib) = (0.1, 0.9, 4.0);
     let w = Writer::start(&[
-        "--pattern", "hotcold", "--rate-mib", &rate_mib.to_string(), "--wss-mib", &WSS_MIB.to_string(),
-        "--hot-frac", &hot_frac.to_string(), "--hot-share", &hot_share.to_string(),
+        "--pattern",
+        "hotcold",
+        "--rate-mib",
+        &rate_mib.to_string(),
+        "--wss-mib",
+        &WSS_MIB.to_string(),
+        "--hot-frac",
+        &hot_frac.to_string(),
+        "--hot-share",
+        &hot_share.to_string(),
     ]);
     let watch = Watch::start(&[
-        "--pid", &w.pid().to_string(), "--backend", "softdirty", "--interval", "1s", "--duration", "9s",
-        "--epoch", "100ms", "--max-overhead", "100",
+        "--pid",
+        &w.pid().to_string(),
+        "--backend",
+        "softdirty",
+        "--interval",
+        "1s",
+        "--duration",
+        "9s",
+        "--epoch",
+        "100ms",
+        "--max-overhead",
+        "100",
     ]);
     let (_, s, st) = watch.finish();
     let done = w.stop();
@@ -92,10 +138,17 @@ fn growth() -> Result<(), String> {
     let mut checked = 0;
     let mut worst: f64 = 0.0;
     for g in s["growth"].as_array().unwrap() {
-        let (win, u, n) = (g["window_s"].as_f64().unwrap(), g["unique_pages"].as_f64().unwrap(), g["windows"].as_u64().unwrap());
+        let (win, u, n) = (
+            g["window_s"].as_f64().unwrap(),
+            g["unique_pages"].as_f64().unwrap(),
+            g["windows"].as_u64().unwrap(),
+        );
         let expect = expected_unique(Pattern::Hotcold, writes, pages(), win, hot_frac, hot_share);
         let err = (u - expect) / expect;
-        println!("U({win:.2} s) = {u:.0} pages over {n} windows; expected {expect:.0} ({:+.2} %)", err * 100.0);
+        println!(
+            "U({win:.2} s) = {u:.0} pages over {n} windows; expected {expect:.0} ({:+.2} %)",
+            err * 100.0
+        );
         if n >= 4 {
             checked += 1;
             worst = worst.max(err.abs());
@@ -105,17 +158,47 @@ fn growth() -> Result<(), String> {
         return Err(format!("only {checked} growth points with 4+ windows"));
     }
     if worst > 0.05 {
-        return Err(format!("worst growth-curve error {:.2} % exceeds ±5 %", worst * 100.0));
+        return Err(format!(
+            "worst growth-curve error {:.2} % exceeds ±5 %",
+            worst * 100.0
+        ));
     }
     Ok(())
 }
 
 /// softdirty and sample on the same target at the same time: report their agreement.
 fn agree() -> Result<(), String> {
-    let w = Writer::start(&["--pattern", "seq", "--rate-mib", "4", "--wss-mib", &WSS_MIB.to_string()]);
+    let w = Writer::start(&[
+        "--pattern",
+        "seq",
+        "--rate-mib",
+        "4",
+        "--wss-mib",
+        &WSS_MIB.to_string(),
+    ]);
     let pid = w.pid().to_string();
-    let sd = Watch::start(&["--pid", &pid, "--backend", "softdirty", "--interval", "1s", "--duration", "5s"]);
-    let sa = Watch::start(&["--pid", &pid, "--backend", "sample", "--interval", "1s", "--duration", "5s", "--sample-error", "0.05"]);
+    let sd = Watch::start(&[
+        "--pid",
+        &pid,
+        "--backend",
+        "softdirty",
+        "--interval",
+        "1s",
+        "--duration",
+        "5s",
+    ]);
+    let sa = Watch::start(&[
+        "--pid",
+        &pid,
+        "--backend",
+        "sample",
+        "--interval",
+        "1s",
+        "--duration",
+        "5s",
+        "--sample-error",
+        "0.05",
+    ]);
     let (_, s1, st1) = sd.finish();
     let (_, s2, st2) = sa.finish();
     let done = w.stop();
@@ -139,12 +222,31 @@ fn agree() -> Result<(), String> {
 
 /// A writer that exits mid-epoch still gives a complete summary, with its exact page count.
 fn exit_mid_epoch() -> Result<(), String> {
-    let mut w = Writer::start(&["--pattern", "once", "--wss-mib", "16", "--wait-go", "--duration", "1230ms"]);
+    let mut w = Writer::start(&[
+        "--pattern",
+        "once",
+        "--wss-mib",
+        "16",
+        "--wait-go",
+        "--duration",
+        "1230ms",
+    ]);
     let n = w.ready["pages"].as_u64().unwrap();
-    let (addr, len) = (w.ready["addr"].as_u64().unwrap(), w.ready["len"].as_u64().unwrap());
+    let (addr, len) = (
+        w.ready["addr"].as_u64().unwrap(),
+        w.ready["len"].as_u64().unwrap(),
+    );
     let watch = Watch::start(&[
-        "--pid", &w.pid().to_string(), "--backend", "softdirty", "--epoch", "1s", "--max-overhead", "100",
-        "--range", &format!("{addr:x}-{:x}", addr + len),
+        "--pid",
+        &w.pid().to_string(),
+        "--backend",
+        "softdirty",
+        "--epoch",
+        "1s",
+        "--max-overhead",
+        "100",
+        "--range",
+        &format!("{addr:x}-{:x}", addr + len),
     ]);
     w.go();
     let _ = w.wait_done();
@@ -153,7 +255,10 @@ fn exit_mid_epoch() -> Result<(), String> {
         return Err(format!("watch exited with {st}"));
     }
     assert_complete_summary(&s);
-    println!("exit mid-epoch: end {} unique {} of {n}, faults {}", s["end_reason"], s["unique_pages_total"], s["faults"]);
+    println!(
+        "exit mid-epoch: end {} unique {} of {n}, faults {}",
+        s["end_reason"], s["unique_pages_total"], s["faults"]
+    );
     if s["end_reason"] != "target-exited" {
         return Err(format!("end_reason {}", s["end_reason"]));
     }

@@ -55,6 +55,27 @@ fn bump(st: &mut CpuState, slot: u32, by: u64) {
 
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
+    on_fault(&ctx)
+}
+
+/// Kernel-mode faults on user addresses: the kernel writing the target's memory on its
+/// behalf (read(2) into a buffer, rseq and robust-futex updates). They dirty pages too, and
+/// under soft-dirty write protection they are the only trace of such writes.
+#[raw_tracepoint(tracepoint = "page_fault_kernel")]
+pub fn page_fault_kernel(ctx: RawTracePointContext) -> i32 {
+    let address: u64 = ctx.arg(0);
+    if address >= USER_ADDR_END {
+        return 0;
+    }
+    on_fault(&ctx)
+}
+
+/// End of the x86-64 user address space (4-level paging; 5-level kernels put user space
+/// below 2^56, but faults above 2^47 only happen for processes that asked for it).
+const USER_ADDR_END: u64 = 1 << 47;
+
+#[inline(always)]
+fn on_fault(ctx: &RawTracePointContext) -> i32 {
     let cfg = match CONFIG.get(0) {
         Some(c) => c,
         None => return 0,
@@ -63,7 +84,7 @@ pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
     if (pid_tgid >> 32) as u32 != cfg.tgid || cfg.tgid == 0 {
         return 0;
     }
-    on_target_fault(&ctx, cfg, pid_tgid as u32);
+    on_target_fault(ctx, cfg, pid_tgid as u32);
     0
 }
 

@@ -131,13 +131,15 @@ impl FaultProbe {
             None
         };
 
-        let prog: &mut RawTracePoint = bpf
-            .program_mut("page_fault_user")
-            .ok_or_else(|| anyhow!("program page_fault_user missing from the eBPF object"))?
-            .try_into()?;
-        prog.load().map_err(load_error)?;
-        prog.attach("page_fault_user")
-            .map_err(|e| anyhow!("attaching to raw tracepoint page_fault_user: {e}"))?;
+        for tp in ["page_fault_user", "page_fault_kernel"] {
+            let prog: &mut RawTracePoint = bpf
+                .program_mut(tp)
+                .ok_or_else(|| anyhow!("program {tp} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load().map_err(load_error)?;
+            prog.attach(tp)
+                .map_err(|e| anyhow!("attaching to raw tracepoint {tp}: {e}"))?;
+        }
 
         Ok(FaultProbe {
             _bpf: bpf,

@@ -142,6 +142,40 @@ fn calibrate_fault_ns() -> Result<f64> {
     }
 }
 
+/// Where migtrace records that it armed a process: `/run/migtrace/softdirty/PID-STARTTIME`.
+/// A watch holds an exclusive flock on it; the file stays afterwards, so a later watch knows
+/// that cleared bits were migtrace's own doing and not another tool's.
+fn claim(pid: u32) -> std::result::Result<(File, bool), String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Field 22 (starttime) tells this process from a later one with the same pid.
+    let start = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(19))
+        .unwrap_or("0")
+        .to_string();
+    let dir = std::path::Path::new("/run/migtrace/softdirty");
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{pid}-{start}"));
+    let existed = path.exists();
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        return Err(format!("another migtrace is already tracking pid {pid} with soft-dirty ({} is locked); two arming watches would corrupt each other (--force overrides)", path.display()));
+    }
+    Ok((f, existed))
+}
+
 /// Refuses when another tool seems to use the target's soft-dirty bits.
 fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -221,6 +255,8 @@ impl Levels {
 
 pub struct SoftDirtySource {
     pid: u32,
+    /// The flocked claim file (released when the watch ends).
+    _claim: Option<File>,
     probe: FaultProbe,
     pagemap: File,
     page: u64,
@@ -251,9 +287,17 @@ impl SoftDirtySource {
     pub fn new(opts: &SourceOptions) -> Result<SoftDirtySource> {
         super::ebpf::require()?;
         kernel_support().map_err(UsageError)?;
-        if !opts.force {
-            check_not_in_use(opts.pid).map_err(UsageError)?;
-        }
+        let claim = match claim(opts.pid) {
+            Ok((f, armed_before)) => {
+                // Bits that migtrace itself cleared in an earlier watch are no sign of another tool.
+                if !opts.force && !armed_before {
+                    check_not_in_use(opts.pid).map_err(UsageError)?;
+                }
+                Some(f)
+            }
+            Err(why) if !opts.force => return Err(UsageError(why).into()),
+            Err(_) => None,
+        };
         let fault_ns = calibrate_fault_ns()?;
         let probe = FaultProbe::attach(ProbeOptions {
             tgid: opts.pid,
@@ -267,6 +311,7 @@ impl SoftDirtySource {
         let counts_last = probe.counters()?;
         let mut s = SoftDirtySource {
             pid: opts.pid,
+            _claim: claim,
             probe,
             pagemap,
             page: page_size(),
@@ -376,6 +421,23 @@ impl SoftDirtySource {
             let mut late = HashSet::new();
             self.drain_marking(Some(self.arm_ns), Some(pm_start), &mut carry, &mut late);
             if let Ok(pm) = pm {
+                if log::log_enabled!(log::Level::Debug) {
+                    let a: Vec<String> = pm
+                        .difference(&self.epoch)
+                        .take(20)
+                        .map(|p| format!("{p:x}"))
+                        .collect();
+                    let b: Vec<String> = self
+                        .epoch
+                        .difference(&pm)
+                        .filter(|p| !late.contains(p))
+                        .take(20)
+                        .map(|p| format!("{p:x}"))
+                        .collect();
+                    if !a.is_empty() || !b.is_empty() {
+                        log::debug!("epoch mismatches: soft-dirty without event {a:?}; event without soft-dirty {b:?}");
+                    }
+                }
                 self.mismatch_pagemap_only += pm.difference(&self.epoch).count() as u64;
                 self.mismatch_event_only += self
                     .epoch
