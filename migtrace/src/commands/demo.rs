@@ -10,13 +10,14 @@ use std::{
 };
 
 use anyhow::{anyhow, Context, Result};
-use clap::Args;
+use clap::{Args, Parser};
 
 use crate::{
     commands::watch::{self, WatchArgs},
-    sink::terminal::{bytes, TerminalSink},
+    sink::terminal::TerminalSink,
     source::BackendChoice,
     target::page_size,
+    units::fmt_bytes as bytes,
     units::parse_duration,
     workload::{expected_unique, Pattern},
 };
@@ -38,9 +39,13 @@ pub struct DemoArgs {
     /// Backend to watch with.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
-    /// Also write the profile here.
+    /// Where to write the measured profile (default: migtrace-demo-profile.json in the
+    /// temporary directory, kept so `migtrace predict --profile` can be tried on it).
     #[arg(long)]
     pub profile_out: Option<PathBuf>,
+    /// Links to predict a migration of the writer over, from the measured profile.
+    #[arg(long, default_value = "100m,1g,10g")]
+    pub links: String,
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
@@ -94,6 +99,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
         epoch: Duration::from_millis(100),
         max_overhead: 2.0,
         force: false,
+    };
+    let profile_path = a
+        .profile_out
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("migtrace-demo-profile.json"));
+    let args = WatchArgs {
+        profile_out: Some(profile_path.clone()),
+        ..args
     };
     let mut sink = TerminalSink::new(std::io::stdout());
     let res = watch::watch(&args, &mut sink);
@@ -153,6 +166,73 @@ pub fn run(a: DemoArgs) -> Result<()> {
         println!(
             "  write faults    {} in all: the writer rewrites resident pages, which take no fault; this is why the rate comes from sampling",
             f.writes()
+        );
+    }
+    predict_from(&profile_path, &a.links)?;
+    println!(
+        "\nnext: migtrace predict --profile {} --link 1g,10g,40g --explain    (full pass tables and settings)",
+        profile_path.display()
+    );
+    Ok(())
+}
+
+/// The planning half on the measured profile: would this writer live-migrate, and how fast,
+/// over each link? One line per link (the full tables: `migtrace predict --profile`).
+fn predict_from(profile: &std::path::Path, links: &str) -> Result<()> {
+    let cli = crate::cli::Cli::try_parse_from([
+        "migtrace",
+        "predict",
+        "--profile",
+        profile.to_str().context("profile path is not UTF-8")?,
+        "--link",
+        links,
+    ])
+    .map_err(|e| anyhow!("building the predict arguments: {e}"))?;
+    let crate::cli::Command::Predict(pa) = cli.command else {
+        unreachable!("parsed a predict command")
+    };
+    let p = crate::commands::predict::prepare(&pa.opts)?;
+    let cells = crate::model::grid(&p.workload, &p.input);
+    println!("
+demo: predicted QEMU pre-copy migration of the writer, from the measured profile (migtrace predict --profile)");
+    println!(
+        "  {:>12} {:>10} {:>7} {:>11} {:>10}  recommendation",
+        "link", "converges", "passes", "total time", "downtime"
+    );
+    // For a migration that never converges, the time is how long the simulation ran before
+    // giving up, and there is no downtime to speak of.
+    for c in &cells {
+        let o = &c.outcome;
+        let rec = match c.recommendation.kind.as_str() {
+            "none" => "none needed".to_string(),
+            k => match c.recommendation.level {
+                Some(l) => format!(
+                    "{k} {l:.0}{}",
+                    c.recommendation.level_unit.as_deref().unwrap_or("")
+                ),
+                None => k.to_string(),
+            },
+        };
+        let (time, down) = if o.converges {
+            (
+                format!("{:.2}s", o.total_time_s),
+                format!("{:.0}ms", o.downtime_s * 1000.0),
+            )
+        } else {
+            ("never".to_string(), "-".to_string())
+        };
+        println!(
+            "  {:>12} {:>10} {:>7} {:>11} {:>10}  {}",
+            crate::units::fmt_link(c.link_bits_per_sec),
+            if o.converges { "yes" } else { "NO" },
+            if o.converges {
+                o.passes.len().to_string()
+            } else {
+                "-".into()
+            },
+            time,
+            down,
+            rec
         );
     }
     Ok(())

@@ -179,7 +179,7 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
     if thp > 0 {
         warnings.push(format!(
             "the target has {} of transparent huge pages: one write fault there dirties 2 MiB, so fault counts understate bytes",
-            crate::sink::terminal::bytes(thp as f64)
+            crate::units::fmt_bytes(thp as f64)
         ));
     }
     let writable_at = |t: &Target| -> u64 {

@@ -2,6 +2,7 @@
 use std::io::Write;
 
 use super::{Interval, Sink, Start, Summary};
+use crate::units::fmt_bytes as bytes;
 
 pub struct TerminalSink<W: Write> {
     out: W,
@@ -11,22 +12,6 @@ pub struct TerminalSink<W: Write> {
 impl<W: Write> TerminalSink<W> {
     pub fn new(out: W) -> Self {
         TerminalSink { out, lines: 0 }
-    }
-}
-
-/// Bytes as a human size with binary units.
-pub fn bytes(b: f64) -> String {
-    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = b;
-    let mut i = 0;
-    while v.abs() >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{v:.0} {}", U[i])
-    } else {
-        format!("{v:.1} {}", U[i])
     }
 }
 
