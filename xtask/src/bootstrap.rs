@@ -20,7 +20,7 @@ use crate::{root, run};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the test suite needs.
-pub const TEST_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "bpftrace"];
+pub const TEST_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "util-linux"];
 
 pub struct EbpfToolchain {
     pub bin_dir: PathBuf,
