@@ -17,7 +17,10 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use crate::{
     error::UsageError,
     profile::{self, Profile},
-    sink::{json::JsonSink, terminal::TerminalSink, Interval, Sink, Start, Summary, ThreadLine},
+    sink::{
+        json::JsonSink, terminal::TerminalSink, Interval, RatePercentiles, Sink, Start, Summary,
+        ThreadLine,
+    },
     source::{self, BackendChoice, Drops, FaultCounts, SourceOptions},
     target::{clock_ticks, page_size, Target, ThreadTime},
     units::parse_duration,
@@ -145,8 +148,9 @@ impl End {
 }
 
 /// Accumulates intervals into the summary.
-#[derive(Default)]
 struct Totals {
+    /// Distribution of interval dirty rates, pages per second (3 significant digits).
+    rates: hdrhistogram::Histogram<u64>,
     intervals: u64,
     measured_s: f64,
     pages: f64,
@@ -155,6 +159,22 @@ struct Totals {
     peak: f64,
     faults: Option<FaultCounts>,
     drops: Drops,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            rates: hdrhistogram::Histogram::new(3).expect("3 significant digits is valid"),
+            intervals: 0,
+            measured_s: 0.0,
+            pages: 0.0,
+            var: 0.0,
+            has_ci: false,
+            peak: 0.0,
+            faults: None,
+            drops: Drops::default(),
+        }
+    }
 }
 
 /// Measures until the end condition and returns the summary (also given to `sink`).
@@ -343,6 +363,15 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
         dirty_bytes_per_sec: rate_pages * page as f64,
         ci95_bytes_per_sec: ci,
         peak_bytes_per_sec: totals.peak * page as f64,
+        rate_percentiles: (!totals.rates.is_empty()).then(|| {
+            let q = |p: f64| totals.rates.value_at_quantile(p) as f64 * page as f64;
+            RatePercentiles {
+                p50_bytes_per_sec: q(0.5),
+                p90_bytes_per_sec: q(0.9),
+                p99_bytes_per_sec: q(0.99),
+                max_bytes_per_sec: totals.rates.max() as f64 * page as f64,
+            }
+        }),
         unique_pages_total: fin.unique_pages_total,
         target_rss_bytes: rss,
         writable_bytes: writable,
@@ -397,6 +426,8 @@ fn end_interval(
     totals.measured_s += dur;
     totals.pages += r.unique_pages;
     totals.peak = totals.peak.max(pps);
+    // Auto-resizing histogram: recording cannot fail for finite non-negative rates.
+    let _ = totals.rates.record(pps.max(0.0).round() as u64);
     if let Some((lo, hi)) = r.ci95 {
         totals.has_ci = true;
         let sd = (hi - lo) / 2.0 / 1.96;

@@ -70,6 +70,8 @@ pub struct Summary {
     pub dirty_bytes_per_sec: f64,
     pub ci95_bytes_per_sec: Option<[f64; 2]>,
     pub peak_bytes_per_sec: f64,
+    /// Distribution of the interval rates (hdrhistogram, 3 significant digits).
+    pub rate_percentiles: Option<RatePercentiles>,
     /// Unique pages dirtied over the whole watch, when the backend can tell.
     pub unique_pages_total: Option<f64>,
     pub target_rss_bytes: u64,
@@ -87,6 +89,15 @@ pub struct Summary {
     /// Backend-specific figures (softdirty: epoch, induced faults, overhead, cross-check).
     pub backend_stats: Option<serde_json::Value>,
     pub profile_out: Option<String>,
+}
+
+/// Percentiles of the per-interval dirty rate.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RatePercentiles {
+    pub p50_bytes_per_sec: f64,
+    pub p90_bytes_per_sec: f64,
+    pub p99_bytes_per_sec: f64,
+    pub max_bytes_per_sec: f64,
 }
 
 /// A destination for watch results.

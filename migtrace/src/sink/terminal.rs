@@ -108,7 +108,21 @@ impl<W: Write> Sink for TerminalSink<W> {
             s.duration_s,
             s.intervals
         );
-        let _ = writeln!(o, "  peak interval  {}/s", bytes(s.peak_bytes_per_sec));
+        match &s.rate_percentiles {
+            Some(r) if s.intervals > 1 => {
+                let _ = writeln!(
+                    o,
+                    "  interval rates p50 {}/s, p90 {}/s, p99 {}/s, max {}/s",
+                    bytes(r.p50_bytes_per_sec),
+                    bytes(r.p90_bytes_per_sec),
+                    bytes(r.p99_bytes_per_sec),
+                    bytes(r.max_bytes_per_sec)
+                );
+            }
+            _ => {
+                let _ = writeln!(o, "  peak interval  {}/s", bytes(s.peak_bytes_per_sec));
+            }
+        }
         if let Some(u) = s.unique_pages_total {
             let _ = writeln!(
                 o,
