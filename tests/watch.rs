@@ -104,7 +104,7 @@ fn sigint_gives_summary() {
     require_root();
     let w = Writer::start(&["--pattern", "seq", "--rate-mib", "8", "--wss-mib", "16"]);
     let watch = Watch::start(&["--pid", &w.pid().to_string(), "--interval", "300ms"]);
-    sleep(Duration::from_millis(1200));
+    sleep(Duration::from_millis(1500));
     signal(watch.child.id(), libc::SIGINT);
     let (_, s, st) = watch.finish();
     w.stop();
@@ -154,13 +154,15 @@ fn profile_out_round_trips() {
         "--profile-out",
         path.to_str().unwrap(),
     ]);
+    let backend = watch.start["backend"].as_str().unwrap().to_string();
     let (_, s, st) = watch.finish();
     w.stop();
     assert!(st.success());
     assert_eq!(s["end_reason"], "duration");
     let p = migtrace::profile::Profile::load(&path).expect("profile loads");
     assert_eq!(p.version, migtrace::profile::VERSION);
-    assert_eq!(p.backend, "sample+fault");
+    // auto: sample+fault here, softdirty on kernels with soft-dirty.
+    assert_eq!(p.backend, backend);
     assert!(p.target.writable_bytes >= 64 << 20);
     assert!(p.dirty.bytes_per_sec > 0.0);
     // Windows of 1, 2 and 4 intervals: the growth curve is increasing.
@@ -207,6 +209,23 @@ fn bad_input_exits_2_with_one_line() {
         &["watch", "--pid", "1", "--range", "10-5"],
         "end must be above start",
     );
+    // A thread id is not a process: the kernel programs filter by process.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        let _ = done_rx.recv();
+    });
+    let tid = rx.recv().unwrap();
+    let pid = std::process::id();
+    assert_ne!(tid as u32, pid);
+    assert_usage_error(
+        &["watch", "--pid", &tid.to_string()],
+        &format!("is a thread of process {pid}"),
+    );
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
 }
 
 /// Without privileges: a clear line and exit 2, for eBPF (CAP_BPF) and for sampling another

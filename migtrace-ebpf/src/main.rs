@@ -44,6 +44,7 @@ static THREADS: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
+const BPF_NOEXIST: u64 = 1;
 const X86_PF_PROT: u64 = 1;
 const X86_PF_WRITE: u64 = 2;
 
@@ -165,9 +166,20 @@ fn flush_thread(st: &mut CpuState, tid: u32, count: u64) {
         };
         return;
     }
-    if THREADS.insert(&tid, &count, 0).is_err() {
-        bump(st, counter::THREAD_MAP_FULL, count);
+    // BPF_NOEXIST: when another CPU inserted this thread in the meantime, add to its entry
+    // instead of overwriting it.
+    if THREADS.insert(&tid, &count, BPF_NOEXIST).is_ok() {
+        return;
     }
+    if let Some(v) = THREADS.get_ptr_mut(&tid) {
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                v, count,
+            )
+        };
+        return;
+    }
+    bump(st, counter::THREAD_MAP_FULL, count);
 }
 
 #[cfg(not(test))]

@@ -107,6 +107,8 @@ pub enum ProfileError {
     Format { path: String, found: String },
     #[error("{path} is profile version {found}; this migtrace reads versions up to {VERSION}")]
     Version { path: String, found: u32 },
+    #[error("{path} is not a valid profile: {why}")]
+    Invalid { path: String, why: String },
 }
 
 impl Profile {
@@ -147,10 +149,71 @@ impl Profile {
                 found: version,
             });
         }
-        serde_json::from_str(text).map_err(|source| ProfileError::Parse {
+        let p: Profile = serde_json::from_str(text).map_err(|source| ProfileError::Parse {
             path: origin.to_string(),
             source,
-        })
+        })?;
+        p.validate().map_err(|why| ProfileError::Invalid {
+            path: origin.to_string(),
+            why,
+        })?;
+        Ok(p)
+    }
+
+    /// Checks the values a model would silently misread: sizes, rates, shares and the
+    /// growth curve (windows positive and strictly increasing, counts finite and not negative).
+    pub fn validate(&self) -> Result<(), String> {
+        let share = |name: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} is {v}, outside [0, 1]"))
+            }
+        };
+        let nonneg = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} is {v}, not a finite number >= 0"))
+            }
+        };
+        if self.target.page_size == 0 {
+            return Err("target.page_size is 0".into());
+        }
+        nonneg("duration_s", self.duration_s)?;
+        nonneg("interval_s", self.interval_s)?;
+        nonneg("dirty.bytes_per_sec", self.dirty.bytes_per_sec)?;
+        nonneg("dirty.pages_per_sec", self.dirty.pages_per_sec)?;
+        nonneg("dirty.peak_bytes_per_sec", self.dirty.peak_bytes_per_sec)?;
+        for (i, g) in self.growth.iter().enumerate() {
+            if !(g.window_s.is_finite() && g.window_s > 0.0) {
+                return Err(format!(
+                    "growth[{i}].window_s is {}, not above 0",
+                    g.window_s
+                ));
+            }
+            nonneg(&format!("growth[{i}].unique_pages"), g.unique_pages)?;
+            if i > 0 && g.window_s <= self.growth[i - 1].window_s {
+                return Err(format!(
+                    "growth is not sorted by window_s (growth[{i}] = {} s after {} s)",
+                    g.window_s,
+                    self.growth[i - 1].window_s
+                ));
+            }
+        }
+        for (i, t) in self.threads.iter().enumerate() {
+            share(&format!("threads[{i}].share"), t.share)?;
+            if let Some(b) = t.busy_share {
+                share(&format!("threads[{i}].busy_share"), b)?;
+            }
+        }
+        if let Some(b) = self.busy_share {
+            share("busy_share", b)?;
+        }
+        if let Some(z) = self.zero_page_share {
+            share("zero_page_share", z)?;
+        }
+        Ok(())
     }
 
     /// Unique pages dirtied within a window of `window_s`, interpolated on the measured growth
@@ -177,5 +240,86 @@ impl Profile {
         } else {
             v
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Profile {
+        Profile {
+            format: FORMAT.into(),
+            version: VERSION,
+            tool_version: "test".into(),
+            created_unix_s: 0,
+            target: TargetInfo {
+                pid: 1,
+                comm: "t".into(),
+                rss_bytes: 1 << 30,
+                writable_bytes: 1 << 30,
+                page_size: 4096,
+            },
+            backend: "sample".into(),
+            caveats: vec![],
+            duration_s: 10.0,
+            interval_s: 1.0,
+            dirty: DirtyRate {
+                bytes_per_sec: 1e6,
+                pages_per_sec: 244.0,
+                ci95_bytes_per_sec: None,
+                peak_bytes_per_sec: 1e6,
+            },
+            growth: vec![
+                GrowthPoint {
+                    window_s: 1.0,
+                    unique_pages: 244.0,
+                    windows: 10,
+                },
+                GrowthPoint {
+                    window_s: 2.0,
+                    unique_pages: 480.0,
+                    windows: 5,
+                },
+            ],
+            threads: vec![],
+            busy_share: Some(0.5),
+            zero_page_share: None,
+        }
+    }
+
+    fn reject(p: &Profile, needle: &str) {
+        let text = serde_json::to_string(p).unwrap();
+        let e = Profile::parse(&text, "x.json").unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+
+    #[test]
+    fn round_trips_and_rejects_bad_values() {
+        let p = sample();
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(Profile::parse(&text, "x").unwrap(), p);
+
+        let mut q = sample();
+        q.growth.swap(0, 1);
+        reject(&q, "not sorted");
+        let mut q = sample();
+        q.growth[0].window_s = 0.0;
+        reject(&q, "not above 0");
+        let mut q = sample();
+        q.zero_page_share = Some(2.0);
+        reject(&q, "outside [0, 1]");
+        let mut q = sample();
+        q.target.page_size = 0;
+        reject(&q, "page_size");
+        let mut q = sample();
+        q.version = VERSION + 1;
+        reject(&q, "reads versions up to");
+        reject_text("{\"format\":\"other\"}", "expected");
+    }
+
+    fn reject_text(text: &str, needle: &str) {
+        let e = Profile::parse(text, "x").unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
     }
 }

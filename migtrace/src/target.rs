@@ -74,6 +74,23 @@ impl Target {
             comm,
             proc_dir,
         };
+        // /proc/TID exists for every thread; the kernel programs filter by process (tgid).
+        let status = fs::read_to_string(t.proc_dir.join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        if let Some(tgid) = field("Tgid:").first() {
+            if tgid != &pid.to_string() {
+                return Err(UsageError(format!(
+                    "{pid} is a thread of process {tgid}: watch the process (--pid {tgid})"
+                ))
+                .into());
+            }
+        }
         if t.is_zombie() {
             return Err(UsageError(format!("pid {pid} ({}) has exited (zombie)", t.comm)).into());
         }
@@ -92,12 +109,22 @@ impl Target {
         Ok(t)
     }
 
+    /// True when no thread of the process is alive. A main thread that exited leaves a
+    /// zombie leader while the other threads run on; such a process is still alive.
     fn is_zombie(&self) -> bool {
-        match fs::read_to_string(self.proc_dir.join("stat")) {
-            Ok(s) => s
-                .rsplit_once(')')
+        let dead = |stat: &str| {
+            stat.rsplit_once(')')
                 .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-                .unwrap_or(false),
+                .unwrap_or(true)
+        };
+        match fs::read_to_string(self.proc_dir.join("stat")) {
+            Ok(s) if !dead(&s) => false,
+            Ok(_) => fs::read_dir(self.proc_dir.join("task"))
+                .map(|d| {
+                    !d.flatten()
+                        .any(|e| fs::read_to_string(e.path().join("stat")).is_ok_and(|s| !dead(&s)))
+                })
+                .unwrap_or(true),
             Err(_) => true,
         }
     }
@@ -146,11 +173,12 @@ impl Target {
             .unwrap_or(0)
     }
 
-    /// Private writable mappings: the memory a migration may have to resend.
+    /// Writable memory mappings: the memory a migration may have to resend (see
+    /// [`parse_writable`]).
     pub fn writable_regions(&self) -> Result<Vec<Region>> {
         let text = fs::read_to_string(self.proc_dir.join("maps"))
             .with_context(|| format!("reading /proc/{}/maps", self.pid))?;
-        Ok(parse_writable_private(&text))
+        Ok(parse_writable(&text))
     }
 
     /// CPU time of every thread.
@@ -180,9 +208,12 @@ impl Target {
     }
 }
 
-/// Parses `/proc/PID/maps`, keeping private writable mappings (`rw?p`) other than the
-/// kernel's special ones.
-pub fn parse_writable_private(maps: &str) -> Vec<Region> {
+/// Parses `/proc/PID/maps`, keeping writable mappings: private ones (`rw-p`), and shared
+/// ones (`rw-s`) of memory files, because a VM's RAM is a shared mapping when QEMU uses
+/// `memory-backend-memfd,share=on` or a file or hugetlbfs backend (vhost-user, virtiofs).
+/// Left out: the kernel's special mappings, and shared mappings of devices and anonymous
+/// inodes (KVM's vCPU run areas, GPU buffers), which are not memory a migration copies.
+pub fn parse_writable(maps: &str) -> Vec<Region> {
     let mut out = Vec::new();
     for line in maps.lines() {
         let mut it = line.split_whitespace();
@@ -190,7 +221,7 @@ pub fn parse_writable_private(maps: &str) -> Vec<Region> {
             continue;
         };
         let p = perms.as_bytes();
-        if p.len() < 4 || p[1] != b'w' || p[3] != b'p' {
+        if p.len() < 4 || p[1] != b'w' {
             continue;
         }
         let name = it.nth(3).unwrap_or("").to_string();
@@ -199,6 +230,17 @@ pub fn parse_writable_private(maps: &str) -> Vec<Region> {
             "[vvar]" | "[vdso]" | "[vsyscall]" | "[vvar_vclock]"
         ) {
             continue;
+        }
+        if p[3] == b's' {
+            let memory_file = name.starts_with("/memfd:")
+                || name.starts_with("/dev/shm/")
+                || name.starts_with("/SYSV")
+                || name.starts_with("/dev/hugepages")
+                || (name.starts_with('/') && !name.starts_with("/dev/"))
+                || name.is_empty();
+            if !memory_file {
+                continue;
+            }
         }
         let Some((a, b)) = range.split_once('-') else {
             continue;
@@ -279,10 +321,20 @@ mod tests {
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
 7ffd00100000-7ffd00102000 r--p 00000000 00:00 0                          [vvar]
 ";
-        let r = parse_writable_private(maps);
+        let r = parse_writable(maps);
         let names: Vec<_> = r.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["[heap]", "/usr/lib/libc.so.6", "", "[stack]"]);
-        assert_eq!(r[2].len(), 0x100000);
+        assert_eq!(
+            names,
+            ["[heap]", "/dev/shm/x", "/usr/lib/libc.so.6", "", "[stack]"]
+        );
+        assert_eq!(r[3].len(), 0x100000);
+        let qemu = "\
+7f0000000000-7f0040000000 rw-s 00000000 00:01 5                          /memfd:pc.ram (deleted)
+7f1000000000-7f1000001000 rw-s 00000000 00:0e 9                          anon_inode:kvm-vcpu:0
+7f2000000000-7f2000010000 rw-s 00000000 00:05 7                          /dev/dri/card0
+";
+        let names: Vec<_> = parse_writable(qemu).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["/memfd:pc.ram"]);
     }
 
     #[test]

@@ -132,7 +132,9 @@ fn build_bpf_linker(sysroot: &Path, tc: &Path) -> Result<()> {
     run(Command::new("cargo")
         .env("LLVM_PREFIX", tc.join("llvm"))
         .env_remove("RUSTUP_TOOLCHAIN")
-        .args(["install", "--root"])
+        // --force: a linker left over from another nightly (whose libLLVM is gone) counts as
+        // installed for cargo, but cannot start.
+        .args(["install", "--force", "--root"])
         .arg(tc)
         .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
         .args([

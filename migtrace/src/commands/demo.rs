@@ -48,6 +48,23 @@ pub struct DemoArgs {
     pub links: String,
 }
 
+/// The writer process, stopped (SIGTERM) on every way out of `run`, errors included.
+struct WriterChild(std::process::Child);
+
+impl WriterChild {
+    fn terminate(&self) {
+        // SAFETY: signalling our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+    }
+}
+
+impl Drop for WriterChild {
+    fn drop(&mut self) {
+        self.terminate();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn run(a: DemoArgs) -> Result<()> {
     if matches!(a.pattern, Pattern::Once | Pattern::Churn) {
         return Err(crate::error::UsageError(
@@ -66,24 +83,26 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "demo: starting the built-in writer: {pattern} writes at {:.0} MiB/s over a {} MiB working set",
         a.rate_mib, a.wss_mib
     );
-    let mut child = Command::new(&exe)
-        .args(["writer", "--pattern", &pattern])
-        .args([
-            "--rate-mib",
-            &a.rate_mib.to_string(),
-            "--wss-mib",
-            &a.wss_mib.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting the writer")?;
-    let mut out = BufReader::new(child.stdout.take().context("writer stdout")?);
+    let mut child = WriterChild(
+        Command::new(&exe)
+            .args(["writer", "--pattern", &pattern])
+            .args([
+                "--rate-mib",
+                &a.rate_mib.to_string(),
+                "--wss-mib",
+                &a.wss_mib.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting the writer")?,
+    );
+    let mut out = BufReader::new(child.0.stdout.take().context("writer stdout")?);
     let mut line = String::new();
     out.read_line(&mut line)?;
     let ready: serde_json::Value =
         serde_json::from_str(&line).map_err(|e| anyhow!("writer did not start: {e}: {line:?}"))?;
-    let pid = child.id();
+    let pid = child.0.id();
     let pages = ready["pages"].as_f64().unwrap_or(0.0);
 
     let args = WatchArgs {
@@ -110,11 +129,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
     };
     let mut sink = TerminalSink::new(std::io::stdout());
     let res = watch::watch(&args, &mut sink);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    child.terminate();
     line.clear();
     out.read_line(&mut line)?;
-    let _ = child.wait();
+    let _ = child.0.wait();
     let summary = res?;
     let done: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
     let writes_per_s = done["pages_per_sec"].as_f64().unwrap_or(0.0);
@@ -162,7 +180,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             (measured - truth) / truth * 100.0
         );
     }
-    if let Some(f) = summary.faults {
+    if let (Some(f), "sample+fault") = (summary.faults, summary.backend.as_str()) {
         println!(
             "  write faults    {} in all: the writer rewrites resident pages, which take no fault; this is why the rate comes from sampling",
             f.writes()

@@ -127,6 +127,9 @@ fn validate(a: &WatchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The loop's tick: how closely durations and interval boundaries are honoured.
+const TICK: Duration = Duration::from_millis(50);
+
 /// Why the watch ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -154,9 +157,10 @@ struct Totals {
     intervals: u64,
     measured_s: f64,
     pages: f64,
-    var: f64,
-    has_ci: bool,
     peak: f64,
+    /// Length of a full interval, seconds: shorter (partial) intervals do not enter the
+    /// percentiles and the peak, where a few pages over a few milliseconds would distort.
+    interval_s: f64,
     faults: Option<FaultCounts>,
     drops: Drops,
 }
@@ -168,9 +172,8 @@ impl Default for Totals {
             intervals: 0,
             measured_s: 0.0,
             pages: 0.0,
-            var: 0.0,
-            has_ci: false,
             peak: 0.0,
+            interval_s: 0.0,
             faults: None,
             drops: Drops::default(),
         }
@@ -221,8 +224,12 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
         warnings,
     });
 
+    // Thread CPU times at the start and at the last moment the target was seen alive; busy
+    // shares divide by the time between those two readings, not by the whole watch.
     let times0 = target.thread_times();
+    let times0_at = Instant::now();
     let mut times1 = times0.clone();
+    let mut times1_at = times0_at;
     let pidfd = target.pidfd().ok();
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -230,7 +237,10 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
         .build()
         .context("starting the runtime")?;
     let start = Instant::now();
-    let mut totals = Totals::default();
+    let mut totals = Totals {
+        interval_s: a.interval.as_secs_f64(),
+        ..Totals::default()
+    };
     let mut last_end = start;
 
     let end = rt.block_on(async {
@@ -240,7 +250,9 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
             // SAFETY: the pidfd is owned by the AsyncFd for its whole life and closed only by it.
             unsafe { AsyncFd::register(fd) }.ok()
         });
-        let tick = src.tick_every().unwrap_or(a.interval).min(a.interval);
+        // Ticks every 50 ms at most, whatever the backend: the duration and the interval
+        // boundaries are honoured to within a tick.
+        let tick = src.tick_every().unwrap_or(TICK).min(TICK).min(a.interval);
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_boundary = a.interval;
@@ -261,6 +273,7 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
                             rss = target.rss_bytes();
                             writable = writable_at(&target);
                             times1 = target.thread_times();
+                            times1_at = Instant::now();
                         }
                         end_interval(src.as_mut(), sink, &mut totals, start, &mut last_end, gone, page)?;
                         while next_boundary <= el {
@@ -290,6 +303,7 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
             rss = target.rss_bytes();
             writable = writable_at(&target);
             times1 = target.thread_times();
+            times1_at = Instant::now();
         }
         end_interval(
             src.as_mut(),
@@ -305,7 +319,11 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
     let duration_s = start.elapsed().as_secs_f64();
 
     // Per-thread shares and CPU busy share.
-    let busy = busy_shares(&times0, &times1, duration_s);
+    let busy = busy_shares(
+        &times0,
+        &times1,
+        times1_at.duration_since(times0_at).as_secs_f64(),
+    );
     let total_faults: u64 = fin.threads.iter().map(|t| t.1).sum();
     let threads: Vec<ThreadLine> = fin
         .threads
@@ -326,10 +344,10 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
             busy_share: busy.iter().find(|b| b.0 == tid).map(|b| b.1),
         })
         .collect();
-    // Mean busy share of the threads that dirtied memory; without attribution, of the
-    // threads that ran at all (>= 1 % of the watch).
+    // Mean busy share of the threads that dirtied memory; without attribution of the
+    // dirtying itself (sample, sample+fault), of the threads that ran at all (>= 1 %).
     let busy_share = {
-        let v: Vec<f64> = if threads.is_empty() {
+        let v: Vec<f64> = if threads.is_empty() || !fin.threads_attribute_dirtying {
             busy.iter().map(|b| b.1).filter(|&b| b >= 0.01).collect()
         } else {
             threads.iter().filter_map(|t| t.busy_share).collect()
@@ -342,11 +360,14 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
     } else {
         0.0
     };
-    let ci = totals.has_ci.then(|| {
-        let half = 1.96 * totals.var.sqrt() / totals.measured_s.max(1e-9) * page as f64;
-        let r = rate_pages * page as f64;
-        [(r - half).max(0.0), r + half]
-    });
+    let ci = fin
+        .total_pages_sd
+        .filter(|_| totals.intervals > 0)
+        .map(|sd| {
+            let half = 1.96 * sd / totals.measured_s.max(1e-9) * page as f64;
+            let r = rate_pages * page as f64;
+            [(r - half).max(0.0), r + half]
+        });
     let mut caveats = src.caveats();
     if end == End::TargetExited && totals.intervals == 0 {
         caveats.push("the target exited before a full interval was measured".into());
@@ -388,7 +409,11 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
         profile_out: a.profile_out.as_ref().map(|p| p.display().to_string()),
     };
     if let Some(path) = &a.profile_out {
-        let prof = to_profile(&summary, a.interval.as_secs_f64());
+        let prof = to_profile(
+            &summary,
+            a.interval.as_secs_f64(),
+            fin.threads_attribute_dirtying,
+        );
         let text = serde_json::to_string_pretty(&prof)?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("writing the profile to {}", path.display()))?;
@@ -408,8 +433,10 @@ fn end_interval(
 ) -> Result<()> {
     let r = src.end_interval(gone)?;
     let now = Instant::now();
-    let dur = now.duration_since(*last_end).as_secs_f64();
+    let wall = now.duration_since(*last_end);
     *last_end = now;
+    // The source's own window (between its snapshots or arms) when it has one.
+    let dur = r.window.unwrap_or(wall).as_secs_f64();
     totals.drops.add(&r.drops);
     if let Some(f) = &r.faults {
         totals
@@ -417,21 +444,19 @@ fn end_interval(
             .get_or_insert_with(FaultCounts::default)
             .add(f);
     }
-    if r.faults.is_none() && r.sample.is_none() {
-        // Nothing could be measured (the target's memory was already gone).
+    if !r.measured {
+        // No rate could be measured (the target's memory was already gone); the fault
+        // counts above still count.
         return Ok(());
     }
     let pps = if dur > 0.0 { r.unique_pages / dur } else { 0.0 };
     totals.intervals += 1;
     totals.measured_s += dur;
     totals.pages += r.unique_pages;
-    totals.peak = totals.peak.max(pps);
-    // Auto-resizing histogram: recording cannot fail for finite non-negative rates.
-    let _ = totals.rates.record(pps.max(0.0).round() as u64);
-    if let Some((lo, hi)) = r.ci95 {
-        totals.has_ci = true;
-        let sd = (hi - lo) / 2.0 / 1.96;
-        totals.var += sd * sd;
+    if dur >= totals.interval_s / 2.0 {
+        totals.peak = totals.peak.max(pps);
+        // Auto-resizing histogram: recording cannot fail for finite non-negative rates.
+        let _ = totals.rates.record(pps.max(0.0).round() as u64);
     }
     sink.interval(&Interval {
         t_s: now.duration_since(start).as_secs_f64(),
@@ -465,8 +490,10 @@ fn busy_shares(t0: &[ThreadTime], t1: &[ThreadTime], duration_s: f64) -> Vec<(u3
         .collect()
 }
 
-/// The profile `predict` reads, from a summary.
-pub fn to_profile(s: &Summary, interval_s: f64) -> Profile {
+/// The profile `predict` reads, from a summary. Per-thread shares go in only when they
+/// attribute the dirtying itself (fault, softdirty): with sample+fault they are write-fault
+/// counts, and a thread that rewrites resident memory takes none.
+pub fn to_profile(s: &Summary, interval_s: f64, threads_attribute_dirtying: bool) -> Profile {
     let created = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -497,6 +524,7 @@ pub fn to_profile(s: &Summary, interval_s: f64) -> Profile {
         threads: s
             .threads
             .iter()
+            .filter(|_| threads_attribute_dirtying)
             .map(|t| profile::ThreadShare {
                 tid: t.tid,
                 comm: t.comm.clone(),

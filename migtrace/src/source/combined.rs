@@ -46,6 +46,8 @@ impl DirtySource for Combined {
     fn end_interval(&mut self, target_gone: bool) -> Result<IntervalReport> {
         let f = self.fault.end_interval(target_gone)?;
         let mut r = self.sample.end_interval(target_gone)?;
+        // The rate is the sampler's: when it could not measure, neither did we (the fault
+        // counts still go into the totals).
         r.faults = f.faults;
         r.drops.add(&f.drops);
         Ok(r)
@@ -54,7 +56,9 @@ impl DirtySource for Combined {
     fn finish(&mut self) -> Result<FinalReport> {
         let f = self.fault.finish()?;
         let mut r = self.sample.finish()?;
+        // Shown as write faults per thread; they do not attribute the sampled rewrites.
         r.threads = f.threads;
+        r.threads_attribute_dirtying = false;
         Ok(r)
     }
 }

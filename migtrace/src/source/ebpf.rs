@@ -29,6 +29,14 @@ pub fn availability() -> std::result::Result<(), String> {
     if let Some(why) = crate::target::missing_bpf_privileges() {
         return Err(why);
     }
+    // The kernel programs filter by the tgid of the initial pid namespace; inside a nested
+    // pid namespace (a container) the pids we see are not those.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(ns) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
+        if ns.split_whitespace().count() > 1 {
+            return Err("migtrace runs in a nested pid namespace, where the pids it sees are not the kernel's: run it in the host pid namespace (e.g. docker --pid=host) for the eBPF backends".into());
+        }
+    }
     Ok(())
 }
 
@@ -165,8 +173,11 @@ impl FaultProbe {
     }
 
     /// Flips the HyperLogLog epoch and returns the merged sketch of the epoch that just
-    /// ended (then clears it for reuse). A fault that raced with the flip on another CPU may
-    /// land in the buffer after it was read; such a page is counted in the next epoch.
+    /// ended (then clears it for reuse). A fault already inside the program on another CPU
+    /// when the epoch flips may update the old buffer after it was read: if before the clear,
+    /// that page is lost from the sketches; if after, it is counted two epochs late. The
+    /// window is the program's run time (well under a microsecond), so at most a few pages per
+    /// epoch are affected; the exact fault counters are not.
     pub fn take_epoch_sketch(&mut self) -> Result<Hll> {
         let old = self.cfg.hll_epoch & 1;
         self.cfg.hll_epoch = old ^ 1;
@@ -181,7 +192,16 @@ impl FaultProbe {
         Ok(merged)
     }
 
-    /// Write faults per thread so far (flushed counts plus the per-CPU run caches).
+    /// Stops counting: the programs stay attached but match no process. Reading the thread
+    /// counts after this cannot race with a flush from a run cache into the map.
+    pub fn stop(&mut self) -> Result<()> {
+        self.cfg.tgid = 0;
+        self.config.set(0, self.cfg, 0)?;
+        Ok(())
+    }
+
+    /// Write faults per thread so far (flushed counts plus the per-CPU run caches). Exact
+    /// after [`FaultProbe::stop`]; while counting, a flush between the two reads can be missed.
     pub fn thread_counts(&self) -> Result<Vec<(u32, u64)>> {
         let mut m: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
         for kv in self.threads.iter() {

@@ -178,6 +178,8 @@ impl DirtySource for FaultSource {
         let unique = hll_estimate(&self.interval_sketch);
         self.interval_sketch = Hll::default();
         Ok(IntervalReport {
+            measured: true,
+            window: None,
             unique_pages: unique,
             ci95: None,
             faults: Some(faults),
@@ -187,12 +189,15 @@ impl DirtySource for FaultSource {
     }
 
     fn finish(&mut self) -> Result<FinalReport> {
+        self.probe.stop()?;
         Ok(FinalReport {
             growth: self.growth.curve(EPOCH),
             unique_pages_total: Some(self.growth.total()),
             threads: self.probe.thread_counts()?,
             zero_page_share: None,
             backend_stats: None,
+            total_pages_sd: None,
+            threads_attribute_dirtying: true,
         })
     }
 }

@@ -103,6 +103,12 @@ pub struct SampleInfo {
 /// One interval's measurement.
 #[derive(Clone, Debug, Default)]
 pub struct IntervalReport {
+    /// False when no rate could be measured (the target's memory was already gone when the
+    /// sampler came to read it). Fault counts and drops are still valid then.
+    pub measured: bool,
+    /// The window the measurement covers, when the source knows it better than the time
+    /// between calls (between the sampler's snapshots, between soft-dirty arms).
+    pub window: Option<Duration>,
     /// Unique pages dirtied during the interval (exact, or an estimate).
     pub unique_pages: f64,
     /// 95 % confidence interval of `unique_pages`, when estimated by sampling.
@@ -125,6 +131,13 @@ pub struct FinalReport {
     pub zero_page_share: Option<f64>,
     /// Backend-specific figures (e.g. softdirty's epoch, induced faults, cross-check).
     pub backend_stats: Option<serde_json::Value>,
+    /// Standard deviation of the sum of the intervals' unique pages, when the source
+    /// estimates (sampling). A fixed sample's errors repeat from interval to interval, so
+    /// this is not the per-interval errors added as if independent.
+    pub total_pages_sd: Option<f64>,
+    /// Whether `threads` attributes the dirtying itself (fault, softdirty) rather than only
+    /// write faults next to a rate measured otherwise (sample+fault).
+    pub threads_attribute_dirtying: bool,
 }
 
 /// A dirty-tracking backend.
@@ -171,16 +184,6 @@ pub struct SourceOptions {
 pub struct Selection {
     pub source: Box<dyn DirtySource>,
     pub reason: String,
-}
-
-/// Whether this kernel supports soft-dirty tracking (`CONFIG_MEM_SOFT_DIRTY`): probed by
-/// the presence of the feature in the kernel config when readable, else unknown (false).
-pub fn kernel_has_soft_dirty() -> bool {
-    // /proc/config.gz or /boot/config-$(uname -r) tell; absent both, assume not.
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cfg =
-        std::fs::read_to_string(format!("/boot/config-{}", release.trim())).unwrap_or_default();
-    cfg.lines().any(|l| l.trim() == "CONFIG_MEM_SOFT_DIRTY=y")
 }
 
 /// Builds the backend for `choice`.

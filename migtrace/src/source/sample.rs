@@ -7,13 +7,25 @@
 //! Comparing against older snapshots (1, 2, 4 ... 64 intervals back) gives the dirty-set
 //! growth curve for windows of whole intervals.
 //!
+//! The sample stays fixed between redraws, so its errors repeat from interval to interval.
+//! The run's confidence interval therefore comes from the per-page counts of changed
+//! intervals (cluster sampling: the variance of those counts over the sampled pages), not
+//! from the per-interval intervals added as if independent. The sample is redrawn when the
+//! memory map changes by more than 5 % of its pages (new or removed mappings), and during the
+//! first intervals to reach the requested precision.
+//!
 //! Reading never disturbs the target: `/proc/PID/pagemap` is consulted first, and pages that
 //! are not present are not read (reading them would map the zero page into the target and
 //! turn its next write into a different kind of fault), nor are swapped-out pages (reading
 //! would swap them in). The sample size starts at 4096 pages and, unless fixed with
 //! `--sample-pages`, is resized during the first intervals so that the 95 % half-width is
 //! about `--sample-error` of the estimate.
-use std::{collections::VecDeque, fs::File, os::unix::fs::FileExt, time::Duration};
+use std::{
+    collections::VecDeque,
+    fs::File,
+    os::unix::fs::FileExt,
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, Context, Result};
 use rand::{rngs::SmallRng, SeedableRng};
@@ -50,8 +62,16 @@ pub struct SampleSource {
     rel_error: f64,
     /// Sorted sampled page addresses.
     addrs: Vec<u64>,
-    /// Private writable pages sampled from.
+    /// Writable pages sampled from.
     population: u64,
+    /// The mappings the sample was drawn from.
+    regions: Vec<Region>,
+    /// Per sampled page: intervals in which it changed (since the last redraw).
+    changes: Vec<u32>,
+    /// Variance of the summed unique-page estimates of earlier sample generations.
+    done_var: f64,
+    /// Midpoint of the last snapshot (the start of the next interval's window).
+    last_mid: Instant,
     history: VecDeque<Vec<u64>>,
     hzero: u64,
     intervals: u32,
@@ -91,6 +111,10 @@ impl SampleSource {
             rel_error: opts.sample_error,
             addrs: Vec::new(),
             population: 0,
+            regions: Vec::new(),
+            changes: Vec::new(),
+            done_var: 0.0,
+            last_mid: Instant::now(),
             history: VecDeque::new(),
             hzero: Self::state_of_hash(xxh3_64(&vec![0u8; page as usize])),
             intervals: 0,
@@ -111,6 +135,24 @@ impl SampleSource {
         Ok(s)
     }
 
+    /// Variance of the current generation's summed estimate: pop^2 var(c) / n, where c is
+    /// each sampled page's count of changed intervals.
+    fn generation_var(&self) -> f64 {
+        let n = self.changes.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let mean = self.changes.iter().map(|&c| c as f64).sum::<f64>() / n as f64;
+        let var = self
+            .changes
+            .iter()
+            .map(|&c| (c as f64 - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1) as f64;
+        let pop = self.population as f64;
+        pop * pop * var / n as f64
+    }
+
     fn state_of_hash(h: u64) -> u64 {
         if h <= MISS {
             h + MISS + 1
@@ -119,11 +161,12 @@ impl SampleSource {
         }
     }
 
-    /// Draws a new sample of `n` distinct pages from the current private writable memory.
+    /// Draws a new sample of `n` distinct pages from the current writable memory.
     fn draw(&mut self, n: u64) -> Result<()> {
         let regions = self.target.writable_regions()?;
         let page = self.page;
         let population: u64 = regions.iter().map(|r| r.len() / page).sum();
+        self.done_var += self.generation_var();
         self.population = population;
         self.history.clear();
         let n = n.min(population);
@@ -137,12 +180,21 @@ impl SampleSource {
         };
         idx.sort_unstable();
         self.addrs = index_to_addrs(&regions, &idx, page);
+        self.changes = vec![0; self.addrs.len()];
+        self.regions = regions;
         Ok(())
     }
 
     /// Reads the state of every sampled page: a content hash, or ABSENT/SWAPPED/MISS.
     /// Returns the states and the number of misses.
     fn snapshot(&mut self) -> Result<(Vec<u64>, u64)> {
+        let t0 = Instant::now();
+        let r = self.snapshot_inner();
+        self.last_mid = t0 + t0.elapsed() / 2;
+        r
+    }
+
+    fn snapshot_inner(&mut self) -> Result<(Vec<u64>, u64)> {
         let mut states = vec![MISS; self.addrs.len()];
         let mut to_read: Vec<usize> = Vec::with_capacity(self.addrs.len());
         let mut pm = [0u8; 8];
@@ -238,26 +290,26 @@ impl SampleSource {
         Ok(())
     }
 
-    fn compare(&self, older: &[u64], cur: &[u64]) -> (u64, u64) {
-        let (mut valid, mut k) = (0u64, 0u64);
-        for (&p, &c) in older.iter().zip(cur) {
-            if let Some(ch) = changed(p, c, self.hzero) {
-                valid += 1;
-                k += u64::from(ch);
-            }
-        }
-        (valid, k)
+    /// Whether the memory map moved by more than 5 % of the sampled population since the
+    /// draw (mappings added or removed, even when the total size stayed the same).
+    fn map_changed(&self) -> Result<bool> {
+        let now = self.target.writable_regions()?;
+        let moved = uncovered(&now, &self.regions) + uncovered(&self.regions, &now);
+        Ok(moved / self.page * 20 > self.population.max(1))
     }
+}
 
-    fn population_changed(&self) -> Result<bool> {
-        let now: u64 = self
-            .target
-            .writable_regions()?
+/// Bytes of `a` not covered by `b` (both sorted, non-overlapping).
+fn uncovered(a: &[Region], b: &[Region]) -> u64 {
+    let mut total = 0;
+    for r in a {
+        let covered: u64 = b
             .iter()
-            .map(|r: &Region| r.len() / self.page)
+            .map(|x| r.end.min(x.end).saturating_sub(r.start.max(x.start)))
             .sum();
-        Ok(now.abs_diff(self.population) * 10 > self.population.max(1))
+        total += r.len() - covered.min(r.len());
     }
+    total
 }
 
 /// Maps sorted page indexes over the concatenated regions to addresses.
@@ -286,15 +338,17 @@ impl DirtySource for SampleSource {
     fn caveats(&self) -> Vec<String> {
         vec![
             "sample is an estimate (95 % confidence interval shown); a write that leaves a page's content unchanged is not seen".into(),
-            "mappings created during an interval are sampled from the next redraw on".into(),
+            "mappings created after the sample was drawn are not sampled until the map has moved by 5 % and the sample is redrawn".into(),
+            "swapped-out pages are not read (that would swap them in) and count as unchanged".into(),
         ]
     }
 
     fn end_interval(&mut self, target_gone: bool) -> Result<IntervalReport> {
         if target_gone {
-            // The memory is gone: nothing to compare with. Report an empty partial interval.
+            // The memory is gone: nothing to compare with; `measured` stays false.
             return Ok(IntervalReport::default());
         }
+        let start_mid = self.last_mid;
         let (cur, misses) = match self.snapshot() {
             Ok(s) => s,
             Err(e) if !self.target.alive() => {
@@ -305,7 +359,14 @@ impl DirtySource for SampleSource {
         };
         self.intervals += 1;
         let prev = self.history.back().context("no baseline snapshot")?;
-        let (valid, k) = self.compare(prev, &cur);
+        let (mut valid, mut k) = (0u64, 0u64);
+        for (i, (&a, &b)) in prev.iter().zip(&cur).enumerate() {
+            if let Some(ch) = changed(a, b, self.hzero) {
+                valid += 1;
+                k += u64::from(ch);
+                self.changes[i] += u32::from(ch);
+            }
+        }
         let pop = self.population as f64;
         let p = if valid > 0 {
             k as f64 / valid as f64
@@ -314,6 +375,8 @@ impl DirtySource for SampleSource {
         };
         let (lo, hi) = wilson(k, valid, 1.96);
         let report = IntervalReport {
+            measured: true,
+            window: Some(self.last_mid.duration_since(start_mid)),
             unique_pages: p * pop,
             ci95: Some((lo * pop, hi * pop)),
             faults: None,
@@ -363,7 +426,7 @@ impl DirtySource for SampleSource {
         };
         let cur_n = self.addrs.len() as u64;
         let resize = wanted.filter(|&w| w > cur_n + cur_n / 4 || w < cur_n / 2);
-        if resize.is_some() || self.population_changed()? {
+        if resize.is_some() || self.map_changed()? {
             let n = resize.unwrap_or(cur_n);
             log::debug!("redrawing the sample: {cur_n} -> {n} pages");
             self.draw(n)?;
@@ -392,6 +455,8 @@ impl DirtySource for SampleSource {
             threads: Vec::new(),
             zero_page_share: self.zero_share,
             backend_stats: None,
+            total_pages_sd: Some((self.done_var + self.generation_var()).sqrt()),
+            threads_attribute_dirtying: false,
         })
     }
 }
@@ -410,6 +475,20 @@ mod tests {
         assert_eq!(changed(999, 1000, z), Some(true));
         assert_eq!(changed(999, SWAPPED, z), Some(false));
         assert_eq!(changed(MISS, 5, z), None);
+    }
+
+    #[test]
+    fn uncovered_counts_moved_mappings() {
+        let r = |a: u64, b: u64| Region {
+            start: a,
+            end: b,
+            name: String::new(),
+        };
+        assert_eq!(uncovered(&[r(0, 100)], &[r(0, 100)]), 0);
+        // Same total size, different place: all of it moved.
+        assert_eq!(uncovered(&[r(0, 100)], &[r(200, 300)]), 100);
+        assert_eq!(uncovered(&[r(0, 100)], &[r(50, 300)]), 50);
+        assert_eq!(uncovered(&[r(0, 100), r(200, 250)], &[r(0, 100)]), 50);
     }
 
     #[test]

@@ -7,18 +7,24 @@
 //!    target's pages, so the first write to each page in the epoch takes a fault;
 //! 2. the eBPF page-fault program (with `FLAG_RECORD_PAGES`) sends every write fault of the
 //!    target — write-protect or first touch — to a ring buffer: page, thread, time;
-//! 3. at the epoch's end user space has the exact set of pages written in the epoch, and
-//!    cross-checks it against pagemap bit 55 before re-arming. Mismatches are counted and
-//!    reported in two kinds: pages with an event but no soft-dirty bit (should not happen),
-//!    and pages soft-dirty without an event (pages of mappings created during the epoch are
-//!    reported soft-dirty by the kernel as a whole, written or not).
+//! 3. at the epoch's end user space reads pagemap bit 55 of the present pages, re-arms, and
+//!    drains the events recorded before the arm. The epoch's dirty set is the union of both:
+//!    the kernel's soft-dirty view catches writes no fault of the target shows (the other
+//!    511 pages of a transparent huge page made writable by one fault, vhost kernel threads
+//!    writing guest RAM), and the events catch writes the pagemap read raced with. Pages of
+//!    mappings that did not exist at the previous arm are taken from events only, because the
+//!    kernel reports a new mapping soft-dirty as a whole, written or not. The two one-sided
+//!    differences are counted and reported, never hidden.
 //!
-//! Cost: every page written in an epoch takes one extra fault. The backend calibrates what
-//! one write-protect fault costs on this machine at start, reports induced faults per second
-//! and the estimated CPU share they take from the target, and lengthens the epoch (up to 1 s)
-//! while that share is above `--max-overhead`, or shortens it (down to 50 ms) while far below.
-//! The epoch adapts only during the first three intervals, so the growth curve's windows stay
-//! fixed afterwards.
+//! Cost: every page written in an epoch takes one extra fault, and each arm holds the
+//! target's memory-map lock while it write-protects (the target cannot fault meanwhile). The
+//! backend calibrates what one write-protect fault costs on this machine at start, times every
+//! arm, and reports the share of one CPU the target loses to both. While that share is above
+//! `--max-overhead` during the first three intervals, it lengthens the epoch (never shortens
+//! it below `--epoch`), always to a length that divides the interval, so every interval holds
+//! whole epochs and the growth curve's windows mean one thing. The pagemap scan is
+//! migtrace's own CPU time (8 bytes read per page of writable memory per epoch) and is
+//! reported separately.
 //!
 //! Arming clears soft-dirty bits for everybody. If something else tracks the target with
 //! them (a CRIU pre-dump, another migtrace), arming would corrupt its view: the backend
@@ -240,6 +246,7 @@ impl Levels {
                 .collect(),
         }
     }
+
     fn push(&mut self, epoch: &HashSet<u64>) {
         for (k, (cur, filled, mean)) in self.levels.iter_mut().enumerate() {
             cur.extend(epoch.iter().copied());
@@ -251,6 +258,21 @@ impl Levels {
             }
         }
     }
+
+    /// Drops the windows in progress (after an epoch of another length), keeping the means.
+    fn restart_windows(&mut self) {
+        for (cur, filled, _) in self.levels.iter_mut() {
+            cur.clear();
+            *filled = 0;
+        }
+    }
+}
+
+/// Epoch lengths, in ticks, that divide an interval of `interval_ticks`, up to 1 s.
+fn epoch_choices(interval_ticks: u32) -> Vec<u32> {
+    (1..=MAX_EPOCH_TICKS.min(interval_ticks))
+        .filter(|d| interval_ticks.is_multiple_of(*d))
+        .collect()
 }
 
 pub struct SoftDirtySource {
@@ -260,25 +282,32 @@ pub struct SoftDirtySource {
     probe: FaultProbe,
     pagemap: File,
     page: u64,
+    /// Allowed epoch lengths (ticks dividing the interval) and the current one.
+    choices: Vec<u32>,
     epoch_ticks: u32,
     ticks: u32,
     max_overhead: f64,
     fault_ns: f64,
+    /// CLOCK_MONOTONIC of the last arm, and of the arm that started the interval.
     arm_ns: u64,
+    interval_arm_ns: u64,
+    /// Writable mappings at the last arm (pages outside them come from events only).
+    armed_regions: Vec<crate::target::Region>,
     epoch: HashSet<u64>,
-    /// Events that arrived after the last arm (they belong to the current epoch).
     interval_set: HashSet<u64>,
     all: HashSet<u64>,
     threads: HashMap<u32, u64>,
     levels: Levels,
-    epoch_len_at_levels: u32,
     counts_last: super::ebpf::Counters,
     mismatch_event_only: u64,
-    mismatch_pagemap_only: u64,
+    pagemap_only: u64,
+    new_mapping_only: u64,
     induced: u64,
+    arm_time: Duration,
+    arm_time_interval: Duration,
+    scan_time: Duration,
     intervals: u32,
     started: Instant,
-    last_interval: Instant,
     gone: bool,
     overhead_pct: f64,
 }
@@ -287,6 +316,30 @@ impl SoftDirtySource {
     pub fn new(opts: &SourceOptions) -> Result<SoftDirtySource> {
         super::ebpf::require()?;
         kernel_support().map_err(UsageError)?;
+        let interval_ticks = (opts.interval.as_millis() / TICK.as_millis()) as u32;
+        if !opts.interval.as_millis().is_multiple_of(TICK.as_millis()) || interval_ticks == 0 {
+            return Err(UsageError(format!(
+                "softdirty needs an --interval that is a multiple of {} ms (got {:?})",
+                TICK.as_millis(),
+                opts.interval
+            ))
+            .into());
+        }
+        let choices = epoch_choices(interval_ticks);
+        let wanted = (opts.epoch.as_millis() / TICK.as_millis()) as u32;
+        // The requested epoch, or the nearest length that divides the interval.
+        let epoch_ticks = *choices
+            .iter()
+            .min_by_key(|&&c| (c as i64 - wanted as i64).abs())
+            .unwrap_or(&1);
+        if epoch_ticks != wanted {
+            log::warn!(
+                "softdirty epoch {} ms does not divide the {} ms interval: using {} ms",
+                wanted * 50,
+                interval_ticks * 50,
+                epoch_ticks * 50
+            );
+        }
         let claim = match claim(opts.pid) {
             Ok((f, armed_before)) => {
                 // Bits that migtrace itself cleared in an earlier watch are no sign of another tool.
@@ -306,8 +359,6 @@ impl SoftDirtySource {
         })?;
         let pagemap = File::open(format!("/proc/{}/pagemap", opts.pid))
             .context("opening the target's pagemap")?;
-        let epoch_ticks =
-            ((opts.epoch.as_millis() / TICK.as_millis()) as u32).clamp(1, MAX_EPOCH_TICKS);
         let counts_last = probe.counters()?;
         let mut s = SoftDirtySource {
             pid: opts.pid,
@@ -315,46 +366,53 @@ impl SoftDirtySource {
             probe,
             pagemap,
             page: page_size(),
+            choices,
             epoch_ticks,
             ticks: 0,
             max_overhead: opts.max_overhead_pct,
             fault_ns,
             arm_ns: 0,
+            interval_arm_ns: 0,
+            armed_regions: Vec::new(),
             epoch: HashSet::new(),
             interval_set: HashSet::new(),
             all: HashSet::new(),
             threads: HashMap::new(),
             levels: Levels::new(),
-            epoch_len_at_levels: epoch_ticks,
             counts_last,
             mismatch_event_only: 0,
-            mismatch_pagemap_only: 0,
+            pagemap_only: 0,
+            new_mapping_only: 0,
             induced: 0,
+            arm_time: Duration::ZERO,
+            arm_time_interval: Duration::ZERO,
+            scan_time: Duration::ZERO,
             intervals: 0,
             started: Instant::now(),
-            last_interval: Instant::now(),
             gone: false,
             overhead_pct: 0.0,
         };
         s.arm()?;
+        s.interval_arm_ns = s.arm_ns;
         Ok(s)
     }
 
     fn arm(&mut self) -> Result<()> {
+        self.armed_regions = crate::target::Target::open(self.pid)?.writable_regions()?;
+        let t = Instant::now();
         self.arm_ns = monotonic_ns();
-        clear_refs(self.pid)
-            .with_context(|| format!("arming soft-dirty on pid {} (clear_refs)", self.pid))
+        let r = clear_refs(self.pid)
+            .with_context(|| format!("arming soft-dirty on pid {} (clear_refs)", self.pid));
+        let took = t.elapsed();
+        self.arm_time += took;
+        self.arm_time_interval += took;
+        r
     }
 
-    /// Drains the ring buffer: events before `split_ns` go to the finished epoch set,
-    /// later ones are kept for the next epoch.
-    fn drain(&mut self, split_ns: Option<u64>, next: &mut Vec<PageEvent>) {
-        self.drain_marking(split_ns, None, next, &mut HashSet::new())
-    }
-
-    /// [`Self::drain`], also collecting into `late` the pages whose event came at or after
-    /// `late_ns` (written while pagemap was being read: not expected to show there).
-    fn drain_marking(
+    /// Drains the ring buffer: events before `split_ns` go to the finished epoch set, later
+    /// ones to `next`; pages of events at or after `late_ns` also go to `late` (written while
+    /// pagemap was being read: not expected to show there).
+    fn drain(
         &mut self,
         split_ns: Option<u64>,
         late_ns: Option<u64>,
@@ -384,7 +442,7 @@ impl SoftDirtySource {
         }
     }
 
-    /// Pages with the soft-dirty bit among the present pages of the writable mappings.
+    /// Present soft-dirty pages of the writable mappings.
     fn soft_dirty_pages(&self) -> Result<HashSet<u64>> {
         let regions = crate::target::Target::open(self.pid)?.writable_regions()?;
         let mut out = HashSet::new();
@@ -407,69 +465,78 @@ impl SoftDirtySource {
         Ok(out)
     }
 
-    /// Ends the epoch: cross-check, re-arm, move the events into the epoch set.
-    fn end_epoch(&mut self) -> Result<()> {
+    fn in_armed_regions(&self, page: u64) -> bool {
+        let i = self.armed_regions.partition_point(|r| r.end <= page);
+        self.armed_regions
+            .get(i)
+            .is_some_and(|r| r.start <= page && page < r.end)
+    }
+
+    /// Ends the epoch: read pagemap, re-arm, take the events before the arm, and form the
+    /// epoch's dirty set. `full` says whether the epoch ran its whole length (only those
+    /// enter the growth curve).
+    fn end_epoch(&mut self, full: bool) {
         let mut carry = Vec::new();
+        let mut late = HashSet::new();
         if !self.gone {
+            let scan = Instant::now();
             let pm_start = monotonic_ns();
             let pm = self.soft_dirty_pages();
-            let rearm = self.arm();
-            if pm.is_err() || rearm.is_err() {
-                // The target exited between the checks: keep what we have.
+            self.scan_time += scan.elapsed();
+            let rearmed = self.arm();
+            if pm.is_err() || rearmed.is_err() {
+                // The target exited between the checks: keep what the events say.
                 self.gone = true;
             }
-            let mut late = HashSet::new();
-            self.drain_marking(Some(self.arm_ns), Some(pm_start), &mut carry, &mut late);
+            self.drain(Some(self.arm_ns), Some(pm_start), &mut carry, &mut late);
             if let Ok(pm) = pm {
-                if log::log_enabled!(log::Level::Debug) {
-                    let a: Vec<String> = pm
-                        .difference(&self.epoch)
-                        .take(20)
-                        .map(|p| format!("{p:x}"))
-                        .collect();
-                    let b: Vec<String> = self
-                        .epoch
-                        .difference(&pm)
-                        .filter(|p| !late.contains(p))
-                        .take(20)
-                        .map(|p| format!("{p:x}"))
-                        .collect();
-                    if !a.is_empty() || !b.is_empty() {
-                        log::debug!("epoch mismatches: soft-dirty without event {a:?}; event without soft-dirty {b:?}");
-                    }
-                }
-                self.mismatch_pagemap_only += pm.difference(&self.epoch).count() as u64;
                 self.mismatch_event_only += self
                     .epoch
                     .difference(&pm)
                     .filter(|p| !late.contains(p))
                     .count() as u64;
+                let extra: Vec<u64> = pm.difference(&self.epoch).copied().collect();
+                for p in extra {
+                    if self.in_armed_regions(p) {
+                        self.pagemap_only += 1;
+                        self.epoch.insert(p);
+                    } else {
+                        self.new_mapping_only += 1;
+                    }
+                }
             }
         } else {
-            self.drain(None, &mut carry);
+            self.drain(None, None, &mut carry, &mut late);
         }
         let epoch = std::mem::take(&mut self.epoch);
         self.interval_set.extend(epoch.iter().copied());
         self.all.extend(epoch.iter().copied());
-        self.levels.push(&epoch);
+        if full {
+            self.levels.push(&epoch);
+        } else {
+            self.levels.restart_windows();
+        }
         for e in carry {
             if self.epoch.insert(e.page) {
                 *self.threads.entry(e.tid).or_default() += 1;
             }
         }
-        Ok(())
     }
 
     pub fn stats(&self) -> serde_json::Value {
+        let el = self.started.elapsed().as_secs_f64().max(1e-9);
         serde_json::json!({
             "epoch_s": self.epoch_ticks as f64 * TICK.as_secs_f64(),
             "induced_faults": self.induced,
-            "induced_faults_per_sec": self.induced as f64 / self.started.elapsed().as_secs_f64().max(1e-9),
+            "induced_faults_per_sec": self.induced as f64 / el,
             "fault_cost_ns": self.fault_ns,
-            "est_cpu_overhead_pct": self.overhead_pct,
+            "arm_time_s": self.arm_time.as_secs_f64(),
+            "est_target_cpu_overhead_pct": self.overhead_pct,
             "max_overhead_pct": self.max_overhead,
-            "mismatch_event_not_soft_dirty": self.mismatch_event_only,
-            "mismatch_soft_dirty_no_event": self.mismatch_pagemap_only,
+            "pagemap_scan_cpu_pct": self.scan_time.as_secs_f64() / el * 100.0,
+            "pages_from_pagemap_only": self.pagemap_only,
+            "new_mapping_pages_without_event": self.new_mapping_only,
+            "events_not_soft_dirty": self.mismatch_event_only,
         })
     }
 }
@@ -480,10 +547,13 @@ impl DirtySource for SoftDirtySource {
     }
 
     fn caveats(&self) -> Vec<String> {
-        vec![format!(
-            "softdirty is exact per epoch ({} ms): every page written takes one extra write-protect fault per epoch",
-            self.epoch_ticks as u64 * TICK.as_millis() as u64
-        )]
+        vec![
+            format!(
+                "softdirty is exact per epoch ({} ms): every page written takes one extra write-protect fault per epoch",
+                self.epoch_ticks as u64 * TICK.as_millis() as u64
+            ),
+            "pages of a mapping created or grown during an epoch count only where a fault was seen; hugetlbfs memory is not tracked by soft-dirty".into(),
+        ]
     }
 
     fn tick_every(&self) -> Option<Duration> {
@@ -494,18 +564,21 @@ impl DirtySource for SoftDirtySource {
         self.ticks += 1;
         if self.ticks >= self.epoch_ticks {
             self.ticks = 0;
-            self.end_epoch()
+            self.end_epoch(true);
         } else {
-            let mut carry = Vec::new();
-            self.drain(None, &mut carry);
-            Ok(())
+            let (mut carry, mut late) = (Vec::new(), HashSet::new());
+            self.drain(None, None, &mut carry, &mut late);
         }
+        Ok(())
     }
 
     fn end_interval(&mut self, target_gone: bool) -> Result<IntervalReport> {
         self.gone |= target_gone;
+        // The interval boundary ends an epoch. With epochs dividing the interval it is a
+        // whole one, unless timer ticks came late or the watch is ending early.
+        let full = self.ticks + 1 >= self.epoch_ticks && !self.gone;
         self.ticks = 0;
-        self.end_epoch()?;
+        self.end_epoch(full);
         let now = self.probe.counters()?;
         let d = now.delta(&self.counts_last);
         self.counts_last = now;
@@ -517,31 +590,36 @@ impl DirtySource for SoftDirtySource {
             out_of_range: d.get(counter::OUT_OF_RANGE),
         };
         self.induced += faults.write_protect;
-        let dur = self.last_interval.elapsed().as_secs_f64().max(1e-9);
-        self.last_interval = Instant::now();
-        self.overhead_pct = faults.write_protect as f64 * self.fault_ns / 1e9 / dur * 100.0;
+        let window_ns = self.arm_ns.saturating_sub(self.interval_arm_ns);
+        let window = Duration::from_nanos(window_ns);
+        self.interval_arm_ns = self.arm_ns;
+        let secs = window.as_secs_f64().max(1e-9);
+        self.overhead_pct = (faults.write_protect as f64 * self.fault_ns / 1e9
+            + self.arm_time_interval.as_secs_f64())
+            / secs
+            * 100.0;
+        self.arm_time_interval = Duration::ZERO;
         self.intervals += 1;
-        // Adapt the epoch during the first intervals (see the module doc).
-        if self.intervals <= ADAPT_INTERVALS {
-            let old = self.epoch_ticks;
-            if self.overhead_pct > self.max_overhead && self.epoch_ticks < MAX_EPOCH_TICKS {
-                self.epoch_ticks = (self.epoch_ticks * 2).min(MAX_EPOCH_TICKS);
-            } else if self.overhead_pct < self.max_overhead / 4.0 && self.epoch_ticks > 1 {
-                self.epoch_ticks = (self.epoch_ticks / 2).max(1);
-            }
-            if old != self.epoch_ticks {
-                log::debug!(
-                    "softdirty epoch {} -> {} ms",
-                    old * 50,
-                    self.epoch_ticks * 50
+        // Lengthen the epoch while over budget, during the first intervals only.
+        if self.intervals <= ADAPT_INTERVALS && self.overhead_pct > self.max_overhead {
+            if let Some(&longer) = self.choices.iter().find(|&&c| c > self.epoch_ticks) {
+                log::info!(
+                    "softdirty: overhead {:.2} % is above {:.2} %: epoch {} -> {} ms",
+                    self.overhead_pct,
+                    self.max_overhead,
+                    self.epoch_ticks * 50,
+                    longer * 50
                 );
+                self.epoch_ticks = longer;
+                // The growth curve is per epoch length: start it afresh.
                 self.levels = Levels::new();
-                self.epoch_len_at_levels = self.epoch_ticks;
             }
         }
         let unique = self.interval_set.len() as f64;
         self.interval_set.clear();
         Ok(IntervalReport {
+            measured: true,
+            window: (window_ns > 0).then_some(window),
             unique_pages: unique,
             ci95: None,
             faults: Some(faults),
@@ -555,7 +633,8 @@ impl DirtySource for SoftDirtySource {
     }
 
     fn finish(&mut self) -> Result<FinalReport> {
-        let epoch_s = self.epoch_len_at_levels as f64 * TICK.as_secs_f64();
+        self.probe.stop()?;
+        let epoch_s = self.epoch_ticks as f64 * TICK.as_secs_f64();
         let growth = self
             .levels
             .levels
@@ -577,6 +656,34 @@ impl DirtySource for SoftDirtySource {
             threads,
             zero_page_share: None,
             backend_stats: Some(self.stats()),
+            total_pages_sd: None,
+            threads_attribute_dirtying: true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_divide_the_interval() {
+        assert_eq!(epoch_choices(20), vec![1, 2, 4, 5, 10, 20]);
+        assert_eq!(epoch_choices(6), vec![1, 2, 3, 6]);
+        assert_eq!(epoch_choices(1), vec![1]);
+        assert_eq!(epoch_choices(40), vec![1, 2, 4, 5, 8, 10, 20]);
+    }
+
+    #[test]
+    fn growth_windows_restart_after_a_short_epoch() {
+        let set = |r: std::ops::Range<u64>| r.collect::<HashSet<u64>>();
+        let mut l = Levels::new();
+        l.push(&set(0..10));
+        l.restart_windows();
+        l.push(&set(10..20));
+        l.push(&set(20..30));
+        // Level 1 (two epochs) saw only the contiguous pair after the restart.
+        assert_eq!(l.levels[1].2.get(), Some(20.0));
+        assert_eq!(l.levels[0].2.n, 3);
     }
 }
