@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         Some("growth") => growth(),
         Some("agree") => agree(),
         Some("exit-mid-epoch") => exit_mid_epoch(),
+        Some("growth-long-epoch") => growth_long_epoch(),
+        Some("thp") => thp(),
         _ => {
             Err("usage: vm-check rate seq|random RATE_MIB | growth | agree | exit-mid-epoch".into())
         }
@@ -102,6 +104,10 @@ fn rate(pattern: &str, rate_mib: f64) -> Result<(), String> {
 
 /// The growth curve of a hot/cold writer against its analytical expectation, ±5 %.
 fn growth() -> Result<(), String> {
+    growth_with(&["--epoch", "100ms"], 0.1)
+}
+
+fn growth_with(extra: &[&str], epoch_s: f64) -> Result<(), String> {
     let (hot_frac, hot_share, rate_mib) = (0.1, 0.9, 4.0);
     let w = Writer::start(&[
         "--pattern",
@@ -115,26 +121,31 @@ fn growth() -> Result<(), String> {
         "--hot-share",
         &hot_share.to_string(),
     ]);
-    let watch = Watch::start(&[
+    let pid = w.pid().to_string();
+    let mut args = vec![
         "--pid",
-        &w.pid().to_string(),
+        &pid,
         "--backend",
         "softdirty",
         "--interval",
         "1s",
         "--duration",
         "9s",
-        "--epoch",
-        "100ms",
         "--max-overhead",
         "100",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let watch = Watch::start(&args);
     let (_, s, st) = watch.finish();
     let done = w.stop();
     if !st.success() {
         return Err(format!("watch exited with {st}"));
     }
     let writes = done["pages_per_sec"].as_f64().unwrap();
+    let got_epoch = s["backend_stats"]["epoch_s"].as_f64().unwrap_or(0.0);
+    if (got_epoch - epoch_s).abs() > 1e-9 {
+        return Err(format!("epoch {got_epoch} s, asked for {epoch_s} s"));
+    }
     let mut checked = 0;
     let mut worst: f64 = 0.0;
     for g in s["growth"].as_array().unwrap() {
@@ -220,18 +231,22 @@ fn agree() -> Result<(), String> {
     Ok(())
 }
 
-/// A writer that exits mid-epoch still gives a complete summary, with its exact page count.
+/// A writer that exits mid-epoch, while still writing, still gives a complete summary with
+/// its exact page count: a sequential first-touch writer on a fresh mapping writes each page
+/// once, so the truth is the number of writes it reports.
 fn exit_mid_epoch() -> Result<(), String> {
     let mut w = Writer::start(&[
         "--pattern",
-        "once",
+        "seq",
+        "--rate-mib",
+        "2",
         "--wss-mib",
-        "16",
+        "64",
+        "--no-prefault",
         "--wait-go",
         "--duration",
         "1230ms",
     ]);
-    let n = w.ready["pages"].as_u64().unwrap();
     let (addr, len) = (
         w.ready["addr"].as_u64().unwrap(),
         w.ready["len"].as_u64().unwrap(),
@@ -242,25 +257,88 @@ fn exit_mid_epoch() -> Result<(), String> {
         "--backend",
         "softdirty",
         "--epoch",
-        "1s",
-        "--max-overhead",
-        "100",
+        "500ms",
         "--range",
         &format!("{addr:x}-{:x}", addr + len),
     ]);
     w.go();
-    let _ = w.wait_done();
+    let done = w.wait_done();
     let (_, s, st) = watch.finish();
     if !st.success() {
         return Err(format!("watch exited with {st}"));
     }
     assert_complete_summary(&s);
+    let writes = done["page_writes"].as_u64().unwrap();
     println!(
-        "exit mid-epoch: end {} unique {} of {n}, faults {}",
+        "exit mid-epoch: end {} unique {} for {writes} first-touch writes, faults {}",
         s["end_reason"], s["unique_pages_total"], s["faults"]
     );
     if s["end_reason"] != "target-exited" {
         return Err(format!("end_reason {}", s["end_reason"]));
+    }
+    if s["unique_pages_total"].as_f64() != Some(writes as f64) {
+        return Err(format!(
+            "unique pages {} != {writes} writes",
+            s["unique_pages_total"]
+        ));
+    }
+    Ok(())
+}
+
+/// An epoch longer than one tick (250 ms, 4 per 1 s interval): the growth curve of a hot/cold
+/// writer still matches its expectation within ±5 %, and the epoch is the one asked for.
+fn growth_long_epoch() -> Result<(), String> {
+    growth_with(&["--epoch", "250ms"], 0.25)
+}
+
+/// Transparent huge pages: one first-touch fault maps 2 MiB. The events see 1 fault per huge
+/// page; the pagemap union must still give every 4 KiB page exactly.
+fn thp() -> Result<(), String> {
+    let mut w = Writer::start(&[
+        "--pattern",
+        "once",
+        "--wss-mib",
+        "32",
+        "--thp",
+        "--wait-go",
+        "--duration",
+        "3s",
+    ]);
+    let n = w.ready["pages"].as_u64().unwrap();
+    let (addr, len) = (
+        w.ready["addr"].as_u64().unwrap(),
+        w.ready["len"].as_u64().unwrap(),
+    );
+    let pid = w.pid();
+    let watch = Watch::start(&[
+        "--pid",
+        &pid.to_string(),
+        "--backend",
+        "softdirty",
+        "--interval",
+        "500ms",
+        "--range",
+        &format!("{addr:x}-{:x}", addr + len),
+    ]);
+    w.go();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let huge_kb: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let _ = w.wait_done();
+    let (_, s, st) = watch.finish();
+    if !st.success() {
+        return Err(format!("watch exited with {st}"));
+    }
+    println!(
+        "thp: {huge_kb} kB in huge pages; unique {} of {n} pages; faults {}; stats {}",
+        s["unique_pages_total"], s["faults"], s["backend_stats"]
+    );
+    if huge_kb == 0 {
+        return Err("the writer got no transparent huge pages: the test proves nothing".into());
     }
     if s["unique_pages_total"].as_f64() != Some(n as f64) {
         return Err(format!("unique pages {} != {n}", s["unique_pages_total"]));

@@ -66,6 +66,10 @@ pub struct WriterArgs {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Back the working set with transparent huge pages (MADV_HUGEPAGE, 2 MiB aligned)
+    /// instead of forbidding them.
+    #[arg(long)]
+    pub thp: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -109,11 +113,14 @@ pub fn run(a: WriterArgs) -> Result<()> {
     let page = page_size() as usize;
     let pages = ((a.wss_mib << 20) as usize / page).max(1);
     let len = pages * page;
+    // With --thp, map 2 MiB more and start at a 2 MiB boundary so whole huge pages fit.
+    const HUGE: usize = 2 << 20;
+    let map_len = if a.thp { len + HUGE } else { len };
     // SAFETY: anonymous private mapping, checked for failure below.
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            len,
+            map_len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -123,9 +130,17 @@ pub fn run(a: WriterArgs) -> Result<()> {
     if base == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error()).context("mmap of the working set");
     }
-    // No transparent huge pages: one fault per 4 KiB page keeps the truth simple.
-    // SAFETY: advising our own mapping.
-    unsafe { libc::madvise(base, len, libc::MADV_NOHUGEPAGE) };
+    let base = if a.thp {
+        let aligned = (base as usize).next_multiple_of(HUGE) as *mut libc::c_void;
+        // SAFETY: advising our own mapping, inside its bounds.
+        unsafe { libc::madvise(aligned, len, libc::MADV_HUGEPAGE) };
+        aligned
+    } else {
+        // No transparent huge pages: one fault per 4 KiB page keeps the truth simple.
+        // SAFETY: advising our own mapping.
+        unsafe { libc::madvise(base, len, libc::MADV_NOHUGEPAGE) };
+        base
+    };
     let mem = base as *mut u8;
     let mut counter: u64 = 1;
     let write = |i: usize, counter: &mut u64| {

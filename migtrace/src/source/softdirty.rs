@@ -293,6 +293,8 @@ pub struct SoftDirtySource {
     interval_arm_ns: u64,
     /// Writable mappings at the last arm (pages outside them come from events only).
     armed_regions: Vec<crate::target::Region>,
+    /// `--range`: the pagemap side is clipped to it, as the kernel side is.
+    range: Option<(u64, u64)>,
     epoch: HashSet<u64>,
     interval_set: HashSet<u64>,
     all: HashSet<u64>,
@@ -374,6 +376,7 @@ impl SoftDirtySource {
             arm_ns: 0,
             interval_arm_ns: 0,
             armed_regions: Vec::new(),
+            range: opts.range,
             epoch: HashSet::new(),
             interval_set: HashSet::new(),
             all: HashSet::new(),
@@ -397,8 +400,24 @@ impl SoftDirtySource {
         Ok(s)
     }
 
+    /// The target's writable mappings, clipped to `--range`.
+    fn regions(&self) -> Result<Vec<crate::target::Region>> {
+        let mut r = crate::target::Target::open(self.pid)?.writable_regions()?;
+        if let Some((lo, hi)) = self.range {
+            r = r
+                .into_iter()
+                .filter_map(|mut x| {
+                    x.start = x.start.max(lo);
+                    x.end = x.end.min(hi);
+                    (x.start < x.end).then_some(x)
+                })
+                .collect();
+        }
+        Ok(r)
+    }
+
     fn arm(&mut self) -> Result<()> {
-        self.armed_regions = crate::target::Target::open(self.pid)?.writable_regions()?;
+        self.armed_regions = self.regions()?;
         let t = Instant::now();
         self.arm_ns = monotonic_ns();
         let r = clear_refs(self.pid)
@@ -444,7 +463,7 @@ impl SoftDirtySource {
 
     /// Present soft-dirty pages of the writable mappings.
     fn soft_dirty_pages(&self) -> Result<HashSet<u64>> {
-        let regions = crate::target::Target::open(self.pid)?.writable_regions()?;
+        let regions = self.regions()?;
         let mut out = HashSet::new();
         let mut buf = vec![0u8; 8 * 8192];
         for r in &regions {
