@@ -13,25 +13,21 @@ pub const PAGE_SHIFT: u32 = 12;
 /// Slots of [`CpuState::counters`]. Counters only ever grow; user space takes deltas, so
 /// reading them never races with the kernel updating them.
 pub mod counter {
-    /// Unused (kept so slot numbers stay stable; the total is the sum of the others).
-    pub const RESERVED: u32 = 0;
     /// Write fault on a page that was not present: first touch (or a refault after swap/reclaim).
-    pub const WRITE_NOT_PRESENT: u32 = 1;
+    pub const WRITE_NOT_PRESENT: u32 = 0;
     /// Write fault on a present page: copy-on-write, zero-page replacement, write-protect
     /// (soft-dirty, userfaultfd-wp) or a permission error.
-    pub const WRITE_PROTECT: u32 = 2;
+    pub const WRITE_PROTECT: u32 = 1;
     /// Read or instruction fetch faults; they dirty nothing but show the target is faulting.
-    pub const READ: u32 = 3;
+    pub const READ: u32 = 2;
     /// Target faults outside the configured address range (only with `FLAG_RANGE`).
-    pub const OUT_OF_RANGE: u32 = 4;
+    pub const OUT_OF_RANGE: u32 = 3;
     /// Per-thread counts lost because the `THREADS` map was full.
-    pub const THREAD_MAP_FULL: u32 = 5;
+    pub const THREAD_MAP_FULL: u32 = 4;
     /// Page events lost because the `EVENTS` ring buffer was full.
-    pub const RINGBUF_FULL: u32 = 6;
-    /// Page events written to the `EVENTS` ring buffer.
-    pub const RINGBUF_SENT: u32 = 7;
+    pub const RINGBUF_FULL: u32 = 5;
     /// Number of slots.
-    pub const SLOTS: u32 = 8;
+    pub const SLOTS: u32 = 6;
 }
 
 /// `Config::flags`: only count faults with `addr_lo <= address < addr_hi`.

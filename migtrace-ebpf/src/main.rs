@@ -148,7 +148,6 @@ fn on_target_fault(ctx: &RawTracePointContext, cfg: &Config, tid: u32) {
                     error_code: error_code as u32,
                 });
                 e.submit(0);
-                bump(st, counter::RINGBUF_SENT, 1);
             }
             None => bump(st, counter::RINGBUF_FULL, 1),
         }

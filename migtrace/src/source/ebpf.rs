@@ -9,6 +9,7 @@ use aya::{
 };
 use migtrace_common::{counter, Config, CpuState, Hll, FLAG_RANGE, FLAG_RECORD_PAGES};
 
+use super::{Drops, FaultCounts};
 use crate::error::UsageError;
 
 #[cfg(migtrace_has_ebpf)]
@@ -56,17 +57,19 @@ pub struct FaultProbe {
     threads: HashMap<MapData, u32, u64>,
     events: Option<RingBuf<MapData>>,
     ncpus: usize,
+    /// Counters at the last [`FaultProbe::take_deltas`].
+    last: Counters,
 }
 
 /// Monotonic kernel counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters(pub [u64; counter::SLOTS as usize]);
+struct Counters([u64; counter::SLOTS as usize]);
 
 impl Counters {
-    pub fn get(&self, slot: u32) -> u64 {
+    fn get(&self, slot: u32) -> u64 {
         self.0[slot as usize]
     }
-    pub fn delta(&self, earlier: &Counters) -> Counters {
+    fn delta(&self, earlier: &Counters) -> Counters {
         let mut d = [0u64; counter::SLOTS as usize];
         for (i, v) in d.iter_mut().enumerate() {
             *v = self.0[i].saturating_sub(earlier.0[i]);
@@ -149,7 +152,7 @@ impl FaultProbe {
                 .map_err(|e| anyhow!("attaching to raw tracepoint {tp}: {e}"))?;
         }
 
-        Ok(FaultProbe {
+        let mut probe = FaultProbe {
             _bpf: bpf,
             config,
             cfg,
@@ -158,11 +161,34 @@ impl FaultProbe {
             threads,
             events,
             ncpus,
-        })
+            last: Counters::default(),
+        };
+        probe.last = probe.counters()?;
+        Ok(probe)
+    }
+
+    /// Fault counts and drops since the last call (or since attaching).
+    pub fn take_deltas(&mut self) -> Result<(FaultCounts, Drops)> {
+        let now = self.counters()?;
+        let d = now.delta(&self.last);
+        self.last = now;
+        Ok((
+            FaultCounts {
+                write_not_present: d.get(counter::WRITE_NOT_PRESENT),
+                write_protect: d.get(counter::WRITE_PROTECT),
+                read: d.get(counter::READ),
+                out_of_range: d.get(counter::OUT_OF_RANGE),
+            },
+            Drops {
+                thread_map_full: d.get(counter::THREAD_MAP_FULL),
+                ringbuf_full: d.get(counter::RINGBUF_FULL),
+                sample_misses: 0,
+            },
+        ))
     }
 
     /// Reads the counters (summed over CPUs).
-    pub fn counters(&self) -> Result<Counters> {
+    fn counters(&self) -> Result<Counters> {
         let mut c = Counters::default();
         for cpu in self.state.get(&0, 0)?.iter() {
             for (sum, v) in c.0.iter_mut().zip(cpu.counters.iter()) {

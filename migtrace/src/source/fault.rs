@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use migtrace_common::{counter, Hll};
+use migtrace_common::Hll;
 
 use super::{
-    ebpf::{Counters, FaultProbe, ProbeOptions},
-    DirtySource, Drops, FaultCounts, FinalReport, IntervalReport, SourceOptions,
+    ebpf::{FaultProbe, ProbeOptions},
+    DirtySource, FinalReport, IntervalReport, SourceOptions,
 };
 use crate::{
     estimate::{hll_estimate, hll_merge, Mean},
@@ -98,7 +98,6 @@ impl GrowthLevels {
 
 pub struct FaultSource {
     probe: FaultProbe,
-    last: Counters,
     interval_sketch: Hll,
     growth: GrowthLevels,
 }
@@ -110,10 +109,8 @@ impl FaultSource {
             range: opts.range,
             record_pages: None,
         })?;
-        let last = probe.counters()?;
         Ok(FaultSource {
             probe,
-            last,
             interval_sketch: Hll::default(),
             growth: GrowthLevels::new(),
         })
@@ -124,30 +121,6 @@ impl FaultSource {
         hll_merge(&mut self.interval_sketch, &s);
         self.growth.push(&s);
         Ok(())
-    }
-
-    /// Fault counts and drops since the last call.
-    pub fn take_counts(&mut self) -> Result<(FaultCounts, Drops)> {
-        let now = self.probe.counters()?;
-        let d = now.delta(&self.last);
-        self.last = now;
-        Ok((
-            FaultCounts {
-                write_not_present: d.get(counter::WRITE_NOT_PRESENT),
-                write_protect: d.get(counter::WRITE_PROTECT),
-                read: d.get(counter::READ),
-                out_of_range: d.get(counter::OUT_OF_RANGE),
-            },
-            Drops {
-                thread_map_full: d.get(counter::THREAD_MAP_FULL),
-                ringbuf_full: d.get(counter::RINGBUF_FULL),
-                sample_misses: 0,
-            },
-        ))
-    }
-
-    pub fn thread_counts(&self) -> Result<Vec<(u32, u64)>> {
-        self.probe.thread_counts()
     }
 }
 
@@ -174,7 +147,7 @@ impl DirtySource for FaultSource {
     fn end_interval(&mut self, _target_gone: bool) -> Result<IntervalReport> {
         // The probe keeps counting after the target exits; its last faults are still there.
         self.take_epoch()?;
-        let (faults, drops) = self.take_counts()?;
+        let (faults, drops) = self.probe.take_deltas()?;
         let unique = hll_estimate(&self.interval_sketch);
         self.interval_sketch = Hll::default();
         Ok(IntervalReport {

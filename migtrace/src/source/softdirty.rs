@@ -42,7 +42,7 @@ use migtrace_common::PageEvent;
 
 use super::{
     ebpf::{FaultProbe, ProbeOptions},
-    DirtySource, Drops, FaultCounts, FinalReport, IntervalReport, SourceOptions,
+    DirtySource, FinalReport, IntervalReport, SourceOptions,
 };
 use crate::{error::UsageError, profile::GrowthPoint, target::page_size};
 
@@ -300,7 +300,6 @@ pub struct SoftDirtySource {
     all: HashSet<u64>,
     threads: HashMap<u32, u64>,
     levels: Levels,
-    counts_last: super::ebpf::Counters,
     mismatch_event_only: u64,
     pagemap_only: u64,
     new_mapping_only: u64,
@@ -361,7 +360,6 @@ impl SoftDirtySource {
         })?;
         let pagemap = File::open(format!("/proc/{}/pagemap", opts.pid))
             .context("opening the target's pagemap")?;
-        let counts_last = probe.counters()?;
         let mut s = SoftDirtySource {
             pid: opts.pid,
             _claim: claim,
@@ -382,7 +380,6 @@ impl SoftDirtySource {
             all: HashSet::new(),
             threads: HashMap::new(),
             levels: Levels::new(),
-            counts_last,
             mismatch_event_only: 0,
             pagemap_only: 0,
             new_mapping_only: 0,
@@ -598,16 +595,7 @@ impl DirtySource for SoftDirtySource {
         let full = self.ticks + 1 >= self.epoch_ticks && !self.gone;
         self.ticks = 0;
         self.end_epoch(full);
-        let now = self.probe.counters()?;
-        let d = now.delta(&self.counts_last);
-        self.counts_last = now;
-        use migtrace_common::counter;
-        let faults = FaultCounts {
-            write_not_present: d.get(counter::WRITE_NOT_PRESENT),
-            write_protect: d.get(counter::WRITE_PROTECT),
-            read: d.get(counter::READ),
-            out_of_range: d.get(counter::OUT_OF_RANGE),
-        };
+        let (faults, drops) = self.probe.take_deltas()?;
         self.induced += faults.write_protect;
         let window_ns = self.arm_ns.saturating_sub(self.interval_arm_ns);
         let window = Duration::from_nanos(window_ns);
@@ -642,11 +630,7 @@ impl DirtySource for SoftDirtySource {
             unique_pages: unique,
             ci95: None,
             faults: Some(faults),
-            drops: Drops {
-                thread_map_full: d.get(counter::THREAD_MAP_FULL),
-                ringbuf_full: d.get(counter::RINGBUF_FULL),
-                sample_misses: 0,
-            },
+            drops,
             sample: None,
         })
     }
