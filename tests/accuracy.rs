@@ -8,14 +8,7 @@ use migtrace_e2e::*;
 
 fn check_rate(rate_mib: f64, wss_mib: u64) {
     require_root();
-    let w = Writer::start(&[
-        "--pattern",
-        "seq",
-        "--rate-mib",
-        &rate_mib.to_string(),
-        "--wss-mib",
-        &wss_mib.to_string(),
-    ]);
+    let w = Writer::steady("seq", rate_mib, wss_mib, &[]);
     let watch = Watch::start(&[
         "--pid",
         &w.pid().to_string(),

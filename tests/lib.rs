@@ -44,9 +44,15 @@ pub struct Writer {
 impl Writer {
     /// Starts `migtrace writer ARGS` and waits for its ready line.
     pub fn start(args: &[&str]) -> Writer {
-        let mut child = Command::new(bin())
-            .arg("writer")
-            .args(args)
+        let mut cmd = Command::new(bin());
+        cmd.arg("writer").args(args);
+        Writer::spawn(cmd)
+    }
+
+    /// Starts a writer from a prepared command (e.g. through `setpriv`, which execs it, so
+    /// the pid is the writer's) and waits for its ready line.
+    pub fn spawn(mut cmd: Command) -> Writer {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -71,18 +77,18 @@ impl Writer {
         stdin.flush().unwrap();
     }
 
+    /// Starts a writer with `--pattern PATTERN --rate-mib RATE --wss-mib WSS` and `extra`.
+    pub fn steady(pattern: &str, rate_mib: f64, wss_mib: u64, extra: &[&str]) -> Writer {
+        let (rate, wss) = (rate_mib.to_string(), wss_mib.to_string());
+        let mut args = vec!["--pattern", pattern, "--rate-mib", &rate, "--wss-mib", &wss];
+        args.extend_from_slice(extra);
+        Writer::start(&args)
+    }
+
     /// Stops the writer (SIGTERM) and returns its `done` line.
-    pub fn stop(mut self) -> Value {
+    pub fn stop(self) -> Value {
         signal(self.pid(), libc::SIGTERM);
-        let mut done = Value::Null;
-        for line in self.out.by_ref().lines() {
-            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
-            if v["type"] == "done" {
-                done = v;
-            }
-        }
-        self.child.wait().unwrap();
-        done
+        self.wait_done()
     }
 
     /// Waits for the writer to exit by itself and returns its `done` line.
@@ -96,6 +102,21 @@ impl Writer {
         }
         self.child.wait().unwrap();
         done
+    }
+}
+
+/// A test that fails half way must not leave its writer running (it would keep the test
+/// runner's output pipe open and the machine busy).
+impl Drop for Writer {
+    fn drop(&mut self) {
+        kill_if_running(&mut self.child);
+    }
+}
+
+fn kill_if_running(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -126,6 +147,7 @@ impl Watch {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
         let start: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            kill_if_running(&mut child);
             let mut err = String::new();
             let _ = Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
             panic!("watch start line {line:?}: {e}; stderr: {err}")
@@ -150,6 +172,13 @@ impl Watch {
         }
         let st = self.child.wait().unwrap();
         (intervals, summary, st)
+    }
+}
+
+/// A failed test must not leave a watch attached.
+impl Drop for Watch {
+    fn drop(&mut self) {
+        kill_if_running(&mut self.child);
     }
 }
 

@@ -50,14 +50,7 @@ fn pages() -> f64 {
 
 /// The unique-page dirty rate of a known writer, within ±2 %.
 fn rate(pattern: &str, rate_mib: f64) -> Result<(), String> {
-    let w = Writer::start(&[
-        "--pattern",
-        pattern,
-        "--rate-mib",
-        &rate_mib.to_string(),
-        "--wss-mib",
-        &WSS_MIB.to_string(),
-    ]);
+    let w = Writer::steady(pattern, rate_mib, WSS_MIB, &[]);
     let watch = Watch::start(&[
         "--pid",
         &w.pid().to_string(),
@@ -109,18 +102,13 @@ fn growth() -> Result<(), String> {
 
 fn growth_with(extra: &[&str], epoch_s: f64) -> Result<(), String> {
     let (hot_frac, hot_share, rate_mib) = (0.1, 0.9, 4.0);
-    let w = Writer::start(&[
-        "--pattern",
+    let (hf, hs) = (hot_frac.to_string(), hot_share.to_string());
+    let w = Writer::steady(
         "hotcold",
-        "--rate-mib",
-        &rate_mib.to_string(),
-        "--wss-mib",
-        &WSS_MIB.to_string(),
-        "--hot-frac",
-        &hot_frac.to_string(),
-        "--hot-share",
-        &hot_share.to_string(),
-    ]);
+        rate_mib,
+        WSS_MIB,
+        &["--hot-frac", &hf, "--hot-share", &hs],
+    );
     let pid = w.pid().to_string();
     let mut args = vec![
         "--pid",
@@ -179,14 +167,7 @@ fn growth_with(extra: &[&str], epoch_s: f64) -> Result<(), String> {
 
 /// softdirty and sample on the same target at the same time: report their agreement.
 fn agree() -> Result<(), String> {
-    let w = Writer::start(&[
-        "--pattern",
-        "seq",
-        "--rate-mib",
-        "4",
-        "--wss-mib",
-        &WSS_MIB.to_string(),
-    ]);
+    let w = Writer::steady("seq", 4.0, WSS_MIB, &[]);
     let pid = w.pid().to_string();
     let sd = Watch::start(&[
         "--pid",

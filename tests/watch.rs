@@ -69,16 +69,7 @@ fn w_pid(s: &serde_json::Value) -> u64 {
 #[test]
 fn target_exit_mid_watch_gives_summary() {
     require_root();
-    let w = Writer::start(&[
-        "--pattern",
-        "seq",
-        "--rate-mib",
-        "8",
-        "--wss-mib",
-        "16",
-        "--duration",
-        "1800ms",
-    ]);
+    let w = Writer::steady("seq", 8.0, 16, &["--duration", "1800ms"]);
     let watch = Watch::start(&[
         "--pid",
         &w.pid().to_string(),
@@ -102,7 +93,7 @@ fn target_exit_mid_watch_gives_summary() {
 #[test]
 fn sigint_gives_summary() {
     require_root();
-    let w = Writer::start(&["--pattern", "seq", "--rate-mib", "8", "--wss-mib", "16"]);
+    let w = Writer::steady("seq", 8.0, 16, &[]);
     let watch = Watch::start(&["--pid", &w.pid().to_string(), "--interval", "300ms"]);
     sleep(Duration::from_millis(1500));
     signal(watch.child.id(), libc::SIGINT);
@@ -118,7 +109,7 @@ fn sigint_gives_summary() {
 #[test]
 fn sigterm_gives_summary() {
     require_root();
-    let w = Writer::start(&["--pattern", "seq", "--rate-mib", "8", "--wss-mib", "16"]);
+    let w = Writer::steady("seq", 8.0, 16, &[]);
     let watch = Watch::start(&[
         "--pid",
         &w.pid().to_string(),
@@ -143,7 +134,7 @@ fn profile_out_round_trips() {
     let dir = std::env::temp_dir().join(format!("migtrace-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("profile.json");
-    let w = Writer::start(&["--pattern", "seq", "--rate-mib", "16", "--wss-mib", "64"]);
+    let w = Writer::steady("seq", 16.0, 64, &[]);
     let watch = Watch::start(&[
         "--pid",
         &w.pid().to_string(),
@@ -228,37 +219,81 @@ fn bad_input_exits_2_with_one_line() {
     t.join().unwrap();
 }
 
-/// Without privileges: a clear line and exit 2, for eBPF (CAP_BPF) and for sampling another
-/// user's process (ptrace rights). Runs the binary as `nobody` through setpriv.
+/// Without privileges: a clear line and exit 2. Runs the binary as `nobody` through setpriv:
+/// - on nobody's own process the memory is readable, so the eBPF backend is refused for
+///   missing CAP_BPF/CAP_PERFMON;
+/// - on root's process even the memory map is refused (ptrace rights).
 #[test]
 fn missing_privileges_exit_2() {
     require_root();
-    let bin = bin();
-    let as_nobody = |args: &[&str]| {
-        std::process::Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(&bin)
+    let nobody = || {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(bin());
+        c
+    };
+    let run_as_nobody = |args: &[&str]| {
+        nobody()
             .args(args)
             .output()
             .expect("setpriv (util-linux) runs")
     };
-    let w = Writer::start(&["--pattern", "seq", "--rate-mib", "1", "--wss-mib", "4"]);
-    let pid = w.pid().to_string();
-    let out = as_nobody(&["watch", "--pid", &pid, "--backend", "fault"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("permission denied") || err.contains("CAP_BPF"),
-        "{err}"
+    let check = |args: &[&str], needle: &str| {
+        let out = run_as_nobody(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{err:?}");
+    };
+    let mut cmd = nobody();
+    cmd.args([
+        "writer",
+        "--pattern",
+        "seq",
+        "--rate-mib",
+        "1",
+        "--wss-mib",
+        "4",
+    ]);
+    let own = Writer::spawn(cmd);
+    check(
+        &[
+            "watch",
+            "--pid",
+            &own.pid().to_string(),
+            "--backend",
+            "fault",
+        ],
+        "CAP_BPF",
     );
-    let out = as_nobody(&["watch", "--pid", &pid, "--backend", "sample"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("permission denied"), "{err}");
-    w.stop();
+    check(
+        &[
+            "watch",
+            "--pid",
+            &own.pid().to_string(),
+            "--backend",
+            "softdirty",
+        ],
+        "CAP_BPF",
+    );
+    let roots = Writer::steady("seq", 1.0, 4, &[]);
+    for backend in ["fault", "sample", "auto"] {
+        check(
+            &[
+                "watch",
+                "--pid",
+                &roots.pid().to_string(),
+                "--backend",
+                backend,
+            ],
+            "permission denied",
+        );
+    }
+    own.stop();
+    roots.stop();
 }
