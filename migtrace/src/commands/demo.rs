@@ -105,27 +105,23 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let pid = child.0.id();
     let pages = ready["pages"].as_f64().unwrap_or(0.0);
 
+    let profile_path = a
+        .profile_out
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("migtrace-demo-profile.json"));
     let args = WatchArgs {
         pid,
         interval: Duration::from_secs(1),
         duration: Some(a.duration),
         backend: a.backend,
         json: false,
-        profile_out: a.profile_out.clone(),
+        profile_out: Some(profile_path.clone()),
         range: None,
         sample_error: 0.05,
         sample_pages: None,
         epoch: Duration::from_millis(100),
         max_overhead: 2.0,
         force: false,
-    };
-    let profile_path = a
-        .profile_out
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("migtrace-demo-profile.json"));
-    let args = WatchArgs {
-        profile_out: Some(profile_path.clone()),
-        ..args
     };
     let mut sink = TerminalSink::new(std::io::stdout());
     let res = watch::watch(&args, &mut sink);

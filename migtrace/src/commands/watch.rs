@@ -150,6 +150,29 @@ impl End {
     }
 }
 
+/// The target as read from /proc at one moment.
+#[derive(Clone)]
+struct Seen {
+    rss: u64,
+    writable: u64,
+    threads: Vec<ThreadTime>,
+    at: Instant,
+}
+
+impl Seen {
+    fn read(t: &Target) -> Seen {
+        Seen {
+            rss: t.rss_bytes(),
+            writable: t
+                .writable_regions()
+                .map(|r| r.iter().map(|x| x.len()).sum())
+                .unwrap_or(0),
+            threads: t.thread_times(),
+            at: Instant::now(),
+        }
+    }
+}
+
 /// Accumulates intervals into the summary.
 struct Totals {
     /// Distribution of interval dirty rates, pages per second (3 significant digits).
@@ -205,13 +228,10 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
             crate::units::fmt_bytes(thp as f64)
         ));
     }
-    let writable_at = |t: &Target| -> u64 {
-        t.writable_regions()
-            .map(|r| r.iter().map(|x| x.len()).sum())
-            .unwrap_or(0)
-    };
-    let mut writable = writable_at(&target);
-    let mut rss = target.rss_bytes();
+    // What the target looked like at the start and the last time it was seen alive (busy
+    // shares divide by the time between those two readings, not by the whole watch).
+    let first = Seen::read(&target);
+    let mut last = first.clone();
     sink.start(&Start {
         pid: a.pid,
         comm: target.comm.clone(),
@@ -219,17 +239,10 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
         reason: sel.reason.clone(),
         caveats: src.caveats(),
         interval_s: a.interval.as_secs_f64(),
-        target_rss_bytes: rss,
-        writable_bytes: writable,
+        target_rss_bytes: first.rss,
+        writable_bytes: first.writable,
         warnings,
     });
-
-    // Thread CPU times at the start and at the last moment the target was seen alive; busy
-    // shares divide by the time between those two readings, not by the whole watch.
-    let times0 = target.thread_times();
-    let times0_at = Instant::now();
-    let mut times1 = times0.clone();
-    let mut times1_at = times0_at;
     let pidfd = target.pidfd().ok();
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -270,10 +283,7 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
                     if el >= next_boundary || done {
                         let gone = !target.alive();
                         if !gone {
-                            rss = target.rss_bytes();
-                            writable = writable_at(&target);
-                            times1 = target.thread_times();
-                            times1_at = Instant::now();
+                            last = Seen::read(&target);
                         }
                         end_interval(src.as_mut(), sink, &mut totals, start, &mut last_end, gone, page)?;
                         while next_boundary <= el {
@@ -300,10 +310,7 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
     if end != End::Duration && last_end.elapsed() >= Duration::from_millis(10) {
         let gone = end == End::TargetExited || !target.alive();
         if !gone {
-            rss = target.rss_bytes();
-            writable = writable_at(&target);
-            times1 = target.thread_times();
-            times1_at = Instant::now();
+            last = Seen::read(&target);
         }
         end_interval(
             src.as_mut(),
@@ -320,9 +327,9 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
 
     // Per-thread shares and CPU busy share.
     let busy = busy_shares(
-        &times0,
-        &times1,
-        times1_at.duration_since(times0_at).as_secs_f64(),
+        &first.threads,
+        &last.threads,
+        last.at.duration_since(first.at).as_secs_f64(),
     );
     let total_faults: u64 = fin.threads.iter().map(|t| t.1).sum();
     let threads: Vec<ThreadLine> = fin
@@ -330,7 +337,8 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
         .iter()
         .map(|&(tid, n)| ThreadLine {
             tid,
-            comm: times1
+            comm: last
+                .threads
                 .iter()
                 .find(|t| t.tid == tid)
                 .map(|t| t.comm.clone())
@@ -394,8 +402,8 @@ pub fn watch(a: &WatchArgs, sink: &mut dyn Sink) -> Result<Summary> {
             }
         }),
         unique_pages_total: fin.unique_pages_total,
-        target_rss_bytes: rss,
-        writable_bytes: writable,
+        target_rss_bytes: last.rss,
+        writable_bytes: last.writable,
         page_size: page,
         faults: totals.faults,
         dropped_events: totals.drops.total(),

@@ -312,6 +312,27 @@ fn uncovered(a: &[Region], b: &[Region]) -> u64 {
     total
 }
 
+/// Compares two snapshots of the same sample: (pages comparable, pages changed), calling
+/// `on_change` with the index of each changed page.
+fn count_changes(
+    older: &[u64],
+    cur: &[u64],
+    hzero: u64,
+    mut on_change: impl FnMut(usize),
+) -> (u64, u64) {
+    let (mut valid, mut k) = (0u64, 0u64);
+    for (i, (&a, &b)) in older.iter().zip(cur).enumerate() {
+        if let Some(ch) = changed(a, b, hzero) {
+            valid += 1;
+            if ch {
+                k += 1;
+                on_change(i);
+            }
+        }
+    }
+    (valid, k)
+}
+
 /// Maps sorted page indexes over the concatenated regions to addresses.
 fn index_to_addrs(regions: &[Region], idx: &[u64], page: u64) -> Vec<u64> {
     let mut out = Vec::with_capacity(idx.len());
@@ -359,14 +380,8 @@ impl DirtySource for SampleSource {
         };
         self.intervals += 1;
         let prev = self.history.back().context("no baseline snapshot")?;
-        let (mut valid, mut k) = (0u64, 0u64);
-        for (i, (&a, &b)) in prev.iter().zip(&cur).enumerate() {
-            if let Some(ch) = changed(a, b, self.hzero) {
-                valid += 1;
-                k += u64::from(ch);
-                self.changes[i] += u32::from(ch);
-            }
-        }
+        let changes = &mut self.changes;
+        let (valid, k) = count_changes(prev, &cur, self.hzero, |i| changes[i] += 1);
         let pop = self.population as f64;
         let p = if valid > 0 {
             k as f64 / valid as f64
@@ -398,17 +413,12 @@ impl DirtySource for SampleSource {
             if lag > last {
                 break;
             }
-            let (v, c) = {
-                let (older, now) = (&self.history[last - lag], &self.history[last]);
-                let (mut v, mut c) = (0u64, 0u64);
-                for (&a, &b) in older.iter().zip(now) {
-                    if let Some(ch) = changed(a, b, self.hzero) {
-                        v += 1;
-                        c += u64::from(ch);
-                    }
-                }
-                (v, c)
-            };
+            let (v, c) = count_changes(
+                &self.history[last - lag],
+                &self.history[last],
+                self.hzero,
+                |_| {},
+            );
             if v > 0 {
                 m.add(c as f64 / v as f64 * pop);
             }

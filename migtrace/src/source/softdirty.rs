@@ -182,6 +182,34 @@ fn claim(pid: u32) -> std::result::Result<(File, bool), String> {
     Ok((f, existed))
 }
 
+/// Calls `f(page address, pagemap entry)` for every page of `regions`, reading pagemap in
+/// 64 KiB chunks, until `f` returns false.
+fn walk_pagemap(
+    pagemap: &File,
+    regions: &[crate::target::Region],
+    mut f: impl FnMut(u64, u64) -> bool,
+) -> std::io::Result<()> {
+    let page = page_size();
+    let mut buf = vec![0u8; 8 * 8192];
+    for r in regions {
+        let mut a = r.start;
+        while a < r.end {
+            let n = (((r.end - a) / page) as usize).min(8192);
+            pagemap.read_exact_at(&mut buf[..n * 8], a / page * 8)?;
+            for (i, c) in buf[..n * 8].chunks_exact(8).enumerate() {
+                if !f(
+                    a + i as u64 * page,
+                    u64::from_le_bytes(c.try_into().unwrap()),
+                ) {
+                    return Ok(());
+                }
+            }
+            a += n as u64 * page;
+        }
+    }
+    Ok(())
+}
+
 /// Refuses when another tool seems to use the target's soft-dirty bits.
 fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -204,27 +232,14 @@ fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())?;
     let f = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| e.to_string())?;
     let (mut present, mut clean) = (0u64, 0u64);
-    let page = page_size();
-    let mut buf = vec![0u8; 8 * 4096];
-    for r in &regions {
-        let mut a = r.start;
-        while a < r.end && present < 65_536 {
-            let n = (((r.end - a) / page) as usize).min(4096);
-            if f.read_exact_at(&mut buf[..n * 8], a / page * 8).is_err() {
-                break;
-            }
-            for e in buf[..n * 8]
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            {
-                if e & PM_PRESENT != 0 {
-                    present += 1;
-                    clean += u64::from(e & PM_SOFT_DIRTY == 0);
-                }
-            }
-            a += n as u64 * page;
+    // A sample of the first 64k present pages is plenty for this check.
+    let _ = walk_pagemap(&f, &regions, |_, e| {
+        if e & PM_PRESENT != 0 {
+            present += 1;
+            clean += u64::from(e & PM_SOFT_DIRTY == 0);
         }
-    }
+        present < 65_536
+    });
     if present >= 64 && clean * 2 > present {
         return Err(format!(
             "{clean} of {present} present pages of pid {pid} have their soft-dirty bit cleared: something (a CRIU pre-dump, another migtrace) already tracks it, and arming would corrupt its view (--force overrides)"
@@ -281,7 +296,6 @@ pub struct SoftDirtySource {
     _claim: Option<File>,
     probe: FaultProbe,
     pagemap: File,
-    page: u64,
     /// Allowed epoch lengths (ticks dividing the interval) and the current one.
     choices: Vec<u32>,
     epoch_ticks: u32,
@@ -365,7 +379,6 @@ impl SoftDirtySource {
             _claim: claim,
             probe,
             pagemap,
-            page: page_size(),
             choices,
             epoch_ticks,
             ticks: 0,
@@ -460,24 +473,13 @@ impl SoftDirtySource {
 
     /// Present soft-dirty pages of the writable mappings.
     fn soft_dirty_pages(&self) -> Result<HashSet<u64>> {
-        let regions = self.regions()?;
         let mut out = HashSet::new();
-        let mut buf = vec![0u8; 8 * 8192];
-        for r in &regions {
-            let mut a = r.start;
-            while a < r.end {
-                let n = (((r.end - a) / self.page) as usize).min(8192);
-                self.pagemap
-                    .read_exact_at(&mut buf[..n * 8], a / self.page * 8)?;
-                for (i, c) in buf[..n * 8].chunks_exact(8).enumerate() {
-                    let e = u64::from_le_bytes(c.try_into().unwrap());
-                    if e & PM_PRESENT != 0 && e & PM_SOFT_DIRTY != 0 {
-                        out.insert(a + i as u64 * self.page);
-                    }
-                }
-                a += n as u64 * self.page;
+        walk_pagemap(&self.pagemap, &self.regions()?, |addr, e| {
+            if e & PM_PRESENT != 0 && e & PM_SOFT_DIRTY != 0 {
+                out.insert(addr);
             }
-        }
+            true
+        })?;
         Ok(out)
     }
 
