@@ -68,7 +68,11 @@ fn run_one(kind: &str, seconds: f64) -> Result<f64> {
         ),
         _ => Some(
             Command::new("bpftrace")
+                // Unbuffered: its "Attaching N probes" line must reach us at once; a pipe
+                // would otherwise hold it in bpftrace's buffer (a bench hung on that).
                 .args([
+                    "-B",
+                    "none",
                     "-e",
                     &format!(
                         "tracepoint:exceptions:page_fault_user /pid == {pid}/ {{ @pages[args->address >> 12] = count(); }} END {{ clear(@pages); }}"
@@ -83,12 +87,23 @@ fn run_one(kind: &str, seconds: f64) -> Result<f64> {
     // bpftrace's "Attaching 1 probe...". Then drain its output in the background.
     if let Some(t) = tracer.as_mut() {
         let mut r = BufReader::new(t.stdout.take().context("tracer stdout")?);
-        let mut line = String::new();
-        r.read_line(&mut line)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            std::io::copy(&mut r, &mut std::io::sink())
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = t.kill();
+                anyhow::bail!("the {kind} tracer did not report attaching within 30 s");
+            }
+        };
         if kind == "C" && !line.contains("Attaching") {
             anyhow::bail!("bpftrace did not attach: {line:?}");
         }
-        std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
         sleep(Duration::from_millis(100));
     }
     go(&mut child)?;
@@ -101,10 +116,20 @@ fn run_one(kind: &str, seconds: f64) -> Result<f64> {
     }
     child.wait()?;
     if let Some(mut t) = tracer.take() {
-        // SIGINT ends both tracers cleanly (bpftrace would print its map on exit).
+        // SIGTERM ends both tracers cleanly. A tracer that has not exited 10 s later is
+        // killed rather than waited for forever (a bench once hung on bpftrace here).
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
-        let _ = t.wait();
+        unsafe { libc::kill(t.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while matches!(t.try_wait(), Ok(None)) {
+            if std::time::Instant::now() > deadline {
+                eprintln!("bench: the {kind} tracer ignored SIGTERM for 10 s; killing it");
+                let _ = t.kill();
+                let _ = t.wait();
+                break;
+            }
+            sleep(Duration::from_millis(20));
+        }
     }
     rate.context("the writer reported no rate")
 }
