@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::error::UsageError;
+use crate::error::Error;
 
 /// A live process to watch.
 #[derive(Debug)]
@@ -56,18 +56,18 @@ pub fn clock_ticks() -> u64 {
 }
 
 impl Target {
-    /// Checks that `pid` names a live process we may inspect. Errors are [`UsageError`]s.
+    /// Checks that `pid` names a live process we may inspect. Errors are [`Error`]s.
     pub fn open(pid: u32) -> Result<Target> {
         if pid == 0 {
-            return Err(UsageError("pid 0 is not a process".into()).into());
+            return Err(Error::Usage("pid 0 is not a process".into()).into());
         }
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let comm = match fs::read_to_string(proc_dir.join("comm")) {
             Ok(c) => c.trim().to_string(),
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(UsageError(format!("no process with pid {pid}")).into())
+                return Err(Error::Usage(format!("no process with pid {pid}")).into())
             }
-            Err(e) => return Err(UsageError(format!("cannot inspect pid {pid}: {e}")).into()),
+            Err(e) => return Err(Error::Usage(format!("cannot inspect pid {pid}: {e}")).into()),
         };
         let t = Target {
             pid,
@@ -85,14 +85,14 @@ impl Target {
         };
         if let Some(tgid) = field("Tgid:").first() {
             if tgid != &pid.to_string() {
-                return Err(UsageError(format!(
+                return Err(Error::Usage(format!(
                     "{pid} is a thread of process {tgid}: watch the process (--pid {tgid})"
                 ))
                 .into());
             }
         }
         if t.is_zombie() {
-            return Err(UsageError(format!("pid {pid} ({}) has exited (zombie)", t.comm)).into());
+            return Err(Error::Usage(format!("pid {pid} ({}) has exited (zombie)", t.comm)).into());
         }
         // The memory map is readable only with ptrace-read rights on the target.
         if let Err(e) = fs::read_to_string(t.proc_dir.join("maps")) {
@@ -101,7 +101,7 @@ impl Target {
             } else {
                 ""
             };
-            return Err(UsageError(format!(
+            return Err(Error::Usage(format!(
                 "cannot read the memory map of pid {pid}: {e}{hint}"
             ))
             .into());
@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn open_rejects_missing_pid() {
         let e = Target::open(u32::MAX - 1).unwrap_err();
-        assert!(e.is::<UsageError>());
+        assert!(e.is::<Error>());
         assert!(e.to_string().contains("no process"));
     }
 }

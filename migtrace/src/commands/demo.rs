@@ -67,14 +67,14 @@ impl Drop for WriterChild {
 
 pub fn run(a: DemoArgs) -> Result<()> {
     if matches!(a.pattern, Pattern::Once | Pattern::Churn) {
-        return Err(crate::error::UsageError(
+        return Err(crate::error::Error::Usage(
             "demo needs a steady pattern: seq, random or hotcold".into(),
         )
         .into());
     }
     if a.rate_mib <= 0.0 || a.wss_mib == 0 {
         return Err(
-            crate::error::UsageError("demo needs --rate-mib > 0 and --wss-mib > 0".into()).into(),
+            crate::error::Error::Usage("demo needs --rate-mib > 0 and --wss-mib > 0".into()).into(),
         );
     }
     let exe = std::env::current_exe().context("locating the migtrace binary")?;

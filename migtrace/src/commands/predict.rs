@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::error::UsageError;
+use crate::error::Error;
 use crate::model::recommend::{candidates, SettingsContext, ThrottleKind, DIRTY_LIMIT_MB};
 use crate::model::sim::{AutoConverge, Limits, Policy, Throttle};
 use crate::model::workload::Workload;
@@ -127,7 +127,7 @@ pub struct PredictOpts {
 }
 
 fn usage(msg: String) -> anyhow::Error {
-    anyhow::Error::new(UsageError(msg))
+    anyhow::Error::new(Error::Usage(msg))
 }
 
 /// Parses `--flag value` with `f`, prefixing errors with the flag.
@@ -209,7 +209,7 @@ pub struct Prepared {
     pub report: Report,
 }
 
-/// Checks the arguments and builds the model inputs. All errors are [`UsageError`]s.
+/// Checks the arguments and builds the model inputs. All errors are [`Error`]s.
 pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
     // Links.
     if args.link.is_empty() {

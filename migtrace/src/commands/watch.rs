@@ -15,7 +15,7 @@ use clap::Args;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    error::UsageError,
+    error::Error,
     profile::{self, Profile},
     sink::{
         json::JsonSink, terminal::TerminalSink, Interval, RatePercentiles, Sink, Start, Summary,
@@ -95,7 +95,7 @@ pub fn run(a: WatchArgs) -> Result<()> {
 
 fn validate(a: &WatchArgs) -> Result<()> {
     if a.interval < Duration::from_millis(50) {
-        return Err(UsageError(format!(
+        return Err(Error::Usage(format!(
             "--interval {:?} is too short: the minimum is 50ms",
             a.interval
         ))
@@ -103,11 +103,11 @@ fn validate(a: &WatchArgs) -> Result<()> {
     }
     if let Some(d) = a.duration {
         if d.is_zero() {
-            return Err(UsageError("--duration must be above zero".into()).into());
+            return Err(Error::Usage("--duration must be above zero".into()).into());
         }
     }
     if !(a.sample_error > 0.0 && a.sample_error < 1.0) {
-        return Err(UsageError(format!(
+        return Err(Error::Usage(format!(
             "--sample-error {} must be between 0 and 1 (e.g. 0.05 for ±5 %)",
             a.sample_error
         ))
@@ -115,14 +115,14 @@ fn validate(a: &WatchArgs) -> Result<()> {
     }
     if a.epoch < Duration::from_millis(50) || a.epoch > Duration::from_secs(1) {
         return Err(
-            UsageError(format!("--epoch {:?} is out of range: 50ms to 1s", a.epoch)).into(),
+            Error::Usage(format!("--epoch {:?} is out of range: 50ms to 1s", a.epoch)).into(),
         );
     }
     if !(a.max_overhead > 0.0 && a.max_overhead <= 100.0) {
-        return Err(UsageError("--max-overhead must be a percentage above 0".into()).into());
+        return Err(Error::Usage("--max-overhead must be a percentage above 0".into()).into());
     }
     if a.sample_pages == Some(0) {
-        return Err(UsageError("--sample-pages must be at least 1".into()).into());
+        return Err(Error::Usage("--sample-pages must be at least 1".into()).into());
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use aya::{
 use migtrace_common::{counter, Config, CpuState, Hll, FLAG_RANGE, FLAG_RECORD_PAGES};
 
 use super::{Drops, FaultCounts};
-use crate::error::UsageError;
+use crate::error::Error;
 
 #[cfg(migtrace_has_ebpf)]
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/migtrace.bpf.o"));
@@ -43,7 +43,7 @@ pub fn availability() -> std::result::Result<(), String> {
 
 /// [`availability`] as a usage error, for an explicitly requested eBPF backend.
 pub fn require() -> Result<()> {
-    availability().map_err(|why| UsageError(why).into())
+    availability().map_err(|why| Error::Unsupported(why).into())
 }
 
 /// The loaded, attached fault program and its maps.
@@ -88,15 +88,17 @@ pub struct ProbeOptions {
     pub record_pages: Option<u32>,
 }
 
-fn load_error(e: impl std::fmt::Display) -> anyhow::Error {
-    let msg = e.to_string();
-    if msg.contains("Operation not permitted") || msg.contains("EPERM") {
-        UsageError(format!(
-            "the kernel refused to load the eBPF program ({msg}): run as root or with CAP_BPF and CAP_PERFMON"
+/// Turns a load or attach failure into an error: EPERM (found by errno in the error's
+/// causes, not by its text) is a missing privilege the user must fix; anything else is a
+/// runtime failure.
+fn load_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
+    if crate::error::os_errno(&e) == Some(libc::EPERM) {
+        Error::Privilege(format!(
+            "the kernel refused to load the eBPF program ({e}): run as root or with CAP_BPF and CAP_PERFMON"
         ))
         .into()
     } else {
-        anyhow!("loading the eBPF program failed: {msg}")
+        anyhow::Error::new(e).context("loading the eBPF program failed")
     }
 }
 

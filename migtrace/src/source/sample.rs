@@ -33,7 +33,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{DirtySource, Drops, FinalReport, IntervalReport, SampleInfo, SourceOptions};
 use crate::{
-    error::UsageError,
+    error::Error,
     estimate::{sample_size_for, wilson, Mean},
     profile::GrowthPoint,
     target::{page_size, Region, Target},
@@ -99,7 +99,7 @@ impl SampleSource {
     pub fn new(opts: &SourceOptions) -> Result<SampleSource> {
         let target = Target::open(opts.pid)?;
         let pagemap = File::open(format!("/proc/{}/pagemap", opts.pid))
-            .map_err(|e| UsageError(format!("cannot open /proc/{}/pagemap: {e} (sampling needs ptrace rights on the target: run as root)", opts.pid)))?;
+            .map_err(|e| Error::Privilege(format!("cannot open /proc/{}/pagemap: {e} (sampling needs ptrace rights on the target: run as root)", opts.pid)))?;
         let page = page_size();
         let mut s = SampleSource {
             target,
@@ -266,7 +266,7 @@ impl SampleSource {
                 let err = std::io::Error::last_os_error();
                 match err.raw_os_error() {
                     Some(libc::EPERM) | Some(libc::EACCES) => {
-                        return Err(UsageError(format!(
+                        return Err(Error::Privilege(format!(
                             "process_vm_readv on pid {} was refused ({err}): sampling needs ptrace rights (root or CAP_SYS_PTRACE)",
                             self.target.pid
                         ))

@@ -44,7 +44,7 @@ use super::{
     ebpf::{FaultProbe, ProbeOptions},
     DirtySource, FinalReport, IntervalReport, SourceOptions,
 };
-use crate::{error::UsageError, profile::GrowthPoint, target::page_size};
+use crate::{error::Error, profile::GrowthPoint, target::page_size};
 
 /// The base tick: epochs are whole multiples of it.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -330,10 +330,10 @@ pub struct SoftDirtySource {
 impl SoftDirtySource {
     pub fn new(opts: &SourceOptions) -> Result<SoftDirtySource> {
         super::ebpf::require()?;
-        kernel_support().map_err(UsageError)?;
+        kernel_support().map_err(Error::Usage)?;
         let interval_ticks = (opts.interval.as_millis() / TICK.as_millis()) as u32;
         if !opts.interval.as_millis().is_multiple_of(TICK.as_millis()) || interval_ticks == 0 {
-            return Err(UsageError(format!(
+            return Err(Error::Usage(format!(
                 "softdirty needs an --interval that is a multiple of {} ms (got {:?})",
                 TICK.as_millis(),
                 opts.interval
@@ -359,11 +359,11 @@ impl SoftDirtySource {
             Ok((f, armed_before)) => {
                 // Bits that migtrace itself cleared in an earlier watch are no sign of another tool.
                 if !opts.force && !armed_before {
-                    check_not_in_use(opts.pid).map_err(UsageError)?;
+                    check_not_in_use(opts.pid).map_err(Error::Usage)?;
                 }
                 Some(f)
             }
-            Err(why) if !opts.force => return Err(UsageError(why).into()),
+            Err(why) if !opts.force => return Err(Error::Usage(why).into()),
             Err(_) => None,
         };
         let fault_ns = calibrate_fault_ns()?;
