@@ -73,9 +73,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
         .into());
     }
     if a.rate_mib <= 0.0 || a.wss_mib == 0 {
-        return Err(
-            crate::error::Error::Usage("demo needs --rate-mib > 0 and --wss-mib > 0".into()).into(),
-        );
+        return Err(crate::error::Error::Usage(
+            "demo needs --rate-mib > 0 and --wss-mib > 0".into(),
+        )
+        .into());
     }
     let exe = std::env::current_exe().context("locating the migtrace binary")?;
     let pattern = format!("{:?}", a.pattern).to_lowercase();
