@@ -5,9 +5,11 @@
 //! - [`source`]: measurement backends (eBPF fault counting, content sampling), one trait;
 //! - [`model`]: the pre-copy model, pure functions without I/O;
 //! - [`estimate`]: statistics shared by the backends (HyperLogLog, confidence intervals);
+//! - [`report`]: the records a watch reports (start, interval, summary);
 //! - [`sink`]: where results go (terminal, JSON lines);
 //! - [`profile`]: the versioned dirty profile `watch` writes and `predict` reads;
 //! - [`commands`]: one module per CLI subcommand, kept thin;
+//! - [`watcher`]: the watch loop that drives a source over time;
 //! - [`target`], [`workload`]: the watched process, and the built-in writer.
 pub mod cli;
 pub mod commands;
@@ -15,8 +17,10 @@ pub mod error;
 pub mod estimate;
 pub mod model;
 pub mod profile;
+pub mod report;
 pub mod sink;
 pub mod source;
 pub mod target;
 pub mod units;
+pub mod watcher;
 pub mod workload;

@@ -5,6 +5,8 @@
 //! formats and newer versions with a clear message rather than guessing.
 use serde::{Deserialize, Serialize};
 
+use crate::report::Summary;
+
 /// Value of [`Profile::format`].
 pub const FORMAT: &str = "migtrace-profile";
 /// Current [`Profile::version`].
@@ -108,10 +110,83 @@ pub enum ProfileError {
     #[error("{path} is profile version {found}; this migtrace reads versions up to {VERSION}")]
     Version { path: String, found: u32 },
     #[error("{path} is not a valid profile: {why}")]
-    Invalid { path: String, why: String },
+    Invalid { path: String, why: InvalidProfile },
+    #[error("cannot write the profile to {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
+/// A value in a profile that a model would misread.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidProfile(pub String);
+
 impl Profile {
+    /// The profile of a watch, from its summary. `interval_s` is the watch's interval;
+    /// per-thread shares go in only when they attribute the dirtying itself (fault,
+    /// softdirty): with sample+fault they are write-fault counts, and a thread that rewrites
+    /// resident memory takes none. `created_unix_s` stamps it.
+    pub fn from_summary(
+        s: &Summary,
+        interval_s: f64,
+        threads_attribute_dirtying: bool,
+        created_unix_s: u64,
+    ) -> Profile {
+        Profile {
+            format: FORMAT.into(),
+            version: VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            created_unix_s,
+            target: TargetInfo {
+                pid: s.pid,
+                comm: s.comm.clone(),
+                rss_bytes: s.target_rss_bytes,
+                writable_bytes: s.writable_bytes,
+                page_size: s.page_size,
+            },
+            backend: s.backend.clone(),
+            caveats: s.caveats.clone(),
+            duration_s: s.duration_s,
+            interval_s,
+            dirty: DirtyRate {
+                bytes_per_sec: s.dirty_bytes_per_sec,
+                pages_per_sec: s.dirty_pages_per_sec,
+                ci95_bytes_per_sec: s.ci95_bytes_per_sec,
+                peak_bytes_per_sec: s.peak_bytes_per_sec,
+            },
+            growth: s.growth.clone(),
+            threads: s
+                .threads
+                .iter()
+                .filter(|_| threads_attribute_dirtying)
+                .map(|t| ThreadShare {
+                    tid: t.tid,
+                    comm: t.comm.clone(),
+                    pages: t.write_faults,
+                    share: t.share,
+                    busy_share: t.busy_share,
+                })
+                .collect(),
+            busy_share: s.busy_share,
+            zero_page_share: s.zero_page_share,
+        }
+    }
+
+    /// The profile as written: pretty JSON and a final newline.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a profile always serializes") + "\n"
+    }
+
+    /// Writes the profile to `path`.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), ProfileError> {
+        std::fs::write(path, self.to_text()).map_err(|source| ProfileError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
     /// Reads and checks a profile file.
     pub fn load(path: &std::path::Path) -> Result<Profile, ProfileError> {
         let p = path.display().to_string();
@@ -162,7 +237,11 @@ impl Profile {
 
     /// Checks the values a model would silently misread: sizes, rates, shares and the
     /// growth curve (windows positive and strictly increasing, counts finite and not negative).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidProfile> {
+        self.check().map_err(InvalidProfile)
+    }
+
+    fn check(&self) -> Result<(), String> {
         let share = |name: &str, v: f64| {
             if (0.0..=1.0).contains(&v) {
                 Ok(())

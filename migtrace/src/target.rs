@@ -38,7 +38,7 @@ impl Region {
 }
 
 /// CPU time of one thread, in clock ticks.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ThreadTime {
     pub tid: u32,
     pub comm: String,

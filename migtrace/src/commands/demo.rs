@@ -13,12 +13,12 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser};
 
 use crate::{
-    commands::watch::{self, WatchArgs},
     sink::terminal::TerminalSink,
-    source::BackendChoice,
+    source::{BackendChoice, SourceOptions},
     target::page_size,
     units::fmt_bytes as bytes,
     units::parse_duration,
+    watcher::{self, WatchConfig},
     workload::{expected_unique, Pattern},
 };
 
@@ -110,22 +110,24 @@ pub fn run(a: DemoArgs) -> Result<()> {
         .profile_out
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("migtrace-demo-profile.json"));
-    let args = WatchArgs {
-        pid,
+    let cfg = WatchConfig {
         interval: Duration::from_secs(1),
         duration: Some(a.duration),
         backend: a.backend,
-        json: false,
         profile_out: Some(profile_path.clone()),
-        range: None,
-        sample_error: 0.05,
-        sample_pages: None,
-        epoch: Duration::from_millis(100),
-        max_overhead: 2.0,
-        force: false,
+        source: SourceOptions {
+            pid,
+            interval: Duration::from_secs(1),
+            range: None,
+            sample_error: 0.05,
+            sample_pages: None,
+            epoch: Duration::from_millis(100),
+            max_overhead_pct: 2.0,
+            force: false,
+        },
     };
     let mut sink = TerminalSink::new(std::io::stdout());
-    let res = watch::watch(&args, &mut sink);
+    let res = watcher::watch(&cfg, &mut sink);
     child.terminate();
     line.clear();
     out.read_line(&mut line)?;

@@ -3,10 +3,12 @@
 //! - [`workload`]: the guest (memory, dirty-set growth curve U(t), writers, zero pages);
 //! - [`sim`]: the pass-by-pass simulator with the QEMU, vMotion, Xen and Hyper-V stop rules
 //!   and the throttles (auto-converge step by step, constant CPU throttle, dirty-limit);
+//! - [`summary`]: watch statistics, from interval reports to the summary;
 //! - [`recommend`]: the smallest throttle that converges, mapped to real settings;
 //! - this module: the link x downtime grid that `migtrace predict` prints, and `--explain`.
 pub mod recommend;
 pub mod sim;
+pub mod summary;
 pub mod workload;
 
 use serde::Serialize;

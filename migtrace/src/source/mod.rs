@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::ValueEnum;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::profile::GrowthPoint;
 
@@ -42,7 +42,7 @@ pub enum BackendChoice {
 }
 
 /// Write faults of the target during one interval (deltas of the kernel counters).
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FaultCounts {
     /// Write faults on not-present pages (first touch).
     pub write_not_present: u64,
@@ -68,7 +68,7 @@ impl FaultCounts {
 
 /// Everything lost or missed during an interval. Never hidden: shown on every line and in
 /// the summary.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Drops {
     /// Per-thread counts lost to a full thread map.
     pub thread_map_full: u64,
@@ -90,7 +90,7 @@ impl Drops {
 }
 
 /// Sampling details for an interval.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SampleInfo {
     /// Pages in the sample.
     pub sampled: u64,
@@ -101,7 +101,7 @@ pub struct SampleInfo {
 }
 
 /// One interval's measurement.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct IntervalReport {
     /// False when no rate could be measured (the target's memory was already gone when the
     /// sampler came to read it). Fault counts and drops are still valid then.
@@ -119,7 +119,7 @@ pub struct IntervalReport {
 }
 
 /// What a source knows at the end of a watch.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct FinalReport {
     /// Dirty-set growth curve U(window), sorted by window.
     pub growth: Vec<GrowthPoint>,

@@ -1,0 +1,306 @@
+//! Watch statistics: from the backends' per-interval reports to the interval records and the
+//! summary a watch prints and saves. Pure: times come in as seconds, the target's state as
+//! plain values, so a recorded series replays to the same summary (the golden-master test in
+//! `migtrace/tests/watch_golden.rs` does exactly that).
+use crate::{
+    report::{EndReason, Interval, RatePercentiles, Summary, ThreadLine},
+    source::{Drops, FaultCounts, FinalReport, IntervalReport},
+    target::ThreadTime,
+};
+
+/// Accumulates intervals into the summary's rate statistics.
+pub struct Totals {
+    /// Distribution of interval dirty rates, pages per second (3 significant digits).
+    rates: hdrhistogram::Histogram<u64>,
+    intervals: u64,
+    measured_s: f64,
+    pages: f64,
+    peak: f64,
+    /// Length of a full interval, seconds: shorter (partial) intervals do not enter the
+    /// percentiles and the peak, where a few pages over a few milliseconds would distort.
+    interval_s: f64,
+    faults: Option<FaultCounts>,
+    drops: Drops,
+    page: u64,
+}
+
+impl Totals {
+    /// Totals for intervals of `interval_s` seconds over pages of `page` bytes.
+    pub fn new(interval_s: f64, page: u64) -> Totals {
+        Totals {
+            rates: hdrhistogram::Histogram::new(3).expect("3 significant digits is valid"),
+            intervals: 0,
+            measured_s: 0.0,
+            pages: 0.0,
+            peak: 0.0,
+            interval_s,
+            faults: None,
+            drops: Drops::default(),
+            page,
+        }
+    }
+
+    /// Number of intervals with a measured rate.
+    pub fn intervals(&self) -> u64 {
+        self.intervals
+    }
+
+    /// Adds one interval's report. `wall_s` is the wall time since the previous interval
+    /// ended (used when the source does not know its own window), `t_s` the time since the
+    /// watch started. Returns the record to show, or `None` when no rate was measured (the
+    /// fault counts and drops of such an interval still count).
+    pub fn add(&mut self, r: &IntervalReport, wall_s: f64, t_s: f64) -> Option<Interval> {
+        let page = self.page;
+        // The source's own window (between its snapshots or arms) when it has one.
+        let dur = r.window.map_or(wall_s, |w| w.as_secs_f64());
+        self.drops.add(&r.drops);
+        if let Some(f) = &r.faults {
+            self.faults.get_or_insert_with(FaultCounts::default).add(f);
+        }
+        if !r.measured {
+            return None;
+        }
+        let pps = if dur > 0.0 { r.unique_pages / dur } else { 0.0 };
+        self.intervals += 1;
+        self.measured_s += dur;
+        self.pages += r.unique_pages;
+        if dur >= self.interval_s / 2.0 {
+            self.peak = self.peak.max(pps);
+            // Auto-resizing histogram: recording cannot fail for finite non-negative rates.
+            let _ = self.rates.record(pps.max(0.0).round() as u64);
+        }
+        Some(Interval {
+            t_s,
+            duration_s: dur,
+            dirty_pages: r.unique_pages,
+            dirty_pages_per_sec: pps,
+            dirty_bytes_per_sec: pps * page as f64,
+            ci95_bytes_per_sec: r
+                .ci95
+                .map(|(lo, hi)| [lo / dur * page as f64, hi / dur * page as f64]),
+            faults: r.faults,
+            drops: r.drops,
+            sample: r.sample,
+        })
+    }
+
+    /// Mean rate over the measured time, pages per second.
+    fn rate_pages(&self) -> f64 {
+        if self.measured_s > 0.0 {
+            self.pages / self.measured_s
+        } else {
+            0.0
+        }
+    }
+
+    /// The run's 95 % interval of the rate, bytes per second, from the standard deviation
+    /// of the summed pages (sampling backends).
+    fn ci95(&self, total_pages_sd: Option<f64>) -> Option<[f64; 2]> {
+        let page = self.page as f64;
+        total_pages_sd.filter(|_| self.intervals > 0).map(|sd| {
+            let half = 1.96 * sd / self.measured_s.max(1e-9) * page;
+            let r = self.rate_pages() * page;
+            [(r - half).max(0.0), r + half]
+        })
+    }
+
+    fn percentiles(&self) -> Option<RatePercentiles> {
+        let page = self.page as f64;
+        (!self.rates.is_empty()).then(|| {
+            let q = |p: f64| self.rates.value_at_quantile(p) as f64 * page;
+            RatePercentiles {
+                p50_bytes_per_sec: q(0.5),
+                p90_bytes_per_sec: q(0.9),
+                p99_bytes_per_sec: q(0.99),
+                max_bytes_per_sec: self.rates.max() as f64 * page,
+            }
+        })
+    }
+}
+
+/// The target as read from /proc at one moment.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TargetState {
+    pub rss: u64,
+    pub writable: u64,
+    pub threads: Vec<ThreadTime>,
+}
+
+/// What the summary needs besides the interval totals.
+pub struct SummaryInput<'a> {
+    pub pid: u32,
+    pub comm: String,
+    pub backend: String,
+    pub end: EndReason,
+    pub duration_s: f64,
+    /// The target at the start and the last time it was seen alive.
+    pub first: &'a TargetState,
+    pub last: &'a TargetState,
+    /// Seconds between those two readings: busy shares divide by this, not by the watch.
+    pub busy_window_s: f64,
+    /// Clock ticks per second of the thread CPU times.
+    pub clock_hz: f64,
+    pub fin: &'a FinalReport,
+    pub caveats: Vec<String>,
+    pub profile_out: Option<String>,
+    /// Name of a thread that is not in `last` (it exited): asked of the caller.
+    pub thread_comm: &'a dyn Fn(u32) -> String,
+}
+
+/// Builds the summary from the totals and the end-of-watch state.
+pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
+    let page = t.page;
+    let busy = busy_shares(
+        &inp.first.threads,
+        &inp.last.threads,
+        inp.busy_window_s,
+        inp.clock_hz,
+    );
+    let threads = thread_lines(&inp, &busy);
+    let busy_share = mean_busy_share(&threads, &busy, inp.fin.threads_attribute_dirtying);
+    let rate_pages = t.rate_pages();
+    let mut caveats = inp.caveats;
+    if inp.end == EndReason::TargetExited && t.intervals == 0 {
+        caveats.push("the target exited before a full interval was measured".into());
+    }
+    Summary {
+        pid: inp.pid,
+        comm: inp.comm,
+        backend: inp.backend,
+        end_reason: inp.end,
+        duration_s: inp.duration_s,
+        intervals: t.intervals,
+        dirty_pages: t.pages,
+        dirty_pages_per_sec: rate_pages,
+        dirty_bytes_per_sec: rate_pages * page as f64,
+        ci95_bytes_per_sec: t.ci95(inp.fin.total_pages_sd),
+        peak_bytes_per_sec: t.peak * page as f64,
+        rate_percentiles: t.percentiles(),
+        unique_pages_total: inp.fin.unique_pages_total,
+        target_rss_bytes: inp.last.rss,
+        writable_bytes: inp.last.writable,
+        page_size: page,
+        faults: t.faults,
+        dropped_events: t.drops.total(),
+        drops: t.drops,
+        growth: inp.fin.growth.clone(),
+        threads,
+        busy_share,
+        zero_page_share: inp.fin.zero_page_share,
+        caveats,
+        backend_stats: inp.fin.backend_stats.clone(),
+        profile_out: inp.profile_out,
+    }
+}
+
+/// One line per thread the source attributed writes to, with its share and time on CPU.
+fn thread_lines(inp: &SummaryInput<'_>, busy: &[(u32, f64)]) -> Vec<ThreadLine> {
+    let total_faults: u64 = inp.fin.threads.iter().map(|t| t.1).sum();
+    inp.fin
+        .threads
+        .iter()
+        .map(|&(tid, n)| ThreadLine {
+            tid,
+            comm: inp
+                .last
+                .threads
+                .iter()
+                .find(|t| t.tid == tid)
+                .map(|t| t.comm.clone())
+                .unwrap_or_else(|| (inp.thread_comm)(tid)),
+            write_faults: n,
+            share: if total_faults > 0 {
+                n as f64 / total_faults as f64
+            } else {
+                0.0
+            },
+            busy_share: busy.iter().find(|b| b.0 == tid).map(|b| b.1),
+        })
+        .collect()
+}
+
+/// Mean busy share of the threads that dirtied memory; without attribution of the dirtying
+/// itself (sample, sample+fault), of the threads that ran at all (>= 1 %).
+fn mean_busy_share(threads: &[ThreadLine], busy: &[(u32, f64)], attributed: bool) -> Option<f64> {
+    let v: Vec<f64> = if threads.is_empty() || !attributed {
+        busy.iter().map(|b| b.1).filter(|&b| b >= 0.01).collect()
+    } else {
+        threads.iter().filter_map(|t| t.busy_share).collect()
+    };
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// (tid, share of the window on CPU) for every thread seen at the end.
+pub fn busy_shares(
+    t0: &[ThreadTime],
+    t1: &[ThreadTime],
+    duration_s: f64,
+    hz: f64,
+) -> Vec<(u32, f64)> {
+    t1.iter()
+        .map(|t| {
+            let before = t0
+                .iter()
+                .find(|x| x.tid == t.tid)
+                .map(|x| x.ticks)
+                .unwrap_or(0);
+            let s = (t.ticks.saturating_sub(before)) as f64 / hz / duration_s.max(1e-9);
+            (t.tid, s.clamp(0.0, 1.0))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tt(tid: u32, ticks: u64) -> ThreadTime {
+        ThreadTime {
+            tid,
+            comm: format!("t{tid}"),
+            ticks,
+        }
+    }
+
+    #[test]
+    fn busy_share_is_cpu_time_over_the_window() {
+        let b = busy_shares(&[tt(1, 100)], &[tt(1, 150), tt(2, 500)], 1.0, 100.0);
+        assert_eq!(b, vec![(1, 0.5), (2, 1.0)]);
+    }
+
+    #[test]
+    fn short_intervals_stay_out_of_peak_and_percentiles() {
+        let mut t = Totals::new(1.0, 4096);
+        let full = IntervalReport {
+            measured: true,
+            unique_pages: 100.0,
+            ..Default::default()
+        };
+        let short = IntervalReport {
+            measured: true,
+            unique_pages: 100.0,
+            ..Default::default()
+        };
+        t.add(&full, 1.0, 1.0).unwrap();
+        let s = t.add(&short, 0.1, 1.1).unwrap();
+        assert_eq!(s.dirty_pages_per_sec, 1000.0);
+        assert_eq!(t.peak, 100.0);
+        assert_eq!(t.percentiles().unwrap().max_bytes_per_sec, 100.0 * 4096.0);
+    }
+
+    #[test]
+    fn unmeasured_intervals_count_faults_only() {
+        let mut t = Totals::new(1.0, 4096);
+        let r = IntervalReport {
+            measured: false,
+            faults: Some(FaultCounts {
+                write_not_present: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(t.add(&r, 1.0, 1.0).is_none());
+        assert_eq!(t.intervals(), 0);
+        assert_eq!(t.faults.unwrap().write_not_present, 7);
+    }
+}

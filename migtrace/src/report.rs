@@ -1,0 +1,128 @@
+//! What a watch reports: the records every sink renders (terminal, JSON lines, the
+//! profile). Sources produce [`crate::source::IntervalReport`]s; [`crate::model::summary`]
+//! turns them into these records; [`crate::sink`] renders them.
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    profile::GrowthPoint,
+    source::{Drops, FaultCounts, SampleInfo},
+};
+
+/// Why a watch ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// `--duration` elapsed.
+    Duration,
+    /// SIGINT (Ctrl-C).
+    Interrupted,
+    /// SIGTERM.
+    Terminated,
+    /// The target process exited.
+    TargetExited,
+}
+
+impl EndReason {
+    /// The name used in text and JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Duration => "duration",
+            EndReason::Interrupted => "interrupted",
+            EndReason::Terminated => "terminated",
+            EndReason::TargetExited => "target-exited",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Emitted once, when measuring starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    pub pid: u32,
+    pub comm: String,
+    pub backend: String,
+    /// Why `auto` (or the user) chose this backend.
+    pub reason: String,
+    pub caveats: Vec<String>,
+    pub interval_s: f64,
+    pub target_rss_bytes: u64,
+    pub writable_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+/// One interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Seconds since the start, at the end of this interval.
+    pub t_s: f64,
+    pub duration_s: f64,
+    /// Unique pages dirtied in the interval.
+    pub dirty_pages: f64,
+    pub dirty_pages_per_sec: f64,
+    pub dirty_bytes_per_sec: f64,
+    pub ci95_bytes_per_sec: Option<[f64; 2]>,
+    pub faults: Option<FaultCounts>,
+    pub drops: Drops,
+    pub sample: Option<SampleInfo>,
+}
+
+/// Per-thread line of the summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadLine {
+    pub tid: u32,
+    pub comm: String,
+    pub write_faults: u64,
+    pub share: f64,
+    pub busy_share: Option<f64>,
+}
+
+/// Emitted once at the end (duration elapsed, Ctrl-C/SIGTERM, or the target exited).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub pid: u32,
+    pub comm: String,
+    pub backend: String,
+    pub end_reason: EndReason,
+    pub duration_s: f64,
+    pub intervals: u64,
+    /// Sum over intervals of the unique pages dirtied in each interval: what a pre-copy
+    /// migration with passes of one interval would have had to resend.
+    pub dirty_pages: f64,
+    pub dirty_pages_per_sec: f64,
+    pub dirty_bytes_per_sec: f64,
+    pub ci95_bytes_per_sec: Option<[f64; 2]>,
+    pub peak_bytes_per_sec: f64,
+    /// Distribution of the interval rates (hdrhistogram, 3 significant digits).
+    pub rate_percentiles: Option<RatePercentiles>,
+    /// Unique pages dirtied over the whole watch, when the backend can tell.
+    pub unique_pages_total: Option<f64>,
+    pub target_rss_bytes: u64,
+    pub writable_bytes: u64,
+    pub page_size: u64,
+    pub faults: Option<FaultCounts>,
+    /// Everything lost: map-full events, ring-buffer drops, sampling misses.
+    pub dropped_events: u64,
+    pub drops: Drops,
+    pub growth: Vec<GrowthPoint>,
+    pub threads: Vec<ThreadLine>,
+    pub busy_share: Option<f64>,
+    pub zero_page_share: Option<f64>,
+    pub caveats: Vec<String>,
+    /// Backend-specific figures (softdirty: epoch, induced faults, overhead, cross-check).
+    pub backend_stats: Option<serde_json::Value>,
+    pub profile_out: Option<String>,
+}
+
+/// Percentiles of the per-interval dirty rate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RatePercentiles {
+    pub p50_bytes_per_sec: f64,
+    pub p90_bytes_per_sec: f64,
+    pub p99_bytes_per_sec: f64,
+    pub max_bytes_per_sec: f64,
+}
