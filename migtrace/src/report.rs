@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     profile::GrowthPoint,
-    source::{Drops, FaultCounts, SampleInfo},
+    source::{BackendStats, Drops, FaultCounts, SampleInfo},
 };
 
 /// Why a watch ended.
@@ -114,7 +114,7 @@ pub struct Summary {
     pub zero_page_share: Option<f64>,
     pub caveats: Vec<String>,
     /// Backend-specific figures (softdirty: epoch, induced faults, overhead, cross-check).
-    pub backend_stats: Option<serde_json::Value>,
+    pub backend_stats: Option<BackendStats>,
     pub profile_out: Option<String>,
 }
 

@@ -90,125 +90,155 @@ impl<W: Write> Sink for TerminalSink<W> {
 
     fn summary(&mut self, s: &Summary) {
         let o = &mut self.out;
-        let _ = writeln!(
-            o,
-            "\nsummary: pid {} ({}), backend {}, ended by {}",
-            s.pid, s.comm, s.backend, s.end_reason
-        );
-        let ci = match s.ci95_bytes_per_sec {
-            Some([lo, hi]) => format!(" (95% CI {}/s .. {}/s)", bytes(lo), bytes(hi)),
-            None => String::new(),
-        };
-        let _ = writeln!(
-            o,
-            "  dirty rate     {}/s, {} pages/s{}  over {:.1} s in {} intervals",
-            bytes(s.dirty_bytes_per_sec),
-            count(s.dirty_pages_per_sec),
-            ci,
-            s.duration_s,
-            s.intervals
-        );
-        match &s.rate_percentiles {
-            Some(r) if s.intervals > 1 => {
-                let _ = writeln!(
-                    o,
-                    "  interval rates p50 {}/s, p90 {}/s, p99 {}/s, max {}/s",
-                    bytes(r.p50_bytes_per_sec),
-                    bytes(r.p90_bytes_per_sec),
-                    bytes(r.p99_bytes_per_sec),
-                    bytes(r.max_bytes_per_sec)
-                );
-            }
-            _ => {
-                let _ = writeln!(o, "  peak interval  {}/s", bytes(s.peak_bytes_per_sec));
-            }
-        }
-        if let Some(u) = s.unique_pages_total {
-            let _ = writeln!(
-                o,
-                "  unique pages   {} ({}) over the whole watch",
-                count(u),
-                bytes(u * s.page_size as f64)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "  target         RSS {}, private writable {}",
-            bytes(s.target_rss_bytes as f64),
-            bytes(s.writable_bytes as f64)
-        );
-        if let Some(f) = &s.faults {
-            let _ = writeln!(
-                o,
-                "  write faults   {} first-touch, {} copy-on-write/protect; {} read faults; {} outside range",
-                count(f.write_not_present as f64),
-                count(f.write_protect as f64),
-                count(f.read as f64),
-                count(f.out_of_range as f64)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "  dropped        {} (thread map full {}, ring buffer full {}, sampling misses {})",
-            s.dropped_events, s.drops.thread_map_full, s.drops.ringbuf_full, s.drops.sample_misses
-        );
-        if let Some(z) = s.zero_page_share {
-            let _ = writeln!(
-                o,
-                "  zero pages     {:.1}% of sampled writable pages",
-                z * 100.0
-            );
-        }
-        if let Some(b) = s.busy_share {
-            let _ = writeln!(
-                o,
-                "  busy share     {:.1}% on CPU (mean over dirtying threads)",
-                b * 100.0
-            );
-        }
-        if !s.growth.is_empty() {
-            let _ = writeln!(o, "  dirty-set growth U(window):");
-            for g in &s.growth {
-                let _ = writeln!(
-                    o,
-                    "    {:>9.2} s  {:>12} pages  {:>10}  ({} windows)",
-                    g.window_s,
-                    count(g.unique_pages),
-                    bytes(g.unique_pages * s.page_size as f64),
-                    g.windows
-                );
-            }
-        }
-        if !s.threads.is_empty() {
-            let _ = writeln!(o, "  threads (write faults):");
-            for t in s.threads.iter().take(10) {
-                let busy = t
-                    .busy_share
-                    .map(|b| format!(", on CPU {:.0}%", b * 100.0))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    o,
-                    "    {:>8} {:<16} {:>12} {:>5.1}%{}",
-                    t.tid,
-                    t.comm,
-                    count(t.write_faults as f64),
-                    t.share * 100.0,
-                    busy
-                );
-            }
-            if s.threads.len() > 10 {
-                let _ = writeln!(o, "    ... {} more threads", s.threads.len() - 10);
-            }
-        }
-        if let Some(serde_json::Value::Object(m)) = &s.backend_stats {
-            let _ = writeln!(o, "  {} backend:", s.backend);
-            for (k, v) in m {
-                let _ = writeln!(o, "    {k:<32} {v}");
-            }
-        }
-        if let Some(p) = &s.profile_out {
-            let _ = writeln!(o, "  profile        written to {p}");
-        }
+        let _ = summary_rates(o, s)
+            .and_then(|()| summary_target(o, s))
+            .and_then(|()| summary_growth(o, s))
+            .and_then(|()| summary_threads(o, s))
+            .and_then(|()| summary_backend(o, s));
         let _ = o.flush();
     }
+}
+
+/// The summary's head: how it ended, the mean rate with its interval, the distribution.
+fn summary_rates(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    writeln!(
+        o,
+        "\nsummary: pid {} ({}), backend {}, ended by {}",
+        s.pid, s.comm, s.backend, s.end_reason
+    )?;
+    let ci = match s.ci95_bytes_per_sec {
+        Some([lo, hi]) => format!(" (95% CI {}/s .. {}/s)", bytes(lo), bytes(hi)),
+        None => String::new(),
+    };
+    writeln!(
+        o,
+        "  dirty rate     {}/s, {} pages/s{}  over {:.1} s in {} intervals",
+        bytes(s.dirty_bytes_per_sec),
+        count(s.dirty_pages_per_sec),
+        ci,
+        s.duration_s,
+        s.intervals
+    )?;
+    match &s.rate_percentiles {
+        Some(r) if s.intervals > 1 => writeln!(
+            o,
+            "  interval rates p50 {}/s, p90 {}/s, p99 {}/s, max {}/s",
+            bytes(r.p50_bytes_per_sec),
+            bytes(r.p90_bytes_per_sec),
+            bytes(r.p99_bytes_per_sec),
+            bytes(r.max_bytes_per_sec)
+        )?,
+        _ => writeln!(o, "  peak interval  {}/s", bytes(s.peak_bytes_per_sec))?,
+    }
+    if let Some(u) = s.unique_pages_total {
+        writeln!(
+            o,
+            "  unique pages   {} ({}) over the whole watch",
+            count(u),
+            bytes(u * s.page_size as f64)
+        )?;
+    }
+    Ok(())
+}
+
+/// The target's memory, the fault counts, everything dropped, zero pages and busy share.
+fn summary_target(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    writeln!(
+        o,
+        "  target         RSS {}, private writable {}",
+        bytes(s.target_rss_bytes as f64),
+        bytes(s.writable_bytes as f64)
+    )?;
+    if let Some(f) = &s.faults {
+        writeln!(
+            o,
+            "  write faults   {} first-touch, {} copy-on-write/protect; {} read faults; {} outside range",
+            count(f.write_not_present as f64),
+            count(f.write_protect as f64),
+            count(f.read as f64),
+            count(f.out_of_range as f64)
+        )?;
+    }
+    writeln!(
+        o,
+        "  dropped        {} (thread map full {}, ring buffer full {}, sampling misses {})",
+        s.dropped_events, s.drops.thread_map_full, s.drops.ringbuf_full, s.drops.sample_misses
+    )?;
+    if let Some(z) = s.zero_page_share {
+        writeln!(
+            o,
+            "  zero pages     {:.1}% of sampled writable pages",
+            z * 100.0
+        )?;
+    }
+    if let Some(b) = s.busy_share {
+        writeln!(
+            o,
+            "  busy share     {:.1}% on CPU (mean over dirtying threads)",
+            b * 100.0
+        )?;
+    }
+    Ok(())
+}
+
+/// The dirty-set growth curve, one line per window length.
+fn summary_growth(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    if s.growth.is_empty() {
+        return Ok(());
+    }
+    writeln!(o, "  dirty-set growth U(window):")?;
+    for g in &s.growth {
+        writeln!(
+            o,
+            "    {:>9.2} s  {:>12} pages  {:>10}  ({} windows)",
+            g.window_s,
+            count(g.unique_pages),
+            bytes(g.unique_pages * s.page_size as f64),
+            g.windows
+        )?;
+    }
+    Ok(())
+}
+
+/// The ten busiest writer threads.
+fn summary_threads(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    if s.threads.is_empty() {
+        return Ok(());
+    }
+    writeln!(o, "  threads (write faults):")?;
+    for t in s.threads.iter().take(10) {
+        let busy = t
+            .busy_share
+            .map(|b| format!(", on CPU {:.0}%", b * 100.0))
+            .unwrap_or_default();
+        writeln!(
+            o,
+            "    {:>8} {:<16} {:>12} {:>5.1}%{}",
+            t.tid,
+            t.comm,
+            count(t.write_faults as f64),
+            t.share * 100.0,
+            busy
+        )?;
+    }
+    if s.threads.len() > 10 {
+        writeln!(o, "    ... {} more threads", s.threads.len() - 10)?;
+    }
+    Ok(())
+}
+
+/// The backend's own figures, and where the profile went.
+fn summary_backend(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    // Every figure of the backend's stats, by field name.
+    let stats = s.backend_stats.as_ref().map(serde_json::to_value);
+    if let Some(Ok(serde_json::Value::Object(m))) = &stats {
+        writeln!(o, "  {} backend:", s.backend)?;
+        for (k, v) in m {
+            writeln!(o, "    {k:<32} {v}")?;
+        }
+    }
+    if let Some(p) = &s.profile_out {
+        writeln!(o, "  profile        written to {p}")?;
+    }
+    Ok(())
 }

@@ -17,6 +17,7 @@
 pub mod combined;
 pub mod ebpf;
 pub mod fault;
+pub mod growth;
 pub mod sample;
 pub mod softdirty;
 
@@ -130,7 +131,7 @@ pub struct FinalReport {
     /// Share of sampled writable pages that were all zeros.
     pub zero_page_share: Option<f64>,
     /// Backend-specific figures (e.g. softdirty's epoch, induced faults, cross-check).
-    pub backend_stats: Option<serde_json::Value>,
+    pub backend_stats: Option<BackendStats>,
     /// Standard deviation of the sum of the intervals' unique pages, when the source
     /// estimates (sampling). A fixed sample's errors repeat from interval to interval, so
     /// this is not the per-interval errors added as if independent.
@@ -138,6 +139,14 @@ pub struct FinalReport {
     /// Whether `threads` attributes the dirtying itself (fault, softdirty) rather than only
     /// write faults next to a rate measured otherwise (sample+fault).
     pub threads_attribute_dirtying: bool,
+}
+
+/// Figures a backend reports about itself. Serialized without a tag: the JSON object is the
+/// backend's own (the summary names the backend beside it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BackendStats {
+    Softdirty(softdirty::SoftDirtyStats),
 }
 
 /// A dirty-tracking backend.

@@ -42,9 +42,10 @@ use migtrace_common::PageEvent;
 
 use super::{
     ebpf::{FaultProbe, ProbeOptions},
-    DirtySource, FinalReport, IntervalReport, SourceOptions,
+    growth::GrowthWindows,
+    BackendStats, DirtySource, FinalReport, IntervalReport, SourceOptions,
 };
-use crate::{error::Error, profile::GrowthPoint, target::page_size};
+use crate::{error::Error, target::page_size};
 
 /// The base tick: epochs are whole multiples of it.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -248,40 +249,8 @@ fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Exact tumbling windows of 2^k epochs over page sets.
-struct Levels {
-    levels: Vec<(HashSet<u64>, u64, crate::estimate::Mean)>,
-}
-
-impl Levels {
-    fn new() -> Levels {
-        Levels {
-            levels: (0..16)
-                .map(|_| (HashSet::new(), 0, Default::default()))
-                .collect(),
-        }
-    }
-
-    fn push(&mut self, epoch: &HashSet<u64>) {
-        for (k, (cur, filled, mean)) in self.levels.iter_mut().enumerate() {
-            cur.extend(epoch.iter().copied());
-            *filled += 1;
-            if *filled == 1 << k {
-                mean.add(cur.len() as f64);
-                cur.clear();
-                *filled = 0;
-            }
-        }
-    }
-
-    /// Drops the windows in progress (after an epoch of another length), keeping the means.
-    fn restart_windows(&mut self) {
-        for (cur, filled, _) in self.levels.iter_mut() {
-            cur.clear();
-            *filled = 0;
-        }
-    }
-}
+/// Window lengths of the growth curve: 1 .. 2^15 epochs.
+const LEVELS: usize = 16;
 
 /// Epoch lengths, in ticks, that divide an interval of `interval_ticks`, up to 1 s.
 fn epoch_choices(interval_ticks: u32) -> Vec<u32> {
@@ -313,7 +282,7 @@ pub struct SoftDirtySource {
     interval_set: HashSet<u64>,
     all: HashSet<u64>,
     threads: HashMap<u32, u64>,
-    levels: Levels,
+    levels: GrowthWindows<HashSet<u64>>,
     mismatch_event_only: u64,
     pagemap_only: u64,
     new_mapping_only: u64,
@@ -392,7 +361,7 @@ impl SoftDirtySource {
             interval_set: HashSet::new(),
             all: HashSet::new(),
             threads: HashMap::new(),
-            levels: Levels::new(),
+            levels: GrowthWindows::new(LEVELS),
             mismatch_event_only: 0,
             pagemap_only: 0,
             new_mapping_only: 0,
@@ -541,22 +510,50 @@ impl SoftDirtySource {
         }
     }
 
-    pub fn stats(&self) -> serde_json::Value {
+    pub fn stats(&self) -> SoftDirtyStats {
         let el = self.started.elapsed().as_secs_f64().max(1e-9);
-        serde_json::json!({
-            "epoch_s": self.epoch_ticks as f64 * TICK.as_secs_f64(),
-            "induced_faults": self.induced,
-            "induced_faults_per_sec": self.induced as f64 / el,
-            "fault_cost_ns": self.fault_ns,
-            "arm_time_s": self.arm_time.as_secs_f64(),
-            "est_target_cpu_overhead_pct": self.overhead_pct,
-            "max_overhead_pct": self.max_overhead,
-            "pagemap_scan_cpu_pct": self.scan_time.as_secs_f64() / el * 100.0,
-            "pages_from_pagemap_only": self.pagemap_only,
-            "new_mapping_pages_without_event": self.new_mapping_only,
-            "events_not_soft_dirty": self.mismatch_event_only,
-        })
+        SoftDirtyStats {
+            epoch_s: self.epoch_ticks as f64 * TICK.as_secs_f64(),
+            induced_faults: self.induced,
+            induced_faults_per_sec: self.induced as f64 / el,
+            fault_cost_ns: self.fault_ns,
+            arm_time_s: self.arm_time.as_secs_f64(),
+            est_target_cpu_overhead_pct: self.overhead_pct,
+            max_overhead_pct: self.max_overhead,
+            pagemap_scan_cpu_pct: self.scan_time.as_secs_f64() / el * 100.0,
+            pages_from_pagemap_only: self.pagemap_only,
+            new_mapping_pages_without_event: self.new_mapping_only,
+            events_not_soft_dirty: self.mismatch_event_only,
+        }
     }
+}
+
+/// What the softdirty backend reports about itself: its epoch, the cost it imposed on the
+/// target, and the cross-check of the fault events against pagemap. Fields are in the
+/// order they are shown (alphabetical, as the output has always listed them).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SoftDirtyStats {
+    /// Time spent write-protecting the target (clear_refs), seconds.
+    pub arm_time_s: f64,
+    /// Epoch length in force at the end, seconds.
+    pub epoch_s: f64,
+    /// Estimated CPU overhead imposed on the target, percent of one CPU.
+    pub est_target_cpu_overhead_pct: f64,
+    /// Fault events whose page pagemap did not show soft-dirty.
+    pub events_not_soft_dirty: u64,
+    /// Calibrated cost of one write-protect fault, nanoseconds.
+    pub fault_cost_ns: f64,
+    /// Write-protect faults the arming caused.
+    pub induced_faults: u64,
+    pub induced_faults_per_sec: f64,
+    /// The overhead budget (`--max-overhead`), percent.
+    pub max_overhead_pct: f64,
+    /// Soft-dirty pages of mappings created during an epoch, with no fault seen.
+    pub new_mapping_pages_without_event: u64,
+    /// CPU spent reading pagemap, percent of one CPU.
+    pub pagemap_scan_cpu_pct: f64,
+    /// Pages pagemap showed soft-dirty without a fault event (kernel-thread writes, THP).
+    pub pages_from_pagemap_only: u64,
 }
 
 impl DirtySource for SoftDirtySource {
@@ -621,7 +618,7 @@ impl DirtySource for SoftDirtySource {
                 );
                 self.epoch_ticks = longer;
                 // The growth curve is per epoch length: start it afresh.
-                self.levels = Levels::new();
+                self.levels = GrowthWindows::new(LEVELS);
             }
         }
         let unique = self.interval_set.len() as f64;
@@ -640,19 +637,7 @@ impl DirtySource for SoftDirtySource {
     fn finish(&mut self) -> Result<FinalReport> {
         self.probe.stop()?;
         let epoch_s = self.epoch_ticks as f64 * TICK.as_secs_f64();
-        let growth = self
-            .levels
-            .levels
-            .iter()
-            .enumerate()
-            .filter_map(|(k, (_, _, m))| {
-                m.get().map(|u| GrowthPoint {
-                    window_s: epoch_s * (1u64 << k) as f64,
-                    unique_pages: u,
-                    windows: m.n,
-                })
-            })
-            .collect();
+        let growth = self.levels.curve(epoch_s);
         let mut threads: Vec<(u32, u64)> = self.threads.iter().map(|(&t, &n)| (t, n)).collect();
         threads.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         Ok(FinalReport {
@@ -660,7 +645,7 @@ impl DirtySource for SoftDirtySource {
             unique_pages_total: Some(self.all.len() as f64),
             threads,
             zero_page_share: None,
-            backend_stats: Some(self.stats()),
+            backend_stats: Some(BackendStats::Softdirty(self.stats())),
             total_pages_sd: None,
             threads_attribute_dirtying: true,
         })
@@ -677,18 +662,5 @@ mod tests {
         assert_eq!(epoch_choices(6), vec![1, 2, 3, 6]);
         assert_eq!(epoch_choices(1), vec![1]);
         assert_eq!(epoch_choices(40), vec![1, 2, 4, 5, 8, 10, 20]);
-    }
-
-    #[test]
-    fn growth_windows_restart_after_a_short_epoch() {
-        let set = |r: std::ops::Range<u64>| r.collect::<HashSet<u64>>();
-        let mut l = Levels::new();
-        l.push(&set(0..10));
-        l.restart_windows();
-        l.push(&set(10..20));
-        l.push(&set(20..30));
-        // Level 1 (two epochs) saw only the contiguous pair after the restart.
-        assert_eq!(l.levels[1].2.get(), Some(20.0));
-        assert_eq!(l.levels[0].2.n, 3);
     }
 }
