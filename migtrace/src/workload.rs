@@ -105,60 +105,21 @@ fn emit<T: Serialize>(v: &T) {
 
 /// Runs the writer until done.
 pub fn run(a: WriterArgs) -> Result<()> {
-    // SAFETY: installing async-signal-safe handlers that store to an atomic.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
+    install_signals();
     let page = page_size() as usize;
     let pages = ((a.wss_mib << 20) as usize / page).max(1);
-    let len = pages * page;
-    // With --thp, map 2 MiB more and start at a 2 MiB boundary so whole huge pages fit.
-    const HUGE: usize = 2 << 20;
-    let map_len = if a.thp { len + HUGE } else { len };
-    // SAFETY: anonymous private mapping, checked for failure below.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            map_len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error()).context("mmap of the working set");
-    }
-    let base = if a.thp {
-        let aligned = (base as usize).next_multiple_of(HUGE) as *mut libc::c_void;
-        // SAFETY: advising our own mapping, inside its bounds.
-        unsafe { libc::madvise(aligned, len, libc::MADV_HUGEPAGE) };
-        aligned
-    } else {
-        // No transparent huge pages: one fault per 4 KiB page keeps the truth simple.
-        // SAFETY: advising our own mapping.
-        unsafe { libc::madvise(base, len, libc::MADV_NOHUGEPAGE) };
-        base
-    };
-    let mem = base as *mut u8;
+    let ws = WorkingSet::map(pages, page, a.thp)?;
     let mut counter: u64 = 1;
-    let write = |i: usize, counter: &mut u64| {
-        // SAFETY: i < pages, so the write is inside the mapping. Volatile so the compiler
-        // keeps every store; the value changes each time so content hashes change.
-        unsafe { std::ptr::write_volatile(mem.add(i * page) as *mut u64, *counter) };
-        *counter += 1;
-    };
     if !a.no_prefault && !matches!(a.pattern, Pattern::Once | Pattern::Churn) {
         for i in 0..pages {
-            write(i, &mut counter);
+            ws.write(i, &mut counter);
         }
     }
     emit(&Ready {
         r#type: "ready",
         pid: std::process::id(),
-        addr: base as u64,
-        len: len as u64,
+        addr: ws.base as u64,
+        len: ws.len as u64,
         pages: pages as u64,
         page_size: page as u64,
     });
@@ -166,95 +127,167 @@ pub fn run(a: WriterArgs) -> Result<()> {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
     }
-
     let start = Instant::now();
-    let mut writes: u64 = 0;
-    if a.pattern == Pattern::Once {
+    let writes = match a.pattern {
+        Pattern::Once => return run_once(&a, &ws, &mut counter, start),
+        Pattern::Churn => {
+            // The working set mapping is not used by churn: give it back first.
+            drop(ws);
+            run_churn(&a, pages, page, start)?
+        }
+        Pattern::Seq | Pattern::Random | Pattern::Hotcold => {
+            run_steady(&a, &ws, &mut counter, start)
+        }
+    };
+    emit(&done(writes, start));
+    Ok(())
+}
+
+fn install_signals() {
+    // SAFETY: installing async-signal-safe handlers that store to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// True until a signal asks to stop or `duration` has passed since `start`.
+fn running(duration: Option<Duration>, start: Instant) -> bool {
+    !STOP.load(Ordering::Relaxed) && duration.is_none_or(|d| start.elapsed() < d)
+}
+
+/// The writer's anonymous working set; unmapped on drop.
+struct WorkingSet {
+    /// The mapping as returned by mmap (what munmap takes).
+    map: *mut libc::c_void,
+    map_len: usize,
+    /// The first page written (2 MiB aligned with THP).
+    base: *mut u8,
+    len: usize,
+    page: usize,
+}
+
+impl WorkingSet {
+    /// Maps `pages` pages; with `thp`, 2 MiB more so that whole huge pages fit from a 2 MiB
+    /// boundary, advised MADV_HUGEPAGE. Without, huge pages are forbidden, so one fault is
+    /// one 4 KiB page.
+    fn map(pages: usize, page: usize, thp: bool) -> Result<WorkingSet> {
+        const HUGE: usize = 2 << 20;
+        let len = pages * page;
+        let map_len = if thp { len + HUGE } else { len };
+        // SAFETY: anonymous private mapping, checked for failure below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of the working set");
+        }
+        let (base, advice) = if thp {
+            let aligned = (map as usize).next_multiple_of(HUGE) as *mut libc::c_void;
+            (aligned, libc::MADV_HUGEPAGE)
+        } else {
+            (map, libc::MADV_NOHUGEPAGE)
+        };
+        // SAFETY: advising our own mapping, inside its bounds.
+        unsafe { libc::madvise(base, len, advice) };
+        Ok(WorkingSet {
+            map,
+            map_len,
+            base: base as *mut u8,
+            len,
+            page,
+        })
+    }
+
+    /// Writes a new value into page `i`, so its content hash changes.
+    fn write(&self, i: usize, counter: &mut u64) {
+        assert!(i * self.page < self.len, "page {i} outside the working set");
+        // SAFETY: inside the mapping (checked above). Volatile so the compiler keeps every
+        // store.
+        unsafe { std::ptr::write_volatile(self.base.add(i * self.page) as *mut u64, *counter) };
+        *counter += 1;
+    }
+}
+
+impl Drop for WorkingSet {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping, which nothing uses after this.
+        unsafe { libc::munmap(self.map, self.map_len) };
+    }
+}
+
+/// `once`: touch every page, report, then idle with the memory mapped until told to stop,
+/// so a watcher sees a quiet target.
+fn run_once(a: &WriterArgs, ws: &WorkingSet, counter: &mut u64, start: Instant) -> Result<()> {
+    let pages = ws.len / ws.page;
+    for i in 0..pages {
+        ws.write(i, counter);
+    }
+    emit(&done(pages as u64, start));
+    while running(a.duration, start) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// `churn`: map, write one byte per page, unmap, as fast as possible. Returns page writes.
+fn run_churn(a: &WriterArgs, pages: usize, page: usize, start: Instant) -> Result<u64> {
+    let mut writes = 0u64;
+    while running(a.duration, start) {
+        let ws = WorkingSet::map(pages, page, false)?;
         for i in 0..pages {
-            write(i, &mut counter);
+            // SAFETY: inside the fresh mapping.
+            unsafe { std::ptr::write_volatile(ws.base.add(i * page), 1) };
         }
-        writes = pages as u64;
-        emit(&done(writes, start));
-        // Stay alive (memory mapped) until told to stop, so a watcher sees a quiet target.
-        while !STOP.load(Ordering::Relaxed) && a.duration.is_none_or(|d| start.elapsed() < d) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        return Ok(());
+        writes += pages as u64;
     }
+    Ok(writes)
+}
 
-    if a.pattern == Pattern::Churn {
-        // SAFETY: the working set mapping is not used by churn; drop it.
-        unsafe { libc::munmap(base, len) };
-        while !STOP.load(Ordering::Relaxed) && a.duration.is_none_or(|d| start.elapsed() < d) {
-            // SAFETY: a fresh private anonymous mapping, written inside its bounds, unmapped.
-            unsafe {
-                let m = libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                );
-                if m == libc::MAP_FAILED {
-                    return Err(std::io::Error::last_os_error()).context("mmap");
-                }
-                let p = m as *mut u8;
-                for i in 0..pages {
-                    std::ptr::write_volatile(p.add(i * page), 1);
-                }
-                libc::munmap(m, len);
-            }
-            writes += pages as u64;
-        }
-        emit(&done(writes, start));
-        return Ok(());
-    }
-
+/// `seq`, `random`, `hotcold`: paced by wall-clock time, every millisecond writing what is
+/// due. Returns page writes.
+fn run_steady(a: &WriterArgs, ws: &WorkingSet, counter: &mut u64, start: Instant) -> u64 {
+    let pages = ws.len / ws.page;
     let mut rng = SmallRng::seed_from_u64(a.seed);
-    let rate = a.rate_mib * (1u64 << 20) as f64 / page as f64; // pages per second
+    let rate = a.rate_mib * (1u64 << 20) as f64 / ws.page as f64; // pages per second
     let hot = ((pages as f64 * a.hot_frac) as usize).clamp(1, pages);
     let mut seq = 0usize;
     let mut next = |rng: &mut SmallRng| -> usize {
         match a.pattern {
-            Pattern::Seq => {
+            Pattern::Random => rng.gen_range(0..pages),
+            Pattern::Hotcold if rng.gen_bool(a.hot_share.clamp(0.0, 1.0)) => rng.gen_range(0..hot),
+            Pattern::Hotcold => rng.gen_range(0..pages),
+            _ => {
                 let i = seq;
                 seq = (seq + 1) % pages;
                 i
             }
-            Pattern::Random => rng.gen_range(0..pages),
-            Pattern::Hotcold => {
-                if rng.gen_bool(a.hot_share.clamp(0.0, 1.0)) {
-                    rng.gen_range(0..hot)
-                } else {
-                    rng.gen_range(0..pages)
-                }
-            }
-            Pattern::Once | Pattern::Churn => unreachable!("handled above"),
         }
     };
-    // Paced by wall-clock time: every millisecond, write what is due.
-    while !STOP.load(Ordering::Relaxed) {
+    let mut writes: u64 = 0;
+    while running(a.duration, start) {
         let t = start.elapsed();
-        if a.duration.is_some_and(|d| t >= d) {
-            break;
-        }
         let due = if rate > 0.0 {
             (rate * t.as_secs_f64()) as u64
         } else {
             writes + 4096
         };
         while writes < due {
-            let i = next(&mut rng);
-            write(i, &mut counter);
+            ws.write(next(&mut rng), counter);
             writes += 1;
         }
         if rate > 0.0 {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    emit(&done(writes, start));
-    Ok(())
+    writes
 }
 
 fn done(writes: u64, start: Instant) -> Done {
