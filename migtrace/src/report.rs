@@ -69,6 +69,10 @@ pub struct Interval {
     pub faults: Option<FaultCounts>,
     pub drops: Drops,
     pub sample: Option<SampleInfo>,
+    /// The sample was too small for the requested precision and was grown after this
+    /// interval: shown, but left out of the summary with every interval before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warmup: bool,
 }
 
 /// Per-thread line of the summary.

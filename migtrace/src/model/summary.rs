@@ -8,14 +8,25 @@ use crate::{
     target::ThreadTime,
 };
 
-/// Accumulates intervals into the summary's rate statistics.
-pub struct Totals {
-    /// Distribution of interval dirty rates, pages per second (3 significant digits).
-    rates: hdrhistogram::Histogram<u64>,
-    intervals: u64,
-    measured_s: f64,
+/// One measured interval as the summary counts it.
+#[derive(Clone, Copy, Debug)]
+struct Measured {
     pages: f64,
-    peak: f64,
+    dur: f64,
+    pps: f64,
+}
+
+/// Accumulates intervals into the summary's rate statistics.
+///
+/// Warm-up: a sampling source reports `warmup` on an interval after which it had to grow
+/// its sample (the first estimates of a large target come from a sample too small for the
+/// requested precision). That interval and every one before it are shown but left out of
+/// the summary's rate, interval and percentiles, and the summary says how many. If every
+/// interval was warm-up, they are all kept (there is nothing better) and the summary says so.
+pub struct Totals {
+    measured: Vec<Measured>,
+    /// The first `warmup` entries of `measured` are warm-up.
+    warmup: usize,
     /// Length of a full interval, seconds: shorter (partial) intervals do not enter the
     /// percentiles and the peak, where a few pages over a few milliseconds would distort.
     interval_s: f64,
@@ -28,11 +39,8 @@ impl Totals {
     /// Totals for intervals of `interval_s` seconds over pages of `page` bytes.
     pub fn new(interval_s: f64, page: u64) -> Totals {
         Totals {
-            rates: hdrhistogram::Histogram::new(3).expect("3 significant digits is valid"),
-            intervals: 0,
-            measured_s: 0.0,
-            pages: 0.0,
-            peak: 0.0,
+            measured: Vec::new(),
+            warmup: 0,
             interval_s,
             faults: None,
             drops: Drops::default(),
@@ -40,9 +48,27 @@ impl Totals {
         }
     }
 
-    /// Number of intervals with a measured rate.
+    /// The intervals the summary counts: all but the warm-up, unless that is all there is.
+    fn counted(&self) -> &[Measured] {
+        if self.warmup < self.measured.len() {
+            &self.measured[self.warmup..]
+        } else {
+            &self.measured
+        }
+    }
+
+    /// Number of intervals the summary counts.
     pub fn intervals(&self) -> u64 {
-        self.intervals
+        self.counted().len() as u64
+    }
+
+    /// Warm-up intervals left out of the summary (0 when they had to be kept).
+    pub fn warmup_excluded(&self) -> usize {
+        if self.warmup < self.measured.len() {
+            self.warmup
+        } else {
+            0
+        }
     }
 
     /// Adds one interval's report. `wall_s` is the wall time since the previous interval
@@ -61,13 +87,13 @@ impl Totals {
             return None;
         }
         let pps = if dur > 0.0 { r.unique_pages / dur } else { 0.0 };
-        self.intervals += 1;
-        self.measured_s += dur;
-        self.pages += r.unique_pages;
-        if dur >= self.interval_s / 2.0 {
-            self.peak = self.peak.max(pps);
-            // Auto-resizing histogram: recording cannot fail for finite non-negative rates.
-            let _ = self.rates.record(pps.max(0.0).round() as u64);
+        self.measured.push(Measured {
+            pages: r.unique_pages,
+            dur,
+            pps,
+        });
+        if r.warmup {
+            self.warmup = self.measured.len();
         }
         Some(Interval {
             t_s,
@@ -81,38 +107,65 @@ impl Totals {
             faults: r.faults,
             drops: r.drops,
             sample: r.sample,
+            warmup: r.warmup,
         })
     }
 
-    /// Mean rate over the measured time, pages per second.
-    fn rate_pages(&self) -> f64 {
-        if self.measured_s > 0.0 {
-            self.pages / self.measured_s
-        } else {
-            0.0
+    /// Mean rate over the measured time, pages per second, and that time.
+    fn rate_pages(&self) -> (f64, f64) {
+        let (mut pages, mut secs) = (0.0, 0.0);
+        for m in self.counted() {
+            secs += m.dur;
+            pages += m.pages;
         }
+        let rate = if secs > 0.0 { pages / secs } else { 0.0 };
+        (rate, secs)
+    }
+
+    /// Sum of the counted intervals' unique pages.
+    fn pages(&self) -> f64 {
+        self.counted().iter().fold(0.0, |a, m| a + m.pages)
     }
 
     /// The run's 95 % interval of the rate, bytes per second, from the standard deviation
     /// of the summed pages (sampling backends).
     fn ci95(&self, total_pages_sd: Option<f64>) -> Option<[f64; 2]> {
         let page = self.page as f64;
-        total_pages_sd.filter(|_| self.intervals > 0).map(|sd| {
-            let half = 1.96 * sd / self.measured_s.max(1e-9) * page;
-            let r = self.rate_pages() * page;
+        let (rate, secs) = self.rate_pages();
+        total_pages_sd.filter(|_| self.intervals() > 0).map(|sd| {
+            let half = 1.96 * sd / secs.max(1e-9) * page;
+            let r = rate * page;
             [(r - half).max(0.0), r + half]
         })
     }
 
+    /// Rates of the full-length counted intervals (partial ones would distort the peak).
+    fn full_rates(&self) -> impl Iterator<Item = f64> + '_ {
+        self.counted()
+            .iter()
+            .filter(|m| m.dur >= self.interval_s / 2.0)
+            .map(|m| m.pps)
+    }
+
+    fn peak(&self) -> f64 {
+        self.full_rates().fold(0.0, f64::max)
+    }
+
+    /// Percentiles of the interval rates (hdrhistogram, 3 significant digits).
     fn percentiles(&self) -> Option<RatePercentiles> {
         let page = self.page as f64;
-        (!self.rates.is_empty()).then(|| {
-            let q = |p: f64| self.rates.value_at_quantile(p) as f64 * page;
+        let mut rates = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits");
+        for pps in self.full_rates() {
+            // Auto-resizing histogram: recording cannot fail for finite non-negative rates.
+            let _ = rates.record(pps.max(0.0).round() as u64);
+        }
+        (!rates.is_empty()).then(|| {
+            let q = |p: f64| rates.value_at_quantile(p) as f64 * page;
             RatePercentiles {
                 p50_bytes_per_sec: q(0.5),
                 p90_bytes_per_sec: q(0.9),
                 p99_bytes_per_sec: q(0.99),
-                max_bytes_per_sec: self.rates.max() as f64 * page,
+                max_bytes_per_sec: rates.max() as f64 * page,
             }
         })
     }
@@ -158,23 +211,24 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
     );
     let threads = thread_lines(&inp, &busy);
     let busy_share = mean_busy_share(&threads, &busy, inp.fin.threads_attribute_dirtying);
-    let rate_pages = t.rate_pages();
+    let (rate_pages, _) = t.rate_pages();
     let mut caveats = inp.caveats;
-    if inp.end == EndReason::TargetExited && t.intervals == 0 {
+    if inp.end == EndReason::TargetExited && t.intervals() == 0 {
         caveats.push("the target exited before a full interval was measured".into());
     }
+    caveats.extend(warmup_caveat(t));
     Summary {
         pid: inp.pid,
         comm: inp.comm,
         backend: inp.backend,
         end_reason: inp.end,
         duration_s: inp.duration_s,
-        intervals: t.intervals,
-        dirty_pages: t.pages,
+        intervals: t.intervals(),
+        dirty_pages: t.pages(),
         dirty_pages_per_sec: rate_pages,
         dirty_bytes_per_sec: rate_pages * page as f64,
         ci95_bytes_per_sec: t.ci95(inp.fin.total_pages_sd),
-        peak_bytes_per_sec: t.peak * page as f64,
+        peak_bytes_per_sec: t.peak() * page as f64,
         rate_percentiles: t.percentiles(),
         unique_pages_total: inp.fin.unique_pages_total,
         target_rss_bytes: inp.last.rss,
@@ -190,6 +244,20 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
         caveats,
         backend_stats: inp.fin.backend_stats.clone(),
         profile_out: inp.profile_out,
+    }
+}
+
+/// What the summary says about warm-up intervals, if there were any.
+fn warmup_caveat(t: &Totals) -> Option<String> {
+    match (t.warmup, t.warmup_excluded()) {
+        (0, _) => None,
+        (_, 0) => Some(format!(
+            "all {} intervals were sample warm-up (the sample was still being sized): the rate is less precise than requested",
+            t.warmup
+        )),
+        (_, n) => Some(format!(
+            "the first {n} interval(s) sized the sample (warm-up) and are left out of the summary's rate and percentiles"
+        )),
     }
 }
 
@@ -284,7 +352,7 @@ mod tests {
         t.add(&full, 1.0, 1.0).unwrap();
         let s = t.add(&short, 0.1, 1.1).unwrap();
         assert_eq!(s.dirty_pages_per_sec, 1000.0);
-        assert_eq!(t.peak, 100.0);
+        assert_eq!(t.peak(), 100.0);
         assert_eq!(t.percentiles().unwrap().max_bytes_per_sec, 100.0 * 4096.0);
     }
 
@@ -302,5 +370,31 @@ mod tests {
         assert!(t.add(&r, 1.0, 1.0).is_none());
         assert_eq!(t.intervals(), 0);
         assert_eq!(t.faults.unwrap().write_not_present, 7);
+    }
+
+    fn interval(pages: f64, warmup: bool) -> IntervalReport {
+        IntervalReport {
+            measured: true,
+            unique_pages: pages,
+            warmup,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn warmup_intervals_leave_the_summary_unless_they_are_all() {
+        let mut t = Totals::new(1.0, 4096);
+        t.add(&interval(10.0, false), 1.0, 1.0);
+        t.add(&interval(20.0, true), 1.0, 2.0);
+        assert_eq!(t.intervals(), 2, "all warm-up: kept");
+        assert_eq!(t.warmup_excluded(), 0);
+        assert!(warmup_caveat(&t).unwrap().starts_with("all 2"));
+        t.add(&interval(100.0, false), 1.0, 3.0);
+        t.add(&interval(110.0, false), 1.0, 4.0);
+        assert_eq!(t.intervals(), 2);
+        assert_eq!(t.warmup_excluded(), 2);
+        assert_eq!(t.rate_pages().0, 105.0);
+        assert_eq!(t.peak(), 110.0);
+        assert!(warmup_caveat(&t).unwrap().contains("first 2 interval"));
     }
 }

@@ -7,11 +7,17 @@ use crate::units::fmt_bytes as bytes;
 pub struct TerminalSink<W: Write> {
     out: W,
     lines: u64,
+    /// Caveats already shown in the header: the summary adds only new ones.
+    shown: Vec<String>,
 }
 
 impl<W: Write> TerminalSink<W> {
     pub fn new(out: W) -> Self {
-        TerminalSink { out, lines: 0 }
+        TerminalSink {
+            out,
+            lines: 0,
+            shown: Vec::new(),
+        }
     }
 }
 
@@ -43,6 +49,7 @@ impl<W: Write> Sink for TerminalSink<W> {
         for c in &s.caveats {
             let _ = writeln!(o, "  note: {c}");
         }
+        self.shown = s.caveats.clone();
         for w in &s.warnings {
             let _ = writeln!(o, "  warning: {w}");
         }
@@ -77,13 +84,18 @@ impl<W: Write> Sink for TerminalSink<W> {
         };
         let _ = writeln!(
             o,
-            "{:>6.1}s {:>12} {:>10}/s {:>10} {:>22} {:>6}",
+            "{:>6.1}s {:>12} {:>10}/s {:>10} {:>22} {:>6}{}",
             i.t_s,
             count(i.dirty_pages_per_sec),
             bytes(i.dirty_bytes_per_sec),
             ci,
             faults,
-            i.drops.total()
+            i.drops.total(),
+            if i.warmup {
+                "  warm-up: sample grown, not in summary"
+            } else {
+                ""
+            }
         );
         let _ = o.flush();
     }
@@ -95,6 +107,9 @@ impl<W: Write> Sink for TerminalSink<W> {
             .and_then(|()| summary_growth(o, s))
             .and_then(|()| summary_threads(o, s))
             .and_then(|()| summary_backend(o, s));
+        for c in s.caveats.iter().filter(|c| !self.shown.contains(c)) {
+            let _ = writeln!(o, "  note: {c}");
+        }
         let _ = o.flush();
     }
 }

@@ -88,6 +88,7 @@ impl DirtySource for FaultSource {
             faults: Some(faults),
             drops,
             sample: None,
+            warmup: false,
         })
     }
 

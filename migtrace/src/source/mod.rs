@@ -117,6 +117,10 @@ pub struct IntervalReport {
     pub faults: Option<FaultCounts>,
     pub drops: Drops,
     pub sample: Option<SampleInfo>,
+    /// The sampler grew its sample after this interval because the estimate was less
+    /// precise than asked: the summary leaves this interval and those before it out.
+    #[serde(default)]
+    pub warmup: bool,
 }
 
 /// What a source knows at the end of a watch.

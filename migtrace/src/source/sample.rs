@@ -351,6 +351,61 @@ fn index_to_addrs(regions: &[Region], idx: &[u64], page: u64) -> Vec<u64> {
     out
 }
 
+impl SampleSource {
+    /// Growth curve: compares the newest snapshot with those 1, 2, 4, ... intervals back.
+    fn update_lags(&mut self) {
+        let pop = self.population as f64;
+        let last = self.history.len() - 1;
+        for (j, m) in self.lags.iter_mut().enumerate() {
+            let lag = 1usize << j;
+            if lag > last {
+                break;
+            }
+            let (v, c) = count_changes(
+                &self.history[last - lag],
+                &self.history[last],
+                self.hzero,
+                |_| {},
+            );
+            if v > 0 {
+                m.add(c as f64 / v as f64 * pop);
+            }
+        }
+        while self.history.len() > MAX_LAG + 1 {
+            self.history.pop_front();
+        }
+    }
+
+    /// Resizes the sample during the first intervals (to reach `--sample-error` at the
+    /// share `p` of changed pages, `k` of them seen), or redraws it when the memory map
+    /// changed a lot. Returns true when the sample had to grow: the intervals so far were
+    /// measured less precisely than asked, so they are warm-up, and their variance leaves
+    /// the run's confidence interval with them.
+    fn adapt(&mut self, p: f64, k: u64) -> Result<bool> {
+        let wanted = if self.fixed_n.is_none() && self.intervals <= ADAPT_INTERVALS && k > 0 {
+            let n = sample_size_for(p, self.rel_error).ceil() as u64;
+            Some(n.clamp(MIN_PAGES, MAX_PAGES).min(self.population))
+        } else {
+            None
+        };
+        let cur_n = self.addrs.len() as u64;
+        let resize = wanted.filter(|&w| w > cur_n + cur_n / 4 || w < cur_n / 2);
+        let grew = resize.is_some_and(|n| n > cur_n);
+        if grew {
+            self.done_var = 0.0;
+            self.changes.fill(0);
+        }
+        if resize.is_some() || self.map_changed()? {
+            let n = resize.unwrap_or(cur_n);
+            log::debug!("redrawing the sample: {cur_n} -> {n} pages");
+            self.draw(n)?;
+            let (base, _) = self.snapshot()?;
+            self.history.push_back(base);
+        }
+        Ok(grew)
+    }
+}
+
 impl DirtySource for SampleSource {
     fn name(&self) -> &'static str {
         "sample"
@@ -389,7 +444,7 @@ impl DirtySource for SampleSource {
             0.0
         };
         let (lo, hi) = wilson(k, valid, 1.96);
-        let report = IntervalReport {
+        let mut report = IntervalReport {
             measured: true,
             window: Some(self.last_mid.duration_since(start_mid)),
             unique_pages: p * pop,
@@ -404,45 +459,11 @@ impl DirtySource for SampleSource {
                 changed: k,
                 population: self.population,
             }),
+            warmup: false,
         };
-        // Growth curve: compare with snapshots 1, 2, 4, ... intervals back.
         self.history.push_back(cur);
-        let last = self.history.len() - 1;
-        for (j, m) in self.lags.iter_mut().enumerate() {
-            let lag = 1usize << j;
-            if lag > last {
-                break;
-            }
-            let (v, c) = count_changes(
-                &self.history[last - lag],
-                &self.history[last],
-                self.hzero,
-                |_| {},
-            );
-            if v > 0 {
-                m.add(c as f64 / v as f64 * pop);
-            }
-        }
-        while self.history.len() > MAX_LAG + 1 {
-            self.history.pop_front();
-        }
-
-        // Resize the sample early on, or redraw when the memory map changed a lot.
-        let wanted = if self.fixed_n.is_none() && self.intervals <= ADAPT_INTERVALS && k > 0 {
-            let n = sample_size_for(p, self.rel_error).ceil() as u64;
-            Some(n.clamp(MIN_PAGES, MAX_PAGES).min(self.population))
-        } else {
-            None
-        };
-        let cur_n = self.addrs.len() as u64;
-        let resize = wanted.filter(|&w| w > cur_n + cur_n / 4 || w < cur_n / 2);
-        if resize.is_some() || self.map_changed()? {
-            let n = resize.unwrap_or(cur_n);
-            log::debug!("redrawing the sample: {cur_n} -> {n} pages");
-            self.draw(n)?;
-            let (base, _) = self.snapshot()?;
-            self.history.push_back(base);
-        }
+        self.update_lags();
+        report.warmup = self.adapt(p, k)?;
         Ok(report)
     }
 

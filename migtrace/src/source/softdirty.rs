@@ -631,6 +631,7 @@ impl DirtySource for SoftDirtySource {
             faults: Some(faults),
             drops,
             sample: None,
+            warmup: false,
         })
     }
 
