@@ -190,7 +190,7 @@ pub fn run(args: &[&str]) -> Output {
         .expect("run migtrace")
 }
 
-/// The summary fields the issue promises, all present and of the right type.
+/// The summary fields every watch writes, all present and of the right type.
 pub fn assert_complete_summary(s: &Value) {
     assert_eq!(s["type"], "summary", "{s}");
     for f in ["dirty_bytes_per_sec", "dirty_pages", "duration_s"] {
