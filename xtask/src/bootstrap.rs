@@ -40,30 +40,17 @@ impl EbpfToolchain {
     }
 }
 
-/// Makes sure nightly + rust-src + bpf-linker are there; returns where bpf-linker is.
+/// Nightly components the eBPF crate needs: rust-src for `-Z build-std=core`, rustfmt and
+/// clippy for the checks of `cargo xtask test`.
+const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "rustfmt", "clippy"];
+
+/// Makes sure nightly, its components and bpf-linker are there; returns where bpf-linker is.
 pub fn ensure_ebpf_toolchain() -> Result<EbpfToolchain> {
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context(
         "the nightly toolchain is missing: it is needed to build the eBPF programs (rustup toolchain install nightly)",
     )?;
     let sysroot = PathBuf::from(sysroot.trim());
-    let comps = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))?;
-    if !comps.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("xtask: installing the nightly rust-src component");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))
-        .context("could not add rust-src (rustup component add rust-src --toolchain nightly)")?;
-    }
+    ensure_nightly_components()?;
 
     let tc = root().join("target/bpf-toolchain");
     let bin_dir = tc.join("bin");
@@ -81,6 +68,38 @@ pub fn ensure_ebpf_toolchain() -> Result<EbpfToolchain> {
         build_bpf_linker(&sysroot, &tc)?;
     }
     Ok(EbpfToolchain { bin_dir })
+}
+
+/// Adds the missing [`NIGHTLY_COMPONENTS`] to the nightly toolchain.
+fn ensure_nightly_components() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    // Installed components are listed as `rust-src` or `clippy-x86_64-unknown-linux-gnu`.
+    let missing: Vec<&str> = NIGHTLY_COMPONENTS
+        .iter()
+        .copied()
+        .filter(|c| {
+            !installed
+                .lines()
+                .any(|l| l == *c || l.starts_with(&format!("{c}-")))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    eprintln!("xtask: installing the nightly components {list}");
+    run(Command::new("rustup")
+        .args(["component", "add", "--toolchain", "nightly"])
+        .args(&missing))
+    .with_context(|| {
+        format!("could not add {list} (rustup component add --toolchain nightly {list})")
+    })
 }
 
 /// Builds bpf-linker against the nightly's libLLVM: a folder whose `lib/` links to the

@@ -77,18 +77,40 @@ fn cargo() -> Command {
     c
 }
 
-fn build_ebpf() -> Result<()> {
-    let tc = bootstrap::ensure_ebpf_toolchain()?;
-    let dir = root().join("migtrace-ebpf");
+/// cargo in `migtrace-ebpf/` with the nightly toolchain and the cached bpf-linker on PATH.
+/// The target (`bpfel-unknown-none`) and `-Z build-std=core` come from
+/// `migtrace-ebpf/.cargo/config.toml`, so every cargo command there builds for the kernel.
+fn ebpf_cargo(tc: &bootstrap::EbpfToolchain, args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
-    c.current_dir(&dir)
+    c.current_dir(root().join("migtrace-ebpf"))
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env("CARGO_TARGET_DIR", root().join("target/ebpf"))
         .env("PATH", tc.path_with_linker())
-        .args(["+nightly", "build", "--release"]);
-    sys::run(&mut c).context("building the eBPF programs")
+        .arg("+nightly")
+        .args(args);
+    c
+}
+
+fn build_ebpf() -> Result<()> {
+    build_ebpf_with(&bootstrap::ensure_ebpf_toolchain()?)
+}
+
+fn build_ebpf_with(tc: &bootstrap::EbpfToolchain) -> Result<()> {
+    sys::run(&mut ebpf_cargo(tc, &["build", "--release"])).context("building the eBPF programs")
+}
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` of the eBPF crate, which the host
+/// workspace's checks do not reach (it is its own workspace, built for another target).
+fn check_ebpf(tc: &bootstrap::EbpfToolchain) -> Result<()> {
+    sys::run(&mut ebpf_cargo(tc, &["fmt", "--", "--check"]))
+        .context("run `cargo +nightly fmt` in migtrace-ebpf to fix formatting")?;
+    sys::run(&mut ebpf_cargo(
+        tc,
+        &["clippy", "--release", "--", "-D", "warnings"],
+    ))
+    .context("clippy found problems in migtrace-ebpf")
 }
 
 fn build() -> Result<()> {
@@ -153,7 +175,8 @@ fn test() -> Result<()> {
         bail!("the test suite loads eBPF programs and reads other processes' memory: run it as root (sudo -E cargo xtask test)");
     }
     sys::ensure_packages(bootstrap::TEST_PACKAGES, "the test suite")?;
-    build_ebpf()?;
+    let tc = bootstrap::ensure_ebpf_toolchain()?;
+    build_ebpf_with(&tc)?;
     eprintln!("xtask: checking formatting and lints");
     sys::run(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("run `cargo fmt --all` to fix formatting")?;
@@ -165,6 +188,7 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    check_ebpf(&tc)?;
     eprintln!("xtask: unit and end-to-end tests");
     // Release binary for the end-to-end tests: rates and fault counts are measured against
     // a real writer, and a debug build would make the measuring side the bottleneck.
