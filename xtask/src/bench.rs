@@ -147,8 +147,13 @@ fn median(v: &mut [f64]) -> f64 {
 pub fn run(rounds: usize, seconds: f64) -> Result<()> {
     // bpftrace resolves tracepoints through tracefs, which is not mounted at boot here.
     if !std::path::Path::new("/sys/kernel/tracing/events").exists() {
-        crate::run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
-            .context("mounting tracefs for bpftrace")?;
+        crate::sys::run(Command::new("mount").args([
+            "-t",
+            "tracefs",
+            "tracefs",
+            "/sys/kernel/tracing",
+        ]))
+        .context("mounting tracefs for bpftrace")?;
     }
     let kinds = ["A", "B", "C"];
     let names = [

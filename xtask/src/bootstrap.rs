@@ -1,8 +1,8 @@
 //! Idempotent bootstrap of the build and test prerequisites:
 //! - the nightly toolchain's `rust-src` (for `-Z build-std=core` on the BPF target);
 //! - `bpf-linker`, built from crates.io against the nightly's own LLVM (no prebuilt binary
-//!   can be downloaded here; see `../shared/PLATFORM.md`), cached in `target/bpf-toolchain/`;
-//! - Debian packages the tests use.
+//!   can be downloaded here; see `docs/platform.md`), cached in `target/bpf-toolchain/`;
+//! - the list of Debian packages the tests use (installed by [`crate::sys::ensure_packages`]).
 //!
 //! Each step checks first and does nothing when already satisfied. A failure names what is
 //! missing and the command that fixes it.
@@ -12,9 +12,12 @@ use std::{
     process::{Command, Stdio},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::{root, run};
+use crate::{
+    root,
+    sys::{output, run},
+};
 
 /// bpf-linker release built against LLVM 22 (the nightly's).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -37,42 +40,17 @@ impl EbpfToolchain {
     }
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("starting {shown}"))?;
-    if !out.status.success() {
-        bail!("{shown} failed with {}", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+/// Nightly components the eBPF crate needs: rust-src for `-Z build-std=core`, rustfmt and
+/// clippy for the checks of `cargo xtask test`.
+const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "rustfmt", "clippy"];
 
-/// Makes sure nightly + rust-src + bpf-linker are there; returns where bpf-linker is.
+/// Makes sure nightly, its components and bpf-linker are there; returns where bpf-linker is.
 pub fn ensure_ebpf_toolchain() -> Result<EbpfToolchain> {
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context(
         "the nightly toolchain is missing: it is needed to build the eBPF programs (rustup toolchain install nightly)",
     )?;
     let sysroot = PathBuf::from(sysroot.trim());
-    let comps = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))?;
-    if !comps.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("xtask: installing the nightly rust-src component");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))
-        .context("could not add rust-src (rustup component add rust-src --toolchain nightly)")?;
-    }
+    ensure_nightly_components()?;
 
     let tc = root().join("target/bpf-toolchain");
     let bin_dir = tc.join("bin");
@@ -90,6 +68,38 @@ pub fn ensure_ebpf_toolchain() -> Result<EbpfToolchain> {
         build_bpf_linker(&sysroot, &tc)?;
     }
     Ok(EbpfToolchain { bin_dir })
+}
+
+/// Adds the missing [`NIGHTLY_COMPONENTS`] to the nightly toolchain.
+fn ensure_nightly_components() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    // Installed components are listed as `rust-src` or `clippy-x86_64-unknown-linux-gnu`.
+    let missing: Vec<&str> = NIGHTLY_COMPONENTS
+        .iter()
+        .copied()
+        .filter(|c| {
+            !installed
+                .lines()
+                .any(|l| l == *c || l.starts_with(&format!("{c}-")))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    eprintln!("xtask: installing the nightly components {list}");
+    run(Command::new("rustup")
+        .args(["component", "add", "--toolchain", "nightly"])
+        .args(&missing))
+    .with_context(|| {
+        format!("could not add {list} (rustup component add --toolchain nightly {list})")
+    })
 }
 
 /// Builds bpf-linker against the nightly's libLLVM: a folder whose `lib/` links to the
@@ -143,34 +153,4 @@ fn build_bpf_linker(sysroot: &Path, tc: &Path) -> Result<()> {
             &format!("llvm-{major}"),
         ]))
     .context("building bpf-linker failed (needs crates.io and a nightly toolchain with libLLVM)")
-}
-
-fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
-}
-
-/// Installs missing Debian packages (apt-get update first, only when something is missing).
-pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !installed(p)).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let cmdline = format!("apt-get update && apt-get install -y {}", missing.join(" "));
-    if !crate::is_root_pub() {
-        bail!(
-            "missing Debian packages: {}; install them with: sudo sh -c '{cmdline}'",
-            missing.join(", ")
-        );
-    }
-    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-q"])).context("apt-get update")?;
-    run(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-q"])
-        .args(&missing))
-    .with_context(|| format!("could not install {} ({cmdline})", missing.join(", ")))
 }

@@ -6,6 +6,7 @@
 //! set up the checks take well under a second.
 mod bench;
 mod bootstrap;
+mod sys;
 mod vm;
 
 use std::{path::PathBuf, process::Command};
@@ -70,55 +71,51 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs a command, failing with its command line when it fails.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let st = cmd.status().with_context(|| format!("starting {shown}"))?;
-    if !st.success() {
-        bail!("{shown} failed with {st}");
-    }
-    Ok(())
-}
-
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
 }
 
-fn build_ebpf() -> Result<()> {
-    let tc = bootstrap::ensure_ebpf_toolchain()?;
-    let dir = root().join("migtrace-ebpf");
+/// cargo in `migtrace-ebpf/` with the nightly toolchain and the cached bpf-linker on PATH.
+/// The target (`bpfel-unknown-none`) and `-Z build-std=core` come from
+/// `migtrace-ebpf/.cargo/config.toml`, so every cargo command there builds for the kernel.
+fn ebpf_cargo(tc: &bootstrap::EbpfToolchain, args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
-    c.current_dir(&dir)
+    c.current_dir(root().join("migtrace-ebpf"))
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env("CARGO_TARGET_DIR", root().join("target/ebpf"))
         .env("PATH", tc.path_with_linker())
-        .args(["+nightly", "build", "--release"]);
-    run(&mut c).context("building the eBPF programs")
+        .arg("+nightly")
+        .args(args);
+    c
+}
+
+fn build_ebpf() -> Result<()> {
+    build_ebpf_with(&bootstrap::ensure_ebpf_toolchain()?)
+}
+
+fn build_ebpf_with(tc: &bootstrap::EbpfToolchain) -> Result<()> {
+    sys::run(&mut ebpf_cargo(tc, &["build", "--release"])).context("building the eBPF programs")
+}
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` of the eBPF crate, which the host
+/// workspace's checks do not reach (it is its own workspace, built for another target).
+fn check_ebpf(tc: &bootstrap::EbpfToolchain) -> Result<()> {
+    sys::run(&mut ebpf_cargo(tc, &["fmt", "--", "--check"]))
+        .context("run `cargo +nightly fmt` in migtrace-ebpf to fix formatting")?;
+    sys::run(&mut ebpf_cargo(
+        tc,
+        &["clippy", "--release", "--", "-D", "warnings"],
+    ))
+    .context("clippy found problems in migtrace-ebpf")
 }
 
 fn build() -> Result<()> {
     build_ebpf()?;
-    run(cargo().args(["build", "--release", "-p", "migtrace"]))
-}
-
-pub fn is_root_pub() -> bool {
-    is_root()
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Uid:")
-                    .map(|v| v.split_whitespace().nth(1) == Some("0"))
-            })
-        })
-        .unwrap_or(false)
+    sys::run(cargo().args(["build", "--release", "-p", "migtrace"]))
 }
 
 fn main() -> Result<()> {
@@ -126,7 +123,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Setup => {
             bootstrap::ensure_ebpf_toolchain()?;
-            bootstrap::ensure_packages(bootstrap::TEST_PACKAGES)?;
+            sys::ensure_packages(bootstrap::TEST_PACKAGES, "the test suite")?;
             Ok(())
         }
         Cmd::BuildEbpf => build_ebpf(),
@@ -137,11 +134,11 @@ fn main() -> Result<()> {
             if let Err(e) = build_ebpf() {
                 eprintln!("xtask: the eBPF programs could not be built ({e:#}); the demo runs with sampling only");
             }
-            run(cargo().args(["build", "--release", "-p", "migtrace"]))?;
+            sys::run(cargo().args(["build", "--release", "-p", "migtrace"]))?;
             let bin = root().join("target/release/migtrace");
-            let mut c = if is_root() {
+            let mut c = if sys::is_root() {
                 Command::new(&bin)
-            } else if which("sudo") {
+            } else if sys::which("sudo").is_some() {
                 eprintln!("xtask: the eBPF part of the demo needs root; running it with sudo");
                 let mut c = Command::new("sudo");
                 c.arg(&bin);
@@ -152,7 +149,7 @@ fn main() -> Result<()> {
                 );
                 Command::new(&bin)
             };
-            run(c.arg("demo").args(args))
+            sys::run(c.arg("demo").args(args))
         }
         Cmd::Test => test(),
         Cmd::Vmtest {
@@ -167,28 +164,23 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { rounds, seconds } => {
             build()?;
-            bootstrap::ensure_packages(&["bpftrace"])?;
+            sys::ensure_packages(&["bpftrace"], "the benchmark")?;
             bench::run(rounds, seconds)
         }
     }
 }
 
-pub fn which(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
-}
-
 fn test() -> Result<()> {
-    if !is_root() {
+    if !sys::is_root() {
         bail!("the test suite loads eBPF programs and reads other processes' memory: run it as root (sudo -E cargo xtask test)");
     }
-    bootstrap::ensure_packages(bootstrap::TEST_PACKAGES)?;
-    build_ebpf()?;
+    sys::ensure_packages(bootstrap::TEST_PACKAGES, "the test suite")?;
+    let tc = bootstrap::ensure_ebpf_toolchain()?;
+    build_ebpf_with(&tc)?;
     eprintln!("xtask: checking formatting and lints");
-    run(cargo().args(["fmt", "--all", "--", "--check"]))
+    sys::run(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("run `cargo fmt --all` to fix formatting")?;
-    run(cargo().args([
+    sys::run(cargo().args([
         "clippy",
         "--workspace",
         "--all-targets",
@@ -196,13 +188,16 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    check_ebpf(&tc)?;
     eprintln!("xtask: unit and end-to-end tests");
     // Release binary for the end-to-end tests: rates and fault counts are measured against
     // a real writer, and a debug build would make the measuring side the bottleneck.
-    run(cargo().args(["build", "--release", "-p", "migtrace"]))?;
-    run(cargo()
-        .env("MIGTRACE_BIN", root().join("target/release/migtrace"))
-        .args(["test", "--workspace", "--release"]))?;
+    sys::run(cargo().args(["build", "--release", "-p", "migtrace"]))?;
+    sys::run(
+        cargo()
+            .env("MIGTRACE_BIN", root().join("target/release/migtrace"))
+            .args(["test", "--workspace", "--release"]),
+    )?;
     eprintln!("xtask: tests inside a Debian guest kernel (soft-dirty, kprobes)");
     vmtest(None, false, None, 480)
 }

@@ -29,8 +29,33 @@ pub fn build(
     out: &Path,
 ) -> Result<Built> {
     let mut a = Archive::default();
+    add_busybox(&mut a)?;
+    a.add("init", Entry::Bytes(INIT.as_bytes().to_vec(), 0o755));
+    a.add("dev/console", Entry::CharDev(5, 1));
+    a.add("dev/null", Entry::CharDev(1, 3));
+    for d in ["proc", "sys", "tmp", "run", "root", "repo", "sys/fs/bpf"] {
+        a.add(d, Entry::Dir);
+    }
+    for (name, exe) in bins {
+        add_executable(&mut a, exe, &format!("usr/local/bin/{name}"))?;
+    }
+    for t in tests {
+        add_repo_files(&mut a, root, t)?;
+    }
+    for (i, t) in tests.iter().enumerate() {
+        add_test_dir(&mut a, &format!("vm/tests/{:03}", i + 1), t);
+    }
 
-    // busybox and its applets.
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let bytes = a.write(std::io::BufWriter::with_capacity(1 << 20, file))?;
+    Ok(Built {
+        bytes,
+        files: a.entry_count(),
+    })
+}
+
+/// `/bin/busybox` and a symlink to it for each applet it lists.
+fn add_busybox(a: &mut Archive) -> Result<()> {
     a.add(BUSYBOX, Entry::HostFile(BUSYBOX.into(), 0o755));
     let list = Command::new(BUSYBOX)
         .arg("--list-full")
@@ -46,64 +71,45 @@ pub fn build(
         }
         a.add(applet, Entry::Symlink(BUSYBOX.into()));
     }
+    Ok(())
+}
 
-    a.add("init", Entry::Bytes(INIT.as_bytes().to_vec(), 0o755));
-    a.add("dev/console", Entry::CharDev(5, 1));
-    a.add("dev/null", Entry::CharDev(1, 3));
-    for d in ["proc", "sys", "tmp", "run", "root", "repo", "sys/fs/bpf"] {
-        a.add(d, Entry::Dir);
-    }
-
-    for (name, exe) in bins {
-        add_executable(&mut a, exe, &format!("usr/local/bin/{name}"))?;
-    }
-    for t in tests {
-        for f in &t.files {
-            let src = root.join(f);
-            let meta = std::fs::metadata(&src).with_context(|| {
-                format!("test {}: file {f} (looked for {})", t.name, src.display())
-            })?;
-            if meta.is_dir() {
-                bail!("test {}: {f} is a directory; list files", t.name);
-            }
-            let guest = format!("repo/{f}");
-            if is_elf(&src)? && meta.permissions().mode() & 0o111 != 0 {
-                add_executable(&mut a, &src, &guest)?;
-            } else {
-                a.add(
-                    &guest,
-                    Entry::HostFile(src, meta.permissions().mode() & 0o777),
-                );
-            }
+/// The test's repository files at `/repo/<path>`, ELF executables with their libraries.
+fn add_repo_files(a: &mut Archive, root: &Path, t: &TestSpec) -> Result<()> {
+    for f in &t.files {
+        let src = root.join(f);
+        let meta = std::fs::metadata(&src)
+            .with_context(|| format!("test {}: file {f} (looked for {})", t.name, src.display()))?;
+        if meta.is_dir() {
+            bail!("test {}: {f} is a directory; list files", t.name);
+        }
+        let guest = format!("repo/{f}");
+        if is_elf(&src)? && meta.permissions().mode() & 0o111 != 0 {
+            add_executable(a, &src, &guest)?;
+        } else {
+            a.add(
+                &guest,
+                Entry::HostFile(src, meta.permissions().mode() & 0o777),
+            );
         }
     }
+    Ok(())
+}
 
-    for (i, t) in tests.iter().enumerate() {
-        let dir = format!("vm/tests/{:03}", i + 1);
+/// The directory `/init` reads a test from: name, requires, timeout and run.sh.
+fn add_test_dir(a: &mut Archive, dir: &str, t: &TestSpec) {
+    let files = [
+        ("name", t.name.clone(), 0o644),
+        ("requires", t.requires.join(" "), 0o644),
+        ("timeout", t.timeout_secs.to_string(), 0o644),
+        ("run.sh", format!("{}\n", t.run), 0o755),
+    ];
+    for (name, text, mode) in files {
         a.add(
-            &format!("{dir}/name"),
-            Entry::Bytes(t.name.clone().into_bytes(), 0o644),
-        );
-        a.add(
-            &format!("{dir}/requires"),
-            Entry::Bytes(t.requires.join(" ").into_bytes(), 0o644),
-        );
-        a.add(
-            &format!("{dir}/timeout"),
-            Entry::Bytes(t.timeout_secs.to_string().into_bytes(), 0o644),
-        );
-        a.add(
-            &format!("{dir}/run.sh"),
-            Entry::Bytes(format!("{}\n", t.run).into_bytes(), 0o755),
+            &format!("{dir}/{name}"),
+            Entry::Bytes(text.into_bytes(), mode),
         );
     }
-
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let bytes = a.write(std::io::BufWriter::with_capacity(1 << 20, file))?;
-    Ok(Built {
-        bytes,
-        files: a.entry_count(),
-    })
 }
 
 fn is_elf(path: &Path) -> Result<bool> {

@@ -5,7 +5,7 @@
 //! tests need is built in (`=y`), so no modules go into the guest. The `.deb` stays in the
 //! cache should modules ever be needed (`dpkg-deb -x` it). A second run finds the unpacked
 //! kernel and does no download, only one `apt-cache pkgnames` look-up.
-use super::host::{apt_lists_empty, apt_update, run_cmd};
+use crate::sys;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -106,11 +106,9 @@ pub fn ensure(cache: &Path) -> Result<Kernel> {
             );
             return load(cache, n, false);
         }
-        if apt_lists_empty() {
-            println!("vmtest: apt has no package lists yet");
+        if sys::apt_update()? {
+            abis = apt_candidates()?;
         }
-        apt_update()?;
-        abis = apt_candidates()?;
     }
     let Some(&n) = abis.last() else {
         bail!(
@@ -160,17 +158,14 @@ fn fetch(cache: &Path, n: u32) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dl);
     std::fs::create_dir_all(&dl)?;
     println!("vmtest: downloading {package} with apt-get download");
-    let download = || {
-        run_cmd(
+    sys::with_apt_retry(|| {
+        sys::run(
             Command::new("apt-get")
                 .args(["download", &package])
                 .current_dir(&dl),
         )
-    };
-    if download().is_err() {
-        apt_update()?;
-        download().with_context(|| format!("apt-get download {package} failed"))?;
-    }
+    })
+    .with_context(|| format!("apt-get download {package} failed"))?;
     let deb = std::fs::read_dir(&dl)?
         .flatten()
         .map(|e| e.path())

@@ -125,12 +125,6 @@ impl VmReport {
     }
 }
 
-fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest.parent().unwrap_or(manifest);
-    root.canonicalize().unwrap_or_else(|_| root.to_path_buf())
-}
-
 fn target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) => root.join(d),
@@ -143,7 +137,59 @@ fn target_dir(root: &Path) -> PathBuf {
 /// get as far as booting; test failures are in the report.
 pub fn run(opts: VmTestOptions) -> Result<VmReport> {
     let t_all = Instant::now();
-    let root = repo_root();
+    let root = crate::root();
+    let tests = select_tests(&root, &opts)?;
+    let mut timings = Timings::default();
+
+    let t = Instant::now();
+    host::ensure_tools()?;
+    timings.host_tools = t.elapsed();
+
+    let vmdir = target_dir(&root).join("vmtest");
+    let kernel = guest_kernel(&vmdir, &mut timings)?;
+    let expected = expected_features(&kernel);
+
+    let t = Instant::now();
+    let exes = artifacts::build(&root, &guest_bins(&tests)?)?;
+    timings.cargo_build = t.elapsed();
+
+    let work = vmdir.join("run");
+    let initrd = build_initramfs(&root, &tests, &exes, &work, &mut timings)?;
+
+    // Boot once and run everything.
+    let serial_log = vmdir.join("serial.log");
+    let boot = qemu::Boot {
+        vmlinuz: &kernel.vmlinuz,
+        initrd: &initrd,
+        timeout: opts.timeout,
+        serial_log: serial_log.clone(),
+    };
+    let rerun = write_rerun_script(&work, &boot)?;
+    let mut console = Console::default();
+    let outcome = qemu::boot(&boot, |line, at| console.on_line(line, at))?;
+    timings.qemu_total = outcome.elapsed;
+    timings.boot_to_init = console.boot_to_init;
+    timings.boot_to_first_test = console.boot_to_first_test;
+
+    let mut problems = harness_problems(&outcome, &console, &kernel, opts.timeout);
+    let features = feature_report(&expected, &console, &mut problems);
+    let tests = test_results(&tests, &mut console, &expected);
+    timings.total = t_all.elapsed();
+    let report = VmReport {
+        kernel_package: kernel.package.clone(),
+        guest_release: console.guest_release,
+        features,
+        tests,
+        problems,
+        timings,
+    };
+    print_summary(&report, &serial_log);
+    finish(&report, opts.keep, &work, &rerun);
+    Ok(report)
+}
+
+/// The tests of the spec that `--filter` selects; an error naming all tests when none is.
+fn select_tests(root: &Path, opts: &VmTestOptions) -> Result<Vec<spec::TestSpec>> {
     let spec_path = opts
         .spec
         .clone()
@@ -171,14 +217,11 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
                 .join(", ")
         );
     }
-    let mut timings = Timings::default();
+    Ok(tests)
+}
 
-    let t = Instant::now();
-    host::ensure_tools()?;
-    timings.host_tools = t.elapsed();
-
-    let target = target_dir(&root);
-    let vmdir = target.join("vmtest");
+/// Finds (downloading if needed) the guest kernel under `vmdir/kernel` and says which.
+fn guest_kernel(vmdir: &Path, timings: &mut Timings) -> Result<kernel::Kernel> {
     let t = Instant::now();
     let kernel = kernel::ensure(&vmdir.join("kernel"))?;
     timings.kernel = t.elapsed();
@@ -194,6 +237,14 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
         timings.kernel.as_secs_f64(),
         kernel.vmlinuz.display()
     );
+    Ok(kernel)
+}
+
+/// What the kernel config says of each guest feature: feature -> (all its options built
+/// in, `OPTION=value` words). Printed as it goes.
+type Expected = BTreeMap<String, (bool, String)>;
+
+fn expected_features(kernel: &kernel::Kernel) -> Expected {
     let mut expected = BTreeMap::new();
     for (feature, options) in spec::FEATURES {
         let values: Vec<String> = options
@@ -207,8 +258,12 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
         );
         expected.insert(feature.to_string(), (builtin, values.join(" ")));
     }
+    expected
+}
 
-    // What runs inside: vm-probe always, plus every test's bins.
+/// What runs inside: vm-probe always, plus every test's bins. Two bins with one name would
+/// overwrite each other in `/usr/local/bin`, so that is an error.
+fn guest_bins(tests: &[spec::TestSpec]) -> Result<BTreeSet<spec::CargoBin>> {
     let mut bins: BTreeSet<spec::CargoBin> = tests.iter().flat_map(|t| t.bins.clone()).collect();
     bins.insert(spec::CargoBin {
         package: "xtask".into(),
@@ -224,16 +279,22 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
             );
         }
     }
-    let t = Instant::now();
-    let exes = artifacts::build(&root, &bins)?;
-    timings.cargo_build = t.elapsed();
+    Ok(bins)
+}
 
-    let work = vmdir.join("run");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+/// Empties `work` and writes `work/initramfs.cpio`; returns its path.
+fn build_initramfs(
+    root: &Path,
+    tests: &[spec::TestSpec],
+    exes: &BTreeMap<String, PathBuf>,
+    work: &Path,
+    timings: &mut Timings,
+) -> Result<PathBuf> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let initrd = work.join("initramfs.cpio");
     let t = Instant::now();
-    let built = initramfs::build(&root, &tests, &exes, &initrd)?;
+    let built = initramfs::build(root, tests, exes, &initrd)?;
     timings.initramfs = t.elapsed();
     println!(
         "vmtest: initramfs {} ({} entries, {:.1} MiB) in {:.2} s",
@@ -242,61 +303,82 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
         built.bytes as f64 / (1 << 20) as f64,
         timings.initramfs.as_secs_f64()
     );
+    Ok(initrd)
+}
 
-    // Boot once and run everything.
-    let mut features: BTreeMap<String, (bool, String)> = BTreeMap::new();
-    let mut results: BTreeMap<String, TestResult> = BTreeMap::new();
-    let mut guest_release = None;
-    let mut done = false;
-    let mut current: Option<String> = None;
-    let mut outputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let serial_log = vmdir.join("serial.log");
-    let boot = qemu::Boot {
-        vmlinuz: &kernel.vmlinuz,
-        initrd: &initrd,
-        timeout: opts.timeout,
-        serial_log: serial_log.clone(),
-    };
+/// Writes `work/qemu.sh`, which boots the same guest by hand (kept with `--keep`).
+fn write_rerun_script(work: &Path, boot: &qemu::Boot) -> Result<PathBuf> {
     let rerun = work.join("qemu.sh");
-    std::fs::write(&rerun, qemu::script(&boot))
+    std::fs::write(&rerun, qemu::script(boot))
         .with_context(|| format!("writing {}", rerun.display()))?;
     std::fs::set_permissions(&rerun, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let outcome = qemu::boot(&boot, |line, at| {
+    Ok(rerun)
+}
+
+/// What the guest said on its console, gathered line by line during the boot.
+#[derive(Default)]
+struct Console {
+    /// Feature name -> (present, detail).
+    features: BTreeMap<String, (bool, String)>,
+    results: BTreeMap<String, TestResult>,
+    /// Each test's output lines (and kernel messages printed while it ran).
+    outputs: BTreeMap<String, Vec<String>>,
+    guest_release: Option<String>,
+    /// The test that began last.
+    current: Option<String>,
+    /// The guest printed its DONE line.
+    done: bool,
+    boot_to_init: Option<Duration>,
+    boot_to_first_test: Option<Duration>,
+}
+
+impl Console {
+    /// Echoes and takes in one console line; true once the guest said it is done.
+    fn on_line(&mut self, line: &str, at: Duration) -> bool {
         println!("vm| {line}");
-        let Some(msg) = protocol::parse(line) else {
-            if let Some(name) = &current {
-                if let Some(out) = line
-                    .strip_prefix(name.as_str())
-                    .and_then(|l| l.strip_prefix("| "))
-                {
-                    outputs
-                        .entry(name.clone())
-                        .or_default()
-                        .push(out.to_string());
-                } else if line.starts_with('[') {
-                    // Kernel messages (oops, panic, BPF warnings) during the test.
-                    outputs
-                        .entry(name.clone())
-                        .or_default()
-                        .push(format!("(kernel) {line}"));
-                }
+        match protocol::parse(line) {
+            Some(msg) => self.on_message(&msg, at),
+            None => {
+                self.on_output(line);
+                false
             }
-            return false;
+        }
+    }
+
+    /// A non-protocol line: the current test's output, or a kernel message during it.
+    fn on_output(&mut self, line: &str) {
+        let Some(name) = &self.current else {
+            return;
         };
+        let kept = if let Some(out) = line
+            .strip_prefix(name.as_str())
+            .and_then(|l| l.strip_prefix("| "))
+        {
+            out.to_string()
+        } else if line.starts_with('[') {
+            // Kernel messages (oops, panic, BPF warnings) during the test.
+            format!("(kernel) {line}")
+        } else {
+            return;
+        };
+        self.outputs.entry(name.clone()).or_default().push(kept);
+    }
+
+    fn on_message(&mut self, msg: &protocol::Message, at: Duration) -> bool {
         match msg.kind.as_str() {
             "BOOTED" => {
-                timings.boot_to_init.get_or_insert(at);
-                guest_release = Some(msg.get("kernel").to_string());
+                self.boot_to_init.get_or_insert(at);
+                self.guest_release = Some(msg.get("kernel").to_string());
             }
             "FEATURE" => {
-                features.insert(
+                self.features.insert(
                     msg.get("name").to_string(),
                     (msg.get("status") == "yes", msg.get("detail").to_string()),
                 );
             }
             "BEGIN" => {
-                timings.boot_to_first_test.get_or_insert(at);
-                current = Some(msg.get("name").to_string());
+                self.boot_to_first_test.get_or_insert(at);
+                self.current = Some(msg.get("name").to_string());
             }
             "RESULT" => {
                 let status = match msg.get("status") {
@@ -305,7 +387,7 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
                     _ => Status::Fail,
                 };
                 let name = msg.get("name").to_string();
-                results.entry(name.clone()).or_insert(TestResult {
+                self.results.entry(name.clone()).or_insert(TestResult {
                     name,
                     status,
                     secs: msg.get("secs").parse().ok(),
@@ -314,23 +396,29 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
                 });
             }
             "DONE" => {
-                done = true;
+                self.done = true;
                 return true;
             }
             _ => {}
         }
         false
-    })?;
-    timings.qemu_total = outcome.elapsed;
+    }
+}
 
-    // Judge.
+/// Harness-level failures of a boot: a timeout, no DONE line, the wrong kernel.
+fn harness_problems(
+    outcome: &qemu::Outcome,
+    console: &Console,
+    kernel: &kernel::Kernel,
+    timeout: Duration,
+) -> Vec<String> {
     let mut problems = Vec::new();
     if outcome.timed_out {
         problems.push(format!(
             "the guest did not finish within {} s: QEMU was killed",
-            opts.timeout.as_secs()
+            timeout.as_secs()
         ));
-    } else if !done {
+    } else if !console.done {
         problems.push(format!(
             "the guest never printed MIGTRACE-VM-DONE (panic or crash?): QEMU exited with {}",
             outcome
@@ -339,7 +427,7 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
                 .unwrap_or_else(|| "unknown status".into())
         ));
     }
-    if let Some(r) = guest_release.as_deref() {
+    if let Some(r) = console.guest_release.as_deref() {
         if r != kernel.release {
             problems.push(format!(
                 "the guest runs kernel {r}, not the {} that was booted",
@@ -347,48 +435,56 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
             ));
         }
     }
-    let mut feature_report = Vec::new();
-    for (name, (builtin, config)) in &expected {
-        let (present, detail) = features
+    problems
+}
+
+/// One row per feature; a feature the config builds in but the guest lacks is a problem.
+fn feature_report(
+    expected: &Expected,
+    console: &Console,
+    problems: &mut Vec<String>,
+) -> Vec<Feature> {
+    let mut report = Vec::new();
+    for (name, (builtin, config)) in expected {
+        let (present, detail) = console
+            .features
             .get(name)
             .cloned()
             .unwrap_or((false, "the guest reported nothing for it".into()));
-        if *builtin && !present && done {
+        if *builtin && !present && console.done {
             problems.push(format!(
                 "guest feature {name} is missing although the kernel config has {config}: {detail}"
             ));
         }
-        feature_report.push(Feature {
+        report.push(Feature {
             name: name.clone(),
             present,
             expected: *builtin,
             detail,
         });
     }
-    let mut test_results = Vec::new();
-    for t in &tests {
-        let mut r = results.remove(&t.name).unwrap_or_else(|| TestResult {
-            name: t.name.clone(),
-            status: Status::Fail,
-            secs: None,
-            reason: if current.as_deref() == Some(t.name.as_str()) {
-                "started but never finished: the guest died or the overall timeout passed \
-                 during this test"
-                    .into()
-            } else if done {
-                "no result line from the guest".into()
-            } else {
-                "not run: the guest stopped before this test".into()
-            },
-            output: Vec::new(),
-        });
-        r.output = outputs.remove(&t.name).unwrap_or_default();
+    report
+}
+
+/// One result per selected test, in spec order; a test the guest said nothing of fails
+/// with the reason why, and a skip names the kernel config of what it lacked.
+fn test_results(
+    tests: &[spec::TestSpec],
+    console: &mut Console,
+    expected: &Expected,
+) -> Vec<TestResult> {
+    let mut out = Vec::new();
+    for t in tests {
+        let mut r = console
+            .results
+            .remove(&t.name)
+            .unwrap_or_else(|| missing_result(t, console));
+        r.output = console.outputs.remove(&t.name).unwrap_or_default();
         if r.status == Status::Skip {
-            // Say what the kernel config says about the missing features.
             let cfg: Vec<String> = t
                 .requires
                 .iter()
-                .filter(|f| !features.get(*f).is_some_and(|(p, _)| *p))
+                .filter(|f| !console.features.get(*f).is_some_and(|(p, _)| *p))
                 .map(|f| {
                     format!(
                         "{f}: {}",
@@ -400,27 +496,40 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
                 r.reason = format!("{} [kernel config: {}]", r.reason, cfg.join("; "));
             }
         }
-        test_results.push(r);
+        out.push(r);
     }
-    timings.total = t_all.elapsed();
+    out
+}
 
-    let report = VmReport {
-        kernel_package: kernel.package.clone(),
-        guest_release,
-        features: feature_report,
-        tests: test_results,
-        problems,
-        timings,
-    };
-    print_summary(&report, &serial_log);
-    if opts.keep {
+/// The failed result of a test that printed no RESULT line.
+fn missing_result(t: &spec::TestSpec, console: &Console) -> TestResult {
+    TestResult {
+        name: t.name.clone(),
+        status: Status::Fail,
+        secs: None,
+        reason: if console.current.as_deref() == Some(t.name.as_str()) {
+            "started but never finished: the guest died or the overall timeout passed \
+             during this test"
+                .into()
+        } else if console.done {
+            "no result line from the guest".into()
+        } else {
+            "not run: the guest stopped before this test".into()
+        },
+        output: Vec::new(),
+    }
+}
+
+/// Keeps or removes the work directory, then prints the closing line.
+fn finish(report: &VmReport, keep: bool, work: &Path, rerun: &Path) {
+    if keep {
         println!(
             "vmtest: kept the work directory {} (boot it again by hand with {})",
             work.display(),
             rerun.display()
         );
     } else {
-        let _ = std::fs::remove_dir_all(&work);
+        let _ = std::fs::remove_dir_all(work);
     }
     println!(
         "vmtest: {} passed, {} failed, {} skipped",
@@ -428,22 +537,30 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
         report.count(Status::Fail) + report.problems.len(),
         report.count(Status::Skip)
     );
-    Ok(report)
 }
 
+/// Prints the feature table, the test table, the harness failures, the output of the failed
+/// tests and the phase timings.
 fn print_summary(r: &VmReport, serial_log: &Path) {
-    let secs = |d: Option<Duration>| {
-        d.map(|d| format!("{:.2} s", d.as_secs_f64()))
-            .unwrap_or_else(|| "-".into())
-    };
     println!();
     println!(
         "=== vmtest summary: guest {} ({}) ===",
         r.guest_release.as_deref().unwrap_or("did not boot"),
         r.kernel_package
     );
+    print_features(&r.features);
+    print_tests(&r.tests);
+    for p in &r.problems {
+        println!("  HARNESS FAILURE: {p}");
+    }
+    print_failed_output(&r.tests);
+    print_timings(&r.timings);
+    println!("serial log: {}", serial_log.display());
+}
+
+fn print_features(features: &[Feature]) {
     println!("features:");
-    for f in &r.features {
+    for f in features {
         println!(
             "  {:<12} {:<4} {:<20} {}",
             f.name,
@@ -456,19 +573,16 @@ fn print_summary(r: &VmReport, serial_log: &Path) {
             f.detail
         );
     }
-    let width = r
-        .tests
-        .iter()
-        .map(|t| t.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+}
+
+fn print_tests(tests: &[TestResult]) {
+    let width = tests.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
     println!("tests:");
     println!(
         "  {:<width$}  {:<6} {:>8}  reason",
         "name", "status", "time"
     );
-    for t in &r.tests {
+    for t in tests {
         println!(
             "  {:<width$}  {:<6} {:>8}  {}",
             t.name,
@@ -479,12 +593,12 @@ fn print_summary(r: &VmReport, serial_log: &Path) {
             t.reason
         );
     }
-    for p in &r.problems {
-        println!("  HARNESS FAILURE: {p}");
-    }
+}
+
+/// The last lines of each failed test's output.
+fn print_failed_output(tests: &[TestResult]) {
     const TAIL: usize = 40;
-    for t in r
-        .tests
+    for t in tests
         .iter()
         .filter(|t| t.status == Status::Fail && !t.output.is_empty())
     {
@@ -503,7 +617,13 @@ fn print_summary(r: &VmReport, serial_log: &Path) {
             println!("  {l}");
         }
     }
-    let tm = &r.timings;
+}
+
+fn print_timings(tm: &Timings) {
+    let secs = |d: Option<Duration>| {
+        d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "-".into())
+    };
     println!(
         "timings: host tools {}, kernel {} ({}), cargo build {}, initramfs {}, \
          QEMU start to /init {}, to first test {}, QEMU total {}, whole run {}",
@@ -517,5 +637,4 @@ fn print_summary(r: &VmReport, serial_log: &Path) {
         secs(Some(tm.qemu_total)),
         secs(Some(tm.total)),
     );
-    println!("serial log: {}", serial_log.display());
 }

@@ -2,10 +2,12 @@
 //! the serial console on QEMU's stdout, hands every console line to a callback as it
 //! arrives, keeps a copy in a log file, and kills QEMU when the overall timeout passes.
 use anyhow::{Context, Result};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub struct Boot<'a> {
@@ -78,7 +80,7 @@ pub fn script(b: &Boot) -> String {
 /// Boots and streams console lines to `on_line(line, time since start)`. The callback
 /// returns true once the guest said it is done; QEMU then gets a short grace period to
 /// power off before it is killed.
-pub fn boot(b: &Boot, mut on_line: impl FnMut(&str, Duration) -> bool) -> Result<Outcome> {
+pub fn boot(b: &Boot, on_line: impl FnMut(&str, Duration) -> bool) -> Result<Outcome> {
     let mut cmd = command(b, "");
     println!("vmtest: {cmd:?}");
     let start = Instant::now();
@@ -89,13 +91,36 @@ pub fn boot(b: &Boot, mut on_line: impl FnMut(&str, Duration) -> bool) -> Result
         .spawn()
         .context("could not start qemu-system-x86_64 (package qemu-system-x86)")?;
     let mut child = KillOnDrop(child);
-    let (tx, rx) = mpsc::channel::<Option<String>>();
-
-    let stdout = child.0.stdout.take().expect("piped");
-    let mut log = std::fs::File::create(&b.serial_log)
+    let log = std::fs::File::create(&b.serial_log)
         .with_context(|| format!("creating {}", b.serial_log.display()))?;
-    let tx_out = tx.clone();
-    let reader = std::thread::spawn(move || {
+    let (tx, rx) = mpsc::channel::<Option<String>>();
+    let reader = spawn_console_reader(child.0.stdout.take().expect("piped"), log, tx);
+    spawn_stderr_echo(child.0.stderr.take().expect("piped"));
+
+    let (timed_out, done) = read_console(&rx, start, b.timeout, on_line);
+    if timed_out {
+        eprintln!(
+            "vmtest: overall timeout of {} s passed: killing QEMU",
+            b.timeout.as_secs()
+        );
+    }
+    let status = reap(&mut child.0, timed_out, done)?;
+    let _ = reader.join();
+    Ok(Outcome {
+        status,
+        timed_out,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Copies QEMU's stdout (the serial console) to `log` and sends each cleaned line to `tx`;
+/// `None` at the end.
+fn spawn_console_reader(
+    stdout: ChildStdout,
+    mut log: File,
+    tx: mpsc::Sender<Option<String>>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
         let mut r = BufReader::new(stdout);
         let mut buf = Vec::new();
         loop {
@@ -105,15 +130,18 @@ pub fn boot(b: &Boot, mut on_line: impl FnMut(&str, Duration) -> bool) -> Result
                 Ok(_) => {
                     let _ = log.write_all(&buf);
                     let line = clean(&String::from_utf8_lossy(&buf));
-                    if tx_out.send(Some(line)).is_err() {
+                    if tx.send(Some(line)).is_err() {
                         break;
                     }
                 }
             }
         }
-        let _ = tx_out.send(None);
-    });
-    let stderr = child.0.stderr.take().expect("piped");
+        let _ = tx.send(None);
+    })
+}
+
+/// Prints QEMU's own messages, prefixed `qemu! `, once it exits.
+fn spawn_stderr_echo(stderr: ChildStderr) {
     std::thread::spawn(move || {
         let mut s = String::new();
         let _ = BufReader::new(stderr).read_to_string(&mut s);
@@ -121,11 +149,18 @@ pub fn boot(b: &Boot, mut on_line: impl FnMut(&str, Duration) -> bool) -> Result
             eprintln!("qemu! {l}");
         }
     });
-    drop(tx);
+}
 
-    let deadline = start + b.timeout;
+/// Hands console lines to `on_line` until the console closes, the overall deadline passes,
+/// or 20 s after the guest said it is done. Returns (timed out, done).
+fn read_console(
+    rx: &mpsc::Receiver<Option<String>>,
+    start: Instant,
+    timeout: Duration,
+    mut on_line: impl FnMut(&str, Duration) -> bool,
+) -> (bool, bool) {
+    let deadline = start + timeout;
     let mut done_at: Option<Instant> = None;
-    let mut timed_out = false;
     loop {
         let limit = match done_at {
             Some(t) => (t + Duration::from_secs(20)).min(deadline),
@@ -133,8 +168,7 @@ pub fn boot(b: &Boot, mut on_line: impl FnMut(&str, Duration) -> bool) -> Result
         };
         let now = Instant::now();
         if now >= limit {
-            timed_out = done_at.is_none();
-            break;
+            return (done_at.is_none(), done_at.is_some());
         }
         match rx.recv_timeout(limit - now) {
             Ok(Some(line)) => {
@@ -142,40 +176,34 @@ pub fn boot(b: &Boot, mut on_line: impl FnMut(&str, Duration) -> bool) -> Result
                     done_at = Some(Instant::now());
                 }
             }
-            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return (false, done_at.is_some())
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
-    if timed_out {
-        eprintln!(
-            "vmtest: overall timeout of {} s passed: killing QEMU",
-            b.timeout.as_secs()
-        );
+}
+
+/// Waits for QEMU to exit: at once when it already has; after a 5 s grace period (a
+/// powering-off guest) or none (timed out) before killing it; plainly otherwise.
+fn reap(child: &mut Child, timed_out: bool, done: bool) -> Result<Option<ExitStatus>> {
+    if let Some(s) = child.try_wait()? {
+        return Ok(Some(s));
     }
-    let status = match child.0.try_wait()? {
-        Some(s) => Some(s),
-        None if timed_out || done_at.is_some() => {
-            // Give a powering-off guest a moment, then kill.
-            let grace = Instant::now() + Duration::from_secs(if timed_out { 0 } else { 5 });
-            loop {
-                if let Some(s) = child.0.try_wait()? {
-                    break Some(s);
-                }
-                if Instant::now() >= grace {
-                    let _ = child.0.kill();
-                    break child.0.wait().ok();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+    if !timed_out && !done {
+        return Ok(Some(child.wait()?));
+    }
+    let grace = Instant::now() + Duration::from_secs(if timed_out { 0 } else { 5 });
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(Some(s));
         }
-        None => Some(child.0.wait()?),
-    };
-    let _ = reader.join();
-    Ok(Outcome {
-        status,
-        timed_out,
-        elapsed: start.elapsed(),
-    })
+        if Instant::now() >= grace {
+            let _ = child.kill();
+            return Ok(child.wait().ok());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Drops terminal escape sequences (SeaBIOS and the kernel reset the "screen" with
