@@ -238,26 +238,28 @@ impl Profile {
     /// Checks the values a model would silently misread: sizes, rates, shares and the
     /// growth curve (windows positive and strictly increasing, counts finite and not negative).
     pub fn validate(&self) -> Result<(), InvalidProfile> {
-        self.check().map_err(InvalidProfile)
+        self.check()
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), InvalidProfile> {
         let share = |name: &str, v: f64| {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(format!("{name} is {v}, outside [0, 1]"))
+                Err(InvalidProfile(format!("{name} is {v}, outside [0, 1]")))
             }
         };
         let nonneg = |name: &str, v: f64| {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(format!("{name} is {v}, not a finite number >= 0"))
+                Err(InvalidProfile(format!(
+                    "{name} is {v}, not a finite number >= 0"
+                )))
             }
         };
         if self.target.page_size == 0 {
-            return Err("target.page_size is 0".into());
+            return Err(InvalidProfile("target.page_size is 0".into()));
         }
         nonneg("duration_s", self.duration_s)?;
         nonneg("interval_s", self.interval_s)?;
@@ -266,18 +268,18 @@ impl Profile {
         nonneg("dirty.peak_bytes_per_sec", self.dirty.peak_bytes_per_sec)?;
         for (i, g) in self.growth.iter().enumerate() {
             if !(g.window_s.is_finite() && g.window_s > 0.0) {
-                return Err(format!(
+                return Err(InvalidProfile(format!(
                     "growth[{i}].window_s is {}, not above 0",
                     g.window_s
-                ));
+                )));
             }
             nonneg(&format!("growth[{i}].unique_pages"), g.unique_pages)?;
             if i > 0 && g.window_s <= self.growth[i - 1].window_s {
-                return Err(format!(
+                return Err(InvalidProfile(format!(
                     "growth is not sorted by window_s (growth[{i}] = {} s after {} s)",
                     g.window_s,
                     self.growth[i - 1].window_s
-                ));
+                )));
             }
         }
         for (i, t) in self.threads.iter().enumerate() {

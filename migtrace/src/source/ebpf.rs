@@ -23,19 +23,19 @@ pub fn built_in() -> bool {
 }
 
 /// Why the eBPF backends cannot run here, if they cannot.
-pub fn availability() -> std::result::Result<(), String> {
+pub fn availability() -> std::result::Result<(), Error> {
     if !built_in() {
-        return Err("this migtrace was built without its eBPF programs (build with `cargo xtask build`); the `sample` backend remains".into());
+        return Err(Error::Unsupported("this migtrace was built without its eBPF programs (build with `cargo xtask build`); the `sample` backend remains".into()));
     }
     if let Some(why) = crate::target::missing_bpf_privileges() {
-        return Err(why);
+        return Err(Error::Privilege(why));
     }
     // The kernel programs filter by the tgid of the initial pid namespace; inside a nested
     // pid namespace (a container) the pids we see are not those.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(ns) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
         if ns.split_whitespace().count() > 1 {
-            return Err("migtrace runs in a nested pid namespace, where the pids it sees are not the kernel's: run it in the host pid namespace (e.g. docker --pid=host) for the eBPF backends".into());
+            return Err(Error::Unsupported("migtrace runs in a nested pid namespace, where the pids it sees are not the kernel's: run it in the host pid namespace (e.g. docker --pid=host) for the eBPF backends".into()));
         }
     }
     Ok(())
@@ -43,7 +43,7 @@ pub fn availability() -> std::result::Result<(), String> {
 
 /// [`availability`] as a usage error, for an explicitly requested eBPF backend.
 pub fn require() -> Result<()> {
-    availability().map_err(|why| Error::Unsupported(why).into())
+    availability().map_err(Into::into)
 }
 
 /// The loaded, attached fault program and its maps.

@@ -217,32 +217,33 @@ pub fn select(choice: BackendChoice, opts: &SourceOptions) -> Result<Selection> 
             source: Box::new(softdirty::SoftDirtySource::new(opts)?),
             reason: "requested with --backend softdirty".into(),
         }),
-        BackendChoice::Auto => {
-            let sd =
-                match softdirty::kernel_support() {
-                    Ok(()) => match ebpf::availability() {
-                        Ok(()) => return Ok(Selection {
-                            source: Box::new(softdirty::SoftDirtySource::new(opts)?),
-                            reason:
-                                "this kernel tracks soft-dirty pages: exact dirty sets per epoch"
-                                    .into(),
-                        }),
-                        Err(_) => "this kernel has soft-dirty but eBPF is unavailable".to_string(),
-                    },
-                    Err(why) => why,
-                };
-            match ebpf::availability() {
-                Ok(()) => Ok(Selection {
-                    source: Box::new(combined::Combined::new(opts)?),
-                    reason: format!(
-                        "{sd}; sampling measures rewrites of existing pages, eBPF adds fault counts and per-thread shares"
-                    ),
-                }),
-                Err(why) => Ok(Selection {
-                    source: Box::new(sample::SampleSource::new(opts)?),
-                    reason: format!("{sd}; eBPF unavailable ({why}), so sampling only"),
-                }),
-            }
+        BackendChoice::Auto => auto(opts),
+    }
+}
+
+/// `auto`: softdirty where the kernel has soft-dirty and eBPF works; else sampling with
+/// eBPF fault counts; else sampling alone. The reason names what decided.
+fn auto(opts: &SourceOptions) -> Result<Selection> {
+    let sd = match (softdirty::kernel_support(), ebpf::availability()) {
+        (Ok(()), Ok(())) => {
+            return Ok(Selection {
+                source: Box::new(softdirty::SoftDirtySource::new(opts)?),
+                reason: "this kernel tracks soft-dirty pages: exact dirty sets per epoch".into(),
+            })
         }
+        (Ok(()), Err(_)) => "this kernel has soft-dirty but eBPF is unavailable".to_string(),
+        (Err(why), _) => why.to_string(),
+    };
+    match ebpf::availability() {
+        Ok(()) => Ok(Selection {
+            source: Box::new(combined::Combined::new(opts)?),
+            reason: format!(
+                "{sd}; sampling measures rewrites of existing pages, eBPF adds fault counts and per-thread shares"
+            ),
+        }),
+        Err(why) => Ok(Selection {
+            source: Box::new(sample::SampleSource::new(opts)?),
+            reason: format!("{sd}; eBPF unavailable ({why}), so sampling only"),
+        }),
     }
 }

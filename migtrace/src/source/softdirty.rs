@@ -56,7 +56,8 @@ const ADAPT_INTERVALS: u32 = 3;
 
 /// Probes soft-dirty support on this kernel: a freshly written page must read soft-dirty in
 /// pagemap (bit 55 is always 0 on kernels without `CONFIG_MEM_SOFT_DIRTY`).
-pub fn kernel_support() -> std::result::Result<(), String> {
+pub fn kernel_support() -> std::result::Result<(), Error> {
+    let no = |m: String| Error::Unsupported(m);
     let page = page_size() as usize;
     // SAFETY: a private anonymous page of our own, written once and unmapped.
     unsafe {
@@ -69,18 +70,18 @@ pub fn kernel_support() -> std::result::Result<(), String> {
             0,
         );
         if m == libc::MAP_FAILED {
-            return Err("mmap failed".into());
+            return Err(no("mmap of a probe page failed".into()));
         }
         std::ptr::write_volatile(m as *mut u8, 1);
         let r = pagemap_entry(std::process::id(), m as u64);
         libc::munmap(m, page);
         match r {
             Ok(e) if e & PM_SOFT_DIRTY != 0 => Ok(()),
-            Ok(_) => Err(
+            Ok(_) => Err(no(
                 "this kernel does not track soft-dirty pages (CONFIG_MEM_SOFT_DIRTY is not set)"
                     .into(),
-            ),
-            Err(e) => Err(format!("cannot read pagemap: {e}")),
+            )),
+            Err(e) => Err(no(format!("cannot read pagemap: {e}"))),
         }
     }
 }
@@ -152,8 +153,10 @@ fn calibrate_fault_ns() -> Result<f64> {
 /// Where migtrace records that it armed a process: `/run/migtrace/softdirty/PID-STARTTIME`.
 /// A watch holds an exclusive flock on it; the file stays afterwards, so a later watch knows
 /// that cleared bits were migtrace's own doing and not another tool's.
-fn claim(pid: u32) -> std::result::Result<(File, bool), String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+fn claim(pid: u32) -> std::result::Result<(File, bool), Error> {
+    let no = |m: String| Error::Unsupported(m);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| no(format!("/proc/{pid}/stat: {e}")))?;
     // Field 22 (starttime) tells this process from a later one with the same pid.
     let start = stat
         .rsplit_once(')')
@@ -161,7 +164,7 @@ fn claim(pid: u32) -> std::result::Result<(File, bool), String> {
         .unwrap_or("0")
         .to_string();
     let dir = std::path::Path::new("/run/migtrace/softdirty");
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| no(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(format!("{pid}-{start}"));
     let existed = path.exists();
     let f = OpenOptions::new()
@@ -169,7 +172,7 @@ fn claim(pid: u32) -> std::result::Result<(File, bool), String> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| no(format!("{}: {e}", path.display())))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe {
         libc::flock(
@@ -178,7 +181,7 @@ fn claim(pid: u32) -> std::result::Result<(File, bool), String> {
         )
     } != 0
     {
-        return Err(format!("another migtrace is already tracking pid {pid} with soft-dirty ({} is locked); two arming watches would corrupt each other (--force overrides)", path.display()));
+        return Err(no(format!("another migtrace is already tracking pid {pid} with soft-dirty ({} is locked); two arming watches would corrupt each other (--force overrides)", path.display())));
     }
     Ok((f, existed))
 }
@@ -212,7 +215,8 @@ fn walk_pagemap(
 }
 
 /// Refuses when another tool seems to use the target's soft-dirty bits.
-fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
+fn check_not_in_use(pid: u32) -> std::result::Result<(), Error> {
+    let no = |m: String| Error::Unsupported(m);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     if let Some(tracer) = status
         .lines()
@@ -220,9 +224,9 @@ fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
         .map(|v| v.trim().to_string())
     {
         if tracer != "0" {
-            return Err(format!(
+            return Err(no(format!(
                 "pid {pid} is being traced by pid {tracer} (a CRIU dump or debugger?); arming soft-dirty would corrupt its view (--force overrides)"
-            ));
+            )));
         }
     }
     // A process whose soft-dirty bits were never cleared has them set on every present page
@@ -230,8 +234,9 @@ fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
     // cleared them: a CRIU pre-dump or another migtrace.
     let regions = crate::target::Target::open(pid)
         .and_then(|t| t.writable_regions())
-        .map_err(|e| e.to_string())?;
-    let f = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| e.to_string())?;
+        .map_err(|e| no(e.to_string()))?;
+    let f = File::open(format!("/proc/{pid}/pagemap"))
+        .map_err(|e| no(format!("/proc/{pid}/pagemap: {e}")))?;
     let (mut present, mut clean) = (0u64, 0u64);
     // A sample of the first 64k present pages is plenty for this check.
     let _ = walk_pagemap(&f, &regions, |_, e| {
@@ -242,15 +247,43 @@ fn check_not_in_use(pid: u32) -> std::result::Result<(), String> {
         present < 65_536
     });
     if present >= 64 && clean * 2 > present {
-        return Err(format!(
+        return Err(no(format!(
             "{clean} of {present} present pages of pid {pid} have their soft-dirty bit cleared: something (a CRIU pre-dump, another migtrace) already tracks it, and arming would corrupt its view (--force overrides)"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Window lengths of the growth curve: 1 .. 2^15 epochs.
 const LEVELS: usize = 16;
+
+/// The epoch lengths that divide `--interval` (in ticks), and the one nearest `--epoch`.
+fn epoch_for(opts: &SourceOptions) -> Result<(Vec<u32>, u32)> {
+    let interval_ticks = (opts.interval.as_millis() / TICK.as_millis()) as u32;
+    if !opts.interval.as_millis().is_multiple_of(TICK.as_millis()) || interval_ticks == 0 {
+        return Err(Error::Usage(format!(
+            "softdirty needs an --interval that is a multiple of {} ms (got {:?})",
+            TICK.as_millis(),
+            opts.interval
+        ))
+        .into());
+    }
+    let choices = epoch_choices(interval_ticks);
+    let wanted = (opts.epoch.as_millis() / TICK.as_millis()) as u32;
+    let epoch_ticks = *choices
+        .iter()
+        .min_by_key(|&&c| (c as i64 - wanted as i64).abs())
+        .unwrap_or(&1);
+    if epoch_ticks != wanted {
+        log::warn!(
+            "softdirty epoch {} ms does not divide the {} ms interval: using {} ms",
+            wanted * 50,
+            interval_ticks * 50,
+            epoch_ticks * 50
+        );
+    }
+    Ok((choices, epoch_ticks))
+}
 
 /// Epoch lengths, in ticks, that divide an interval of `interval_ticks`, up to 1 s.
 fn epoch_choices(interval_ticks: u32) -> Vec<u32> {
@@ -299,40 +332,17 @@ pub struct SoftDirtySource {
 impl SoftDirtySource {
     pub fn new(opts: &SourceOptions) -> Result<SoftDirtySource> {
         super::ebpf::require()?;
-        kernel_support().map_err(Error::Usage)?;
-        let interval_ticks = (opts.interval.as_millis() / TICK.as_millis()) as u32;
-        if !opts.interval.as_millis().is_multiple_of(TICK.as_millis()) || interval_ticks == 0 {
-            return Err(Error::Usage(format!(
-                "softdirty needs an --interval that is a multiple of {} ms (got {:?})",
-                TICK.as_millis(),
-                opts.interval
-            ))
-            .into());
-        }
-        let choices = epoch_choices(interval_ticks);
-        let wanted = (opts.epoch.as_millis() / TICK.as_millis()) as u32;
-        // The requested epoch, or the nearest length that divides the interval.
-        let epoch_ticks = *choices
-            .iter()
-            .min_by_key(|&&c| (c as i64 - wanted as i64).abs())
-            .unwrap_or(&1);
-        if epoch_ticks != wanted {
-            log::warn!(
-                "softdirty epoch {} ms does not divide the {} ms interval: using {} ms",
-                wanted * 50,
-                interval_ticks * 50,
-                epoch_ticks * 50
-            );
-        }
+        kernel_support()?;
+        let (choices, epoch_ticks) = epoch_for(opts)?;
         let claim = match claim(opts.pid) {
             Ok((f, armed_before)) => {
                 // Bits that migtrace itself cleared in an earlier watch are no sign of another tool.
                 if !opts.force && !armed_before {
-                    check_not_in_use(opts.pid).map_err(Error::Usage)?;
+                    check_not_in_use(opts.pid)?;
                 }
                 Some(f)
             }
-            Err(why) if !opts.force => return Err(Error::Usage(why).into()),
+            Err(why) if !opts.force => return Err(why.into()),
             Err(_) => None,
         };
         let fault_ns = calibrate_fault_ns()?;
