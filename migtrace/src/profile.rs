@@ -179,12 +179,35 @@ impl Profile {
         serde_json::to_string_pretty(self).expect("a profile always serializes") + "\n"
     }
 
-    /// Writes the profile to `path`.
+    /// Writes the profile to `path` atomically: a temporary file in the same directory,
+    /// then a rename. A reader never sees half a profile, and a symlink at `path` is
+    /// replaced, never written through.
     pub fn save(&self, path: &std::path::Path) -> Result<(), ProfileError> {
-        std::fs::write(path, self.to_text()).map_err(|source| ProfileError::Write {
+        let err = |source| ProfileError::Write {
             path: path.display().to_string(),
             source,
+        };
+        let tmp = temp_beside(path);
+        std::fs::write(&tmp, self.to_text()).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(e)
         })
+    }
+
+    /// Checks, before a watch starts, that a profile can be written to `path`: its folder
+    /// exists and takes new files, and `path` is not a folder. Leaves nothing behind.
+    pub fn check_writable(path: &std::path::Path) -> Result<(), ProfileError> {
+        let err = |source| ProfileError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        if path.is_dir() {
+            return Err(err(std::io::Error::from(std::io::ErrorKind::IsADirectory)));
+        }
+        let tmp = temp_beside(path);
+        std::fs::write(&tmp, b"").map_err(err)?;
+        std::fs::remove_file(&tmp).map_err(err)
     }
 
     /// Reads and checks a profile file.
@@ -322,6 +345,17 @@ impl Profile {
             v
         }
     }
+}
+
+/// A temporary name in the folder of `path`, unique to this process.
+fn temp_beside(path: &std::path::Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let tmp = format!(".{name}.{}.tmp", std::process::id());
+    dir.map_or_else(|| tmp.clone().into(), |d| d.join(&tmp))
 }
 
 #[cfg(test)]

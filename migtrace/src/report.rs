@@ -18,6 +18,8 @@ pub enum EndReason {
     Interrupted,
     /// SIGTERM.
     Terminated,
+    /// SIGHUP (the terminal or SSH session went away): ended like SIGTERM.
+    Hangup,
     /// The target process exited.
     TargetExited,
 }
@@ -29,6 +31,7 @@ impl EndReason {
             EndReason::Duration => "duration",
             EndReason::Interrupted => "interrupted",
             EndReason::Terminated => "terminated",
+            EndReason::Hangup => "hangup",
             EndReason::TargetExited => "target-exited",
         }
     }
@@ -73,6 +76,10 @@ pub struct Interval {
     /// interval: shown, but left out of the summary with every interval before it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warmup: bool,
+    /// Shorter than three quarters of `--interval` (the watch ended mid-interval): shown,
+    /// but left out of the summary unless nothing else was measured.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// Per-thread line of the summary.

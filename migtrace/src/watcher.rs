@@ -2,7 +2,7 @@
 //! target exits, or a signal arrives, and hands each interval and the summary to a sink.
 //!
 //! The loop is a single-threaded tokio runtime: a tick timer (the backend's epoch, or the
-//! interval), the target's pidfd, and the signals. Every ending path goes through the same
+//! interval), the target's pidfd, and the signals (SIGINT, SIGTERM, SIGHUP). Every ending path goes through the same
 //! final-interval and summary code, so an interrupted watch loses nothing measured. The
 //! statistics themselves are pure and live in [`crate::model::summary`].
 use std::{
@@ -132,6 +132,7 @@ impl Watch<'_> {
     async fn run(&mut self, pidfd: Option<OwnedFd>) -> Result<EndReason> {
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
         let exit_fd: Option<AsyncFd<OwnedFd>> = pidfd.and_then(|fd| {
             // SAFETY: the pidfd is owned by the AsyncFd for its whole life and closed only by it.
             unsafe { AsyncFd::register(fd) }.ok()
@@ -163,6 +164,7 @@ impl Watch<'_> {
                 }
                 _ = sigint.recv() => return Ok(EndReason::Interrupted),
                 _ = sigterm.recv() => return Ok(EndReason::Terminated),
+                _ = sighup.recv() => return Ok(EndReason::Hangup),
                 _ = exited => return Ok(EndReason::TargetExited),
             }
         }

@@ -10,6 +10,7 @@ use clap::Args;
 
 use crate::{
     error::Error,
+    profile::Profile,
     sink::{json::JsonSink, terminal::TerminalSink, Sink},
     source::{BackendChoice, SourceOptions},
     units::parse_duration,
@@ -122,6 +123,14 @@ fn validate(a: &WatchArgs) -> Result<()> {
     if a.duration.is_some_and(|d| d.is_zero()) {
         return Err(usage("--duration must be above zero".into()));
     }
+    // A growth window or a rate is only as long as what was measured: an interval longer
+    // than the watch would never complete, and its one partial window is no interval.
+    if let Some(d) = a.duration.filter(|&d| d < a.interval) {
+        return Err(usage(format!(
+            "--interval {:?} is longer than --duration {d:?}: the watch would end before one interval",
+            a.interval
+        )));
+    }
     if !(a.sample_error > 0.0 && a.sample_error < 1.0) {
         return Err(usage(format!(
             "--sample-error {} must be between 0 and 1 (e.g. 0.05 for ±5 %)",
@@ -139,6 +148,10 @@ fn validate(a: &WatchArgs) -> Result<()> {
     }
     if a.sample_pages == Some(0) {
         return Err(usage("--sample-pages must be at least 1".into()));
+    }
+    if let Some(p) = &a.profile_out {
+        // Found out now, not after a long watch whose record would then be lost.
+        Profile::check_writable(p).map_err(|e| usage(format!("--profile-out: {e}")))?;
     }
     Ok(())
 }

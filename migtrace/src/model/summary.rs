@@ -14,21 +14,44 @@ struct Measured {
     pages: f64,
     dur: f64,
     pps: f64,
+    /// Shorter than [`FULL_SHARE`] of the interval (the watch ended mid-interval).
+    partial: bool,
+}
+
+/// An interval shorter than this share of `--interval` is partial.
+pub const FULL_SHARE: f64 = 0.75;
+
+/// Which intervals the summary counts, and why the others are left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counted {
+    /// Full intervals after the warm-up (the normal case).
+    Full,
+    /// Only partial intervals (after the warm-up) were measured: they are all there is.
+    PartialOnly,
+    /// Every interval was warm-up: all are kept.
+    WarmupOnly,
+    /// Nothing was measured.
+    Nothing,
 }
 
 /// Accumulates intervals into the summary's rate statistics.
 ///
-/// Warm-up: a sampling source reports `warmup` on an interval after which it had to grow
-/// its sample (the first estimates of a large target come from a sample too small for the
-/// requested precision). That interval and every one before it are shown but left out of
-/// the summary's rate, interval and percentiles, and the summary says how many. If every
-/// interval was warm-up, they are all kept (there is nothing better) and the summary says so.
+/// Two kinds of interval are shown but left out of the summary's rate, peak and
+/// percentiles, because their rate does not describe an interval of the asked length:
+/// - warm-up: a sampling source reports `warmup` on an interval after which it had to grow
+///   its sample (the first estimates of a large target come from a sample too small for the
+///   requested precision); that interval and every one before it are warm-up;
+/// - partial: an interval shorter than [`FULL_SHARE`] of `--interval` (the watch ended
+///   mid-interval). Unique pages per window grow more slowly than the window for writers
+///   that rewrite pages, so a short window reads high: a 0.3 s window of a 64 MiB/s
+///   rewriter read 228 MiB/s.
+///
+/// When nothing else was measured they are kept, and the summary says so: the mean then
+/// still never exceeds the peak, because both come from the same intervals.
 pub struct Totals {
     measured: Vec<Measured>,
     /// The first `warmup` entries of `measured` are warm-up.
     warmup: usize,
-    /// Length of a full interval, seconds: shorter (partial) intervals do not enter the
-    /// percentiles and the peak, where a few pages over a few milliseconds would distort.
     interval_s: f64,
     faults: Option<FaultCounts>,
     drops: Drops,
@@ -48,27 +71,32 @@ impl Totals {
         }
     }
 
-    /// The intervals the summary counts: all but the warm-up, unless that is all there is.
-    fn counted(&self) -> &[Measured] {
-        if self.warmup < self.measured.len() {
-            &self.measured[self.warmup..]
+    fn counted_kind(&self) -> Counted {
+        let after = &self.measured[self.warmup.min(self.measured.len())..];
+        if after.iter().any(|m| !m.partial) {
+            Counted::Full
+        } else if !after.is_empty() {
+            Counted::PartialOnly
+        } else if !self.measured.is_empty() {
+            Counted::WarmupOnly
         } else {
-            &self.measured
+            Counted::Nothing
+        }
+    }
+
+    /// The intervals the summary counts.
+    fn counted(&self) -> Vec<Measured> {
+        let after = self.measured[self.warmup.min(self.measured.len())..].iter();
+        match self.counted_kind() {
+            Counted::Full => after.filter(|m| !m.partial).copied().collect(),
+            Counted::PartialOnly => after.copied().collect(),
+            Counted::WarmupOnly | Counted::Nothing => self.measured.clone(),
         }
     }
 
     /// Number of intervals the summary counts.
     pub fn intervals(&self) -> u64 {
         self.counted().len() as u64
-    }
-
-    /// Warm-up intervals left out of the summary (0 when they had to be kept).
-    pub fn warmup_excluded(&self) -> usize {
-        if self.warmup < self.measured.len() {
-            self.warmup
-        } else {
-            0
-        }
     }
 
     /// Adds one interval's report. `wall_s` is the wall time since the previous interval
@@ -87,10 +115,12 @@ impl Totals {
             return None;
         }
         let pps = if dur > 0.0 { r.unique_pages / dur } else { 0.0 };
+        let partial = dur < FULL_SHARE * self.interval_s;
         self.measured.push(Measured {
             pages: r.unique_pages,
             dur,
             pps,
+            partial,
         });
         if r.warmup {
             self.warmup = self.measured.len();
@@ -108,6 +138,7 @@ impl Totals {
             drops: r.drops,
             sample: r.sample,
             warmup: r.warmup,
+            partial,
         })
     }
 
@@ -139,23 +170,15 @@ impl Totals {
         })
     }
 
-    /// Rates of the full-length counted intervals (partial ones would distort the peak).
-    fn full_rates(&self) -> impl Iterator<Item = f64> + '_ {
-        self.counted()
-            .iter()
-            .filter(|m| m.dur >= self.interval_s / 2.0)
-            .map(|m| m.pps)
-    }
-
     fn peak(&self) -> f64 {
-        self.full_rates().fold(0.0, f64::max)
+        self.counted().iter().fold(0.0, |a, m| a.max(m.pps))
     }
 
     /// Percentiles of the interval rates (hdrhistogram, 3 significant digits).
     fn percentiles(&self) -> Option<RatePercentiles> {
         let page = self.page as f64;
         let mut rates = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits");
-        for pps in self.full_rates() {
+        for pps in self.counted().iter().map(|m| m.pps) {
             // Auto-resizing histogram: recording cannot fail for finite non-negative rates.
             let _ = rates.record(pps.max(0.0).round() as u64);
         }
@@ -216,7 +239,7 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
     if inp.end == EndReason::TargetExited && t.intervals() == 0 {
         caveats.push("the target exited before a full interval was measured".into());
     }
-    caveats.extend(warmup_caveat(t));
+    caveats.extend(interval_caveats(t));
     Summary {
         pid: inp.pid,
         comm: inp.comm,
@@ -247,18 +270,42 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
     }
 }
 
-/// What the summary says about warm-up intervals, if there were any.
-fn warmup_caveat(t: &Totals) -> Option<String> {
-    match (t.warmup, t.warmup_excluded()) {
-        (0, _) => None,
-        (_, 0) => Some(format!(
+/// What the summary says about the intervals it left out or had to keep.
+fn interval_caveats(t: &Totals) -> Vec<String> {
+    let mut out = Vec::new();
+    let partial: Vec<f64> = t
+        .measured
+        .iter()
+        .filter(|m| m.partial)
+        .map(|m| m.dur)
+        .collect();
+    match t.counted_kind() {
+        Counted::Full => {
+            if t.warmup > 0 {
+                out.push(format!(
+                    "the first {} interval(s) sized the sample (warm-up) and are left out of the summary's rate and percentiles",
+                    t.warmup
+                ));
+            }
+            for d in partial {
+                out.push(format!(
+                    "a partial interval ({d:.2} s of {:.2} s) is shown but left out of the summary: a shorter window reads a different rate",
+                    t.interval_s
+                ));
+            }
+        }
+        Counted::PartialOnly => out.push(format!(
+            "only partial intervals were measured (shortest {:.2} s of {:.2} s): the rate is per that shorter window and reads higher than a full interval would for a writer that rewrites pages",
+            partial.iter().copied().fold(f64::INFINITY, f64::min),
+            t.interval_s
+        )),
+        Counted::WarmupOnly => out.push(format!(
             "all {} intervals were sample warm-up (the sample was still being sized): the rate is less precise than requested",
-            t.warmup
+            t.measured.len()
         )),
-        (_, n) => Some(format!(
-            "the first {n} interval(s) sized the sample (warm-up) and are left out of the summary's rate and percentiles"
-        )),
+        Counted::Nothing => {}
     }
+    out
 }
 
 /// One line per thread the source attributed writes to, with its share and time on CPU.
@@ -337,23 +384,21 @@ mod tests {
     }
 
     #[test]
-    fn short_intervals_stay_out_of_peak_and_percentiles() {
+    fn partial_intervals_leave_the_summary_unless_they_are_all() {
         let mut t = Totals::new(1.0, 4096);
-        let full = IntervalReport {
-            measured: true,
-            unique_pages: 100.0,
-            ..Default::default()
-        };
-        let short = IntervalReport {
-            measured: true,
-            unique_pages: 100.0,
-            ..Default::default()
-        };
-        t.add(&full, 1.0, 1.0).unwrap();
-        let s = t.add(&short, 0.1, 1.1).unwrap();
-        assert_eq!(s.dirty_pages_per_sec, 1000.0);
+        let s = t.add(&interval(100.0, false), 0.3, 0.3).unwrap();
+        assert!(s.partial);
+        assert_eq!(t.counted_kind(), Counted::PartialOnly);
+        assert_eq!(t.rate_pages().0, t.peak(), "mean never above the peak");
+        assert!(interval_caveats(&t)[0].starts_with("only partial"));
+        let mut t = Totals::new(1.0, 4096);
+        t.add(&interval(100.0, false), 1.0, 1.0).unwrap();
+        t.add(&interval(100.0, false), 0.1, 1.1).unwrap();
+        assert_eq!(t.intervals(), 1);
+        assert_eq!(t.rate_pages().0, 100.0);
         assert_eq!(t.peak(), 100.0);
         assert_eq!(t.percentiles().unwrap().max_bytes_per_sec, 100.0 * 4096.0);
+        assert!(interval_caveats(&t)[0].starts_with("a partial interval (0.10 s"));
     }
 
     #[test]
@@ -387,14 +432,12 @@ mod tests {
         t.add(&interval(10.0, false), 1.0, 1.0);
         t.add(&interval(20.0, true), 1.0, 2.0);
         assert_eq!(t.intervals(), 2, "all warm-up: kept");
-        assert_eq!(t.warmup_excluded(), 0);
-        assert!(warmup_caveat(&t).unwrap().starts_with("all 2"));
+        assert!(interval_caveats(&t)[0].starts_with("all 2"));
         t.add(&interval(100.0, false), 1.0, 3.0);
         t.add(&interval(110.0, false), 1.0, 4.0);
         assert_eq!(t.intervals(), 2);
-        assert_eq!(t.warmup_excluded(), 2);
         assert_eq!(t.rate_pages().0, 105.0);
         assert_eq!(t.peak(), 110.0);
-        assert!(warmup_caveat(&t).unwrap().contains("first 2 interval"));
+        assert!(interval_caveats(&t)[0].contains("first 2 interval"));
     }
 }

@@ -93,6 +93,8 @@ impl<W: Write> Sink for TerminalSink<W> {
             i.drops.total(),
             if i.warmup {
                 "  warm-up: sample grown, not in summary"
+            } else if i.partial {
+                "  partial interval"
             } else {
                 ""
             }
