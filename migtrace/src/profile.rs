@@ -124,13 +124,12 @@ pub enum ProfileError {
 pub struct InvalidProfile(pub String);
 
 impl Profile {
-    /// The profile of a watch, from its summary. `interval_s` is the watch's interval;
+    /// The profile of a watch, from its summary. Its interval is the mean measured one;
     /// per-thread shares go in only when they attribute the dirtying itself (fault,
     /// softdirty): with sample+fault they are write-fault counts, and a thread that rewrites
     /// resident memory takes none. `created_unix_s` stamps it.
     pub fn from_summary(
         s: &Summary,
-        interval_s: f64,
         threads_attribute_dirtying: bool,
         created_unix_s: u64,
     ) -> Profile {
@@ -149,7 +148,7 @@ impl Profile {
             backend: s.backend.clone(),
             caveats: s.caveats.clone(),
             duration_s: s.duration_s,
-            interval_s,
+            interval_s: s.interval_s,
             dirty: DirtyRate {
                 bytes_per_sec: s.dirty_bytes_per_sec,
                 pages_per_sec: s.dirty_pages_per_sec,

@@ -101,6 +101,8 @@ pub struct Summary {
     pub end_reason: EndReason,
     pub duration_s: f64,
     pub intervals: u64,
+    /// Mean measured length of the intervals the summary counts, seconds.
+    pub interval_s: f64,
     /// Sum over intervals of the unique pages dirtied in each interval: what a pre-copy
     /// migration with passes of one interval would have had to resend.
     pub dirty_pages: f64,

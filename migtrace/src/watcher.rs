@@ -242,12 +242,7 @@ impl Watch<'_> {
             },
         );
         if let Some(path) = &self.cfg.profile_out {
-            let prof = Profile::from_summary(
-                &summary,
-                self.cfg.interval.as_secs_f64(),
-                fin.threads_attribute_dirtying,
-                unix_now(),
-            );
+            let prof = Profile::from_summary(&summary, fin.threads_attribute_dirtying, unix_now());
             prof.save(path)?;
         }
         self.sink.summary(&summary);

@@ -92,12 +92,7 @@ fn render(rec: &Recording, sink: &mut dyn Sink) -> Profile {
         },
     );
     sink.summary(&summary);
-    Profile::from_summary(
-        &summary,
-        rec.interval_s,
-        rec.fin.threads_attribute_dirtying,
-        0,
-    )
+    Profile::from_summary(&summary, rec.fin.threads_attribute_dirtying, 0)
 }
 
 fn fixtures() -> PathBuf {

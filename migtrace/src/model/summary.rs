@@ -170,6 +170,17 @@ impl Totals {
         })
     }
 
+    /// Mean measured length of the counted intervals, seconds (the asked length when
+    /// nothing was measured).
+    fn mean_window(&self) -> f64 {
+        let c = self.counted();
+        if c.is_empty() {
+            self.interval_s
+        } else {
+            c.iter().map(|m| m.dur).sum::<f64>() / c.len() as f64
+        }
+    }
+
     fn peak(&self) -> f64 {
         self.counted().iter().fold(0.0, |a, m| a.max(m.pps))
     }
@@ -247,6 +258,7 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
         end_reason: inp.end,
         duration_s: inp.duration_s,
         intervals: t.intervals(),
+        interval_s: t.mean_window(),
         dirty_pages: t.pages(),
         dirty_pages_per_sec: rate_pages,
         dirty_bytes_per_sec: rate_pages * page as f64,

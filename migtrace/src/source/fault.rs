@@ -28,6 +28,8 @@ pub struct FaultSource {
     growth: GrowthWindows<Hll>,
     /// Union of every epoch: unique pages over the whole watch.
     total: Hll,
+    /// When the current epoch's sketch began (the last flip).
+    epoch_start: std::time::Instant,
 }
 
 impl FaultSource {
@@ -42,14 +44,18 @@ impl FaultSource {
             interval_sketch: Hll::default(),
             growth: GrowthWindows::new(LEVELS),
             total: Hll::default(),
+            epoch_start: std::time::Instant::now(),
         })
     }
 
     fn take_epoch(&mut self) -> Result<()> {
         let s = self.probe.take_epoch_sketch()?;
+        let now = std::time::Instant::now();
+        let secs = now.duration_since(self.epoch_start).as_secs_f64();
+        self.epoch_start = now;
         hll_merge(&mut self.interval_sketch, &s);
         hll_merge(&mut self.total, &s);
-        self.growth.push(&s);
+        self.growth.push(&s, secs);
         Ok(())
     }
 }
@@ -95,7 +101,7 @@ impl DirtySource for FaultSource {
     fn finish(&mut self) -> Result<FinalReport> {
         self.probe.stop()?;
         Ok(FinalReport {
-            growth: self.growth.curve(EPOCH.as_secs_f64()),
+            growth: self.growth.curve(),
             unique_pages_total: Some(hll_estimate(&self.total)),
             threads: self.probe.thread_counts()?,
             zero_page_share: None,

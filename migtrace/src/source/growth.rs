@@ -45,7 +45,11 @@ impl PageSet for HashSet<u64> {
 struct Level<S> {
     current: S,
     filled: u64,
+    /// Measured length of the window in progress, seconds.
+    secs: f64,
     mean: Mean,
+    /// Mean measured length of the complete windows: the curve's x, never the nominal.
+    mean_secs: Mean,
 }
 
 /// Tumbling windows of 1, 2, 4 ... 2^(levels-1) epochs.
@@ -61,21 +65,26 @@ impl<S: PageSet> GrowthWindows<S> {
                 .map(|_| Level {
                     current: S::default(),
                     filled: 0,
+                    secs: 0.0,
                     mean: Mean::default(),
+                    mean_secs: Mean::default(),
                 })
                 .collect(),
         }
     }
 
-    /// Adds one epoch's dirty set.
-    pub fn push(&mut self, epoch: &S) {
+    /// Adds one epoch's dirty set, measured over `secs` seconds.
+    pub fn push(&mut self, epoch: &S, secs: f64) {
         for (k, l) in self.levels.iter_mut().enumerate() {
             l.current.unite(epoch);
             l.filled += 1;
+            l.secs += secs;
             if l.filled == 1 << k {
                 l.mean.add(l.current.count());
+                l.mean_secs.add(l.secs);
                 l.current = S::default();
                 l.filled = 0;
+                l.secs = 0.0;
             }
         }
     }
@@ -85,19 +94,19 @@ impl<S: PageSet> GrowthWindows<S> {
         for l in self.levels.iter_mut() {
             l.current = S::default();
             l.filled = 0;
+            l.secs = 0.0;
         }
     }
 
-    /// U(window) for every window length with at least one complete window, for epochs of
-    /// `epoch_s` seconds.
-    pub fn curve(&self, epoch_s: f64) -> Vec<GrowthPoint> {
+    /// U(window) for every window length with at least one complete window, at the mean
+    /// measured length of those windows.
+    pub fn curve(&self) -> Vec<GrowthPoint> {
         self.levels
             .iter()
-            .enumerate()
-            .filter_map(|(k, l)| {
-                l.mean.get().map(|u| GrowthPoint {
-                    window_s: epoch_s * (1u64 << k) as f64,
-                    unique_pages: u,
+            .filter_map(|l| {
+                Some(GrowthPoint {
+                    window_s: l.mean_secs.get()?,
+                    unique_pages: l.mean.get()?,
                     windows: l.mean.n,
                 })
             })
@@ -125,12 +134,13 @@ mod tests {
         let mut g = GrowthWindows::<Hll>::new(19);
         for e in 0..64u64 {
             let start = (e * 100) % 1600;
-            g.push(&sketch(start..start + 100));
+            g.push(&sketch(start..start + 100), 0.05);
         }
-        let c = g.curve(0.05);
+        let c = g.curve();
         assert_eq!(c.len(), 7); // 1, 2, 4, ..., 64 epochs
         for p in &c {
             let epochs = (p.window_s / 0.05).round();
+            assert!((p.window_s / 0.05 - epochs).abs() < 1e-9);
             let expect = (100.0 * epochs).min(1600.0);
             assert!(
                 (p.unique_pages - expect).abs() / expect < 0.03,
@@ -144,11 +154,15 @@ mod tests {
     #[test]
     fn exact_sets_restart_after_a_short_epoch() {
         let mut g = GrowthWindows::<HashSet<u64>>::new(4);
-        g.push(&(0..10).collect());
-        g.push(&(10..20).collect());
+        g.push(&(0..10).collect(), 0.1);
+        g.push(&(10..20).collect(), 0.12);
         g.restart_windows();
-        g.push(&(0..10).collect());
-        let c = g.curve(0.1);
+        g.push(&(0..10).collect(), 0.1);
+        let c = g.curve();
+        assert!(
+            (c[1].window_s - 0.22).abs() < 1e-12,
+            "measured, not 2 x 0.1"
+        );
         assert_eq!(c[0].windows, 3);
         assert_eq!(c[1].unique_pages, 20.0);
         assert_eq!(c[1].windows, 1);

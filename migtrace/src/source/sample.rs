@@ -35,6 +35,7 @@ use super::{DirtySource, Drops, FinalReport, IntervalReport, SampleInfo, SourceO
 use crate::{
     error::Error,
     estimate::{sample_size_for, wilson, Mean},
+    model::summary::FULL_SHARE,
     profile::GrowthPoint,
     target::{page_size, Region, Target},
 };
@@ -72,10 +73,13 @@ pub struct SampleSource {
     done_var: f64,
     /// Midpoint of the last snapshot (the start of the next interval's window).
     last_mid: Instant,
-    history: VecDeque<Vec<u64>>,
+    /// Recent snapshots of the current sample, each with its midpoint time.
+    history: VecDeque<(Vec<u64>, Instant)>,
     hzero: u64,
     intervals: u32,
-    lags: Vec<Mean>,
+    /// Per lag 2^j: unique pages between snapshots that far apart, and the measured
+    /// length of those windows (never the asked interval times 2^j).
+    lags: Vec<(Mean, Mean)>,
     zero_share: Option<f64>,
     buf: Vec<u8>,
 }
@@ -118,7 +122,7 @@ impl SampleSource {
             history: VecDeque::new(),
             hzero: Self::state_of_hash(xxh3_64(&vec![0u8; page as usize])),
             intervals: 0,
-            lags: vec![Mean::default(); MAX_LAG.trailing_zeros() as usize + 1],
+            lags: vec![Default::default(); MAX_LAG.trailing_zeros() as usize + 1],
             zero_share: None,
             buf: vec![0u8; BATCH * page as usize],
         };
@@ -131,7 +135,7 @@ impl SampleSource {
                 opts.pid
             ));
         }
-        s.history.push_back(base.0);
+        s.history.push_back((base.0, s.last_mid));
         Ok(s)
     }
 
@@ -356,19 +360,17 @@ impl SampleSource {
     fn update_lags(&mut self) {
         let pop = self.population as f64;
         let last = self.history.len() - 1;
-        for (j, m) in self.lags.iter_mut().enumerate() {
+        for (j, (m, secs)) in self.lags.iter_mut().enumerate() {
             let lag = 1usize << j;
             if lag > last {
                 break;
             }
-            let (v, c) = count_changes(
-                &self.history[last - lag],
-                &self.history[last],
-                self.hzero,
-                |_| {},
-            );
+            let (older, t0) = &self.history[last - lag];
+            let (newer, t1) = &self.history[last];
+            let (v, c) = count_changes(older, newer, self.hzero, |_| {});
             if v > 0 {
                 m.add(c as f64 / v as f64 * pop);
+                secs.add(t1.duration_since(*t0).as_secs_f64());
             }
         }
         while self.history.len() > MAX_LAG + 1 {
@@ -400,7 +402,7 @@ impl SampleSource {
             log::debug!("redrawing the sample: {cur_n} -> {n} pages");
             self.draw(n)?;
             let (base, _) = self.snapshot()?;
-            self.history.push_back(base);
+            self.history.push_back((base, self.last_mid));
         }
         Ok(grew)
     }
@@ -434,7 +436,7 @@ impl DirtySource for SampleSource {
             Err(e) => return Err(e),
         };
         self.intervals += 1;
-        let prev = self.history.back().context("no baseline snapshot")?;
+        let (prev, _) = self.history.back().context("no baseline snapshot")?;
         let changes = &mut self.changes;
         let (valid, k) = count_changes(prev, &cur, self.hzero, |i| changes[i] += 1);
         let pop = self.population as f64;
@@ -444,9 +446,10 @@ impl DirtySource for SampleSource {
             0.0
         };
         let (lo, hi) = wilson(k, valid, 1.96);
+        let window = self.last_mid.duration_since(start_mid);
         let mut report = IntervalReport {
             measured: true,
-            window: Some(self.last_mid.duration_since(start_mid)),
+            window: Some(window),
             unique_pages: p * pop,
             ci95: Some((lo * pop, hi * pop)),
             faults: None,
@@ -461,8 +464,12 @@ impl DirtySource for SampleSource {
             }),
             warmup: false,
         };
-        self.history.push_back(cur);
-        self.update_lags();
+        self.history.push_back((cur, self.last_mid));
+        // A partial window (the watch ending mid-interval) would put a short window among
+        // the full ones of its lag: it stays out of the growth curve.
+        if window.as_secs_f64() >= FULL_SHARE * self.interval.as_secs_f64() {
+            self.update_lags();
+        }
         report.warmup = self.adapt(p, k)?;
         Ok(report)
     }
@@ -471,15 +478,21 @@ impl DirtySource for SampleSource {
         let growth = self
             .lags
             .iter()
-            .enumerate()
-            .filter_map(|(j, m)| {
-                m.get().map(|u| GrowthPoint {
-                    window_s: self.interval.as_secs_f64() * (1u64 << j) as f64,
-                    unique_pages: u,
+            .filter_map(|(m, secs)| {
+                Some(GrowthPoint {
+                    window_s: secs.get()?,
+                    unique_pages: m.get()?,
                     windows: m.n,
                 })
             })
-            .collect();
+            // Measured windows of successive lags always grow; a point that did not (clock
+            // trouble) is dropped rather than written unsorted.
+            .fold(Vec::new(), |mut v: Vec<GrowthPoint>, g| {
+                if v.last().is_none_or(|l| g.window_s > l.window_s) {
+                    v.push(g);
+                }
+                v
+            });
         Ok(FinalReport {
             growth,
             unique_pages_total: None,

@@ -473,6 +473,7 @@ impl SoftDirtySource {
     /// epoch's dirty set. `full` says whether the epoch ran its whole length (only those
     /// enter the growth curve).
     fn end_epoch(&mut self, full: bool) {
+        let prev_arm_ns = self.arm_ns;
         let mut carry = Vec::new();
         let mut late = HashSet::new();
         if !self.gone {
@@ -509,7 +510,9 @@ impl SoftDirtySource {
         self.interval_set.extend(epoch.iter().copied());
         self.all.extend(epoch.iter().copied());
         if full {
-            self.levels.push(&epoch);
+            // The epoch ran from the previous arm to this one.
+            let secs = self.arm_ns.saturating_sub(prev_arm_ns) as f64 / 1e9;
+            self.levels.push(&epoch, secs);
         } else {
             self.levels.restart_windows();
         }
@@ -647,8 +650,7 @@ impl DirtySource for SoftDirtySource {
 
     fn finish(&mut self) -> Result<FinalReport> {
         self.probe.stop()?;
-        let epoch_s = self.epoch_ticks as f64 * TICK.as_secs_f64();
-        let growth = self.levels.curve(epoch_s);
+        let growth = self.levels.curve();
         let mut threads: Vec<(u32, u64)> = self.threads.iter().map(|(&t, &n)| (t, n)).collect();
         threads.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         Ok(FinalReport {
