@@ -156,6 +156,53 @@ pub struct Limits {
     pub max_passes: Option<u32>,
 }
 
+/// KubeVirt `MigrationConfiguration` defaults (kubevirt.io/api `MigrationConfiguration`,
+/// pkg/virt-config: `MigrationCompletionTimeoutPerGiB = 150`, `MigrationProgressTimeout =
+/// 150`): abort when the migration takes longer than 150 s per GiB of migrated data, or
+/// makes no progress for 150 s.
+pub const KUBEVIRT_COMPLETION_PER_GIB: u64 = 150;
+pub const KUBEVIRT_PROGRESS_TIMEOUT_S: f64 = 150.0;
+/// OpenStack Nova `[libvirt] live_migration_completion_timeout` default 800: seconds per GiB
+/// of guest RAM + disk to transfer, with a lower bound of 2 GiB (nova/conf/libvirt.py; used
+/// in nova/virt/libvirt/migration.py).
+pub const NOVA_COMPLETION_PER_GIB: u64 = 800;
+/// Nova counts at least this many GiB when it scales its completion timeout.
+pub const NOVA_MIN_GIB: f64 = 2.0;
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+impl Limits {
+    /// KubeVirt's limits for a guest of `mem_bytes`: the completion timeout scales with the
+    /// migrated data in GiB (memory and local disks; only the memory is known here), and the
+    /// progress timeout.
+    pub fn kubevirt(mem_bytes: f64) -> Limits {
+        Limits {
+            deadline_s: Some(KUBEVIRT_COMPLETION_PER_GIB as f64 * Self::kubevirt_gib(mem_bytes)),
+            progress_timeout_s: Some(KUBEVIRT_PROGRESS_TIMEOUT_S),
+            max_passes: None,
+        }
+    }
+
+    /// Nova's completion timeout for a guest of `mem_bytes` (RAM; disk would add to it).
+    pub fn nova(mem_bytes: f64) -> Limits {
+        Limits {
+            deadline_s: Some(NOVA_COMPLETION_PER_GIB as f64 * Self::nova_gib(mem_bytes)),
+            progress_timeout_s: None,
+            max_passes: None,
+        }
+    }
+
+    /// The GiB KubeVirt scales its completion timeout by.
+    pub fn kubevirt_gib(mem_bytes: f64) -> f64 {
+        mem_bytes / GIB
+    }
+
+    /// The GiB Nova scales its completion timeout by: at least [`NOVA_MIN_GIB`].
+    pub fn nova_gib(mem_bytes: f64) -> f64 {
+        (mem_bytes / GIB).max(NOVA_MIN_GIB)
+    }
+}
+
 /// One simulated scenario.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
@@ -259,7 +306,8 @@ pub const XEN_DIRTY_THRESHOLD_PAGES: f64 = 50.0;
 /// Hyper-V: "Hyper-V repeats the copying process ... until it has made 10 passes through
 /// the memory pages ... If the copy cannot be completed in 10 iterations, Hyper-V suspends
 /// the VM" (Directions on Microsoft, "Live Migration Switch Over", on Windows Server 2008 R2
-/// Hyper-V). The issue text said 5; we follow the source and `--max-passes` overrides it.
+/// Hyper-V). A limit of 5 passes is also quoted without a source; we follow the source, and
+/// `--max-passes 5` gives that rule.
 pub const HYPERV_MAX_PASSES: u32 = 10;
 
 /// QEMU's auto-converge state machine, as `migration_trigger_throttle` and

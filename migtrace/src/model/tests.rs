@@ -1,4 +1,5 @@
-//! Unit and property tests of the model: the required properties, the worked
+//! Unit and property tests of the model: the properties the predictions must have (more
+//! bandwidth is never slower, zero dirtying is one pass, ...), the worked
 //! 10g-against-40g example checked against a hand calculation, and QEMU's auto-converge
 //! schedule step by step.
 use super::recommend::{
