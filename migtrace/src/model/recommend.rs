@@ -86,8 +86,26 @@ pub struct Recommendation {
     pub total_time_s: f64,
     pub downtime_s: f64,
     pub peak_throttle_pct: f64,
-    /// Plain-words explanation.
-    pub note: String,
+    /// Why this recommendation. Not serialised with the rest: the sink puts it into words.
+    #[serde(skip)]
+    pub note: Note,
+}
+
+/// Why a recommendation is what it is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Note {
+    /// It converges without a throttle.
+    NoThrottleNeeded,
+    /// The smallest CPU throttle that converges, %.
+    SmallestCpuThrottle { pct: f64 },
+    /// The loosest dirty limit that converges, MB/s per vCPU.
+    LoosestDirtyLimit { mb_per_sec: f64 },
+    /// No level of the families tried converges; `cpu_busy` is the busiest writer's time
+    /// on CPU when it is low enough (under 0.5) to explain why a CPU throttle fails.
+    Unreachable {
+        tried: Vec<ThrottleKind>,
+        cpu_busy: Option<f64>,
+    },
 }
 
 /// The throttle with a level, as the simulator runs it, for each family.
@@ -203,7 +221,7 @@ pub fn recommend(
             baseline,
             base,
             ctx,
-            "converges without a throttle".into(),
+            Note::NoThrottleNeeded,
         );
     }
     let mut tried = Vec::new();
@@ -213,33 +231,23 @@ pub fn recommend(
             ThrottleKind::AutoConverge | ThrottleKind::Sdps => search_pct(w, base, k),
             ThrottleKind::DirtyLimit => search_dirty_limit(w, base),
         };
-        tried.push(k.name());
+        tried.push(k);
         if let Some((level, o)) = found {
             let note = match k {
-                ThrottleKind::DirtyLimit => format!(
-                    "a dirty limit of {level:.0} MB/s per vCPU is the loosest that converges"
-                ),
-                _ => format!("{level:.0} % is the smallest CPU throttle that converges"),
+                ThrottleKind::DirtyLimit => Note::LoosestDirtyLimit { mb_per_sec: level },
+                _ => Note::SmallestCpuThrottle { pct: level },
             };
             return build(k, Some(level), &o, base, ctx, note);
         }
     }
     let busy = w.writers.iter().map(|x| x.busy).fold(0.0, f64::max);
-    let mut note = format!(
-        "no {} level makes it converge within the targets",
-        tried.join(" or ")
-    );
-    if busy < 0.5
-        && kinds
-            .iter()
-            .any(|k| matches!(k, ThrottleKind::AutoConverge | ThrottleKind::Sdps))
-    {
-        note.push_str(&format!(
-            "; the writers are on CPU only {:.1} % of the time, so a CPU throttle barely slows them",
-            busy * 100.0
-        ));
-    }
-    note.push_str("; use a faster link, post-copy, or a longer downtime");
+    let cpu_kinds = kinds
+        .iter()
+        .any(|k| matches!(k, ThrottleKind::AutoConverge | ThrottleKind::Sdps));
+    let note = Note::Unreachable {
+        tried,
+        cpu_busy: (busy < 0.5 && cpu_kinds).then_some(busy),
+    };
     Recommendation {
         kind: RecommendationKind::Unreachable,
         level: None,
@@ -271,7 +279,7 @@ fn build(
     o: &Outcome,
     base: &Scenario,
     ctx: &SettingsContext,
-    note: String,
+    note: Note,
 ) -> Recommendation {
     Recommendation {
         kind: kind.into(),

@@ -277,8 +277,69 @@ pub struct Outcome {
     pub converges: bool,
     /// The largest CPU throttle reached, %.
     pub peak_throttle_pct: f64,
-    /// One sentence on why it ended as it did.
-    pub reason: String,
+    /// Why it ended as it did. Not serialised with the rest: the sink puts it into words.
+    #[serde(skip)]
+    pub reason: Reason,
+}
+
+/// Why a simulation ended, with the numbers the sentence needs (bytes, seconds).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    /// The goodput is zero.
+    NoLink,
+    /// QEMU's (and Hyper-V's) switchover: the pending bytes fit in the downtime target.
+    Fits {
+        pass: u32,
+        pending: f64,
+        downtime_s: f64,
+    },
+    /// vMotion's switchover within its target.
+    SwitchoverFits {
+        pass: u32,
+        pending: f64,
+        downtime_s: f64,
+    },
+    /// Xen suspends the guest after `pass`.
+    Xen {
+        pass: u32,
+        why: XenStop,
+        pending: f64,
+    },
+    /// Hyper-V suspends the guest after its pass limit.
+    HyperVPassLimit { passes: u32, pending: f64 },
+    /// `--max-passes` forced the stop-and-copy.
+    MaxPasses { pass: u32, pending: f64 },
+    /// vMotion stopped shrinking and the switchover would exceed its maximum.
+    SwitchoverTooLong { pending: f64, switchover_s: f64 },
+    /// vMotion stopped shrinking and switches over anyway.
+    SwitchoverAnyway { pending: f64, switchover_s: f64 },
+    /// QEMU: each pass dirties as much as it sends.
+    IteratesForever {
+        pending: f64,
+        threshold: f64,
+        downtime_s: f64,
+    },
+    /// No new low of the pending bytes within the progress timeout.
+    NoProgress { timeout_s: f64 },
+    /// The deadline passes before the migration can complete.
+    Deadline { deadline_s: f64 },
+    /// Not complete after a simulated day.
+    SimulatedDay,
+    /// Not complete after [`MAX_SIM_PASSES`] passes.
+    PassHorizon { passes: u32 },
+    /// It would complete, but past the deadline.
+    PastDeadline { total_s: f64, deadline_s: f64 },
+}
+
+/// Which of Xen's rules ended the iterative phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XenStop {
+    /// Fewer than 50 pages dirtied in the last pass.
+    FewPages,
+    /// More than 3x the memory sent (legacy only).
+    Volume,
+    /// The iteration limit.
+    IterationLimit(u32),
 }
 
 /// Simulation horizon: no real migration runs this many passes, and QEMU's own rule has no
@@ -400,10 +461,7 @@ impl AutoConvergeState {
 pub fn simulate(w: &Workload, s: &Scenario) -> Outcome {
     let mut sim = Sim::new(w, s);
     if sim.g <= 0.0 {
-        return sim.finish(Stop::abandon(
-            Ending::NeverConverges,
-            "the link carries nothing".into(),
-        ));
+        return sim.finish(Stop::abandon(Ending::NeverConverges, Reason::NoLink));
     }
     loop {
         let (index, pending) = sim.pass();
@@ -427,12 +485,12 @@ pub fn simulate(w: &Workload, s: &Scenario) -> Outcome {
 struct Stop {
     stop_bytes: f64,
     ending: Ending,
-    reason: String,
+    reason: Reason,
 }
 
 impl Stop {
     /// A switchover with `pending` bytes left to copy with the guest paused.
-    fn switch(pending: f64, ending: Ending, reason: String) -> Stop {
+    fn switch(pending: f64, ending: Ending, reason: Reason) -> Stop {
         Stop {
             stop_bytes: pending,
             ending,
@@ -441,7 +499,7 @@ impl Stop {
     }
 
     /// The migration is given up: nothing goes out with the guest paused.
-    fn abandon(ending: Ending, reason: String) -> Stop {
+    fn abandon(ending: Ending, reason: Reason) -> Stop {
         Stop {
             stop_bytes: 0.0,
             ending,
@@ -614,11 +672,11 @@ impl<'a> Sim<'a> {
             Stop::switch(
                 pending,
                 Ending::Converged,
-                format!(
-                    "after pass {index}, {:.1} MiB pending fits in {:.0} ms at the link's goodput",
-                    pending / MIB,
-                    self.s.downtime_s * 1000.0
-                ),
+                Reason::Fits {
+                    pass: index,
+                    pending,
+                    downtime_s: self.s.downtime_s,
+                },
             )
         })
     }
@@ -629,11 +687,11 @@ impl<'a> Sim<'a> {
             Stop::switch(
                 pending,
                 Ending::Converged,
-                format!(
-                    "after pass {index}, the switchover of {:.1} MiB takes under the {:.0} ms target",
-                    pending / MIB,
-                    self.s.downtime_s * 1000.0
-                ),
+                Reason::SwitchoverFits {
+                    pass: index,
+                    pending,
+                    downtime_s: self.s.downtime_s,
+                },
             )
         })
     }
@@ -648,11 +706,11 @@ impl<'a> Sim<'a> {
             return None;
         }
         let why = if few {
-            "fewer than 50 pages were dirtied in the last pass".to_string()
+            XenStop::FewPages
         } else if volume {
-            "more than 3x the memory has been sent (DEF_MAX_FACTOR)".to_string()
+            XenStop::Volume
         } else {
-            format!("the iteration limit ({}) was reached", self.max_passes)
+            XenStop::IterationLimit(self.max_passes)
         };
         let ending = if few {
             Ending::Converged
@@ -662,10 +720,11 @@ impl<'a> Sim<'a> {
         Some(Stop::switch(
             pending,
             ending,
-            format!(
-                "Xen suspends the guest after pass {index}: {why}; {:.1} MiB left for stop-and-copy",
-                pending / MIB
-            ),
+            Reason::Xen {
+                pass: index,
+                why,
+                pending,
+            },
         ))
     }
 
@@ -675,11 +734,10 @@ impl<'a> Sim<'a> {
             Stop::switch(
                 pending,
                 Ending::ForcedStop,
-                format!(
-                    "Hyper-V suspends the guest after {} passes with {:.1} MiB still dirty",
-                    self.max_passes,
-                    pending / MIB
-                ),
+                Reason::HyperVPassLimit {
+                    passes: self.max_passes,
+                    pending,
+                },
             )
         })
     }
@@ -691,10 +749,10 @@ impl<'a> Sim<'a> {
             Stop::switch(
                 pending,
                 Ending::ForcedStop,
-                format!(
-                    "stop-and-copy forced after {index} passes (--max-passes) with {:.1} MiB still dirty",
-                    pending / MIB
-                ),
+                Reason::MaxPasses {
+                    pass: index,
+                    pending,
+                },
             )
         })
     }
@@ -743,21 +801,19 @@ impl<'a> Sim<'a> {
             return Stop::switch(
                 pending,
                 Ending::SwitchoverTooLong,
-                format!(
-                    "pre-copy stopped shrinking at {:.1} MiB; the switchover would take {:.0} s, past vMotion's 100 s maximum",
-                    pending / MIB,
-                    sw
-                ),
+                Reason::SwitchoverTooLong {
+                    pending,
+                    switchover_s: sw,
+                },
             );
         }
         Stop::switch(
             pending,
             Ending::ForcedStop,
-            format!(
-                "pre-copy stopped shrinking at {:.1} MiB; vMotion switches over anyway ({:.2} s)",
-                pending / MIB,
-                sw
-            ),
+            Reason::SwitchoverAnyway {
+                pending,
+                switchover_s: sw,
+            },
         )
     }
 
@@ -766,12 +822,11 @@ impl<'a> Sim<'a> {
         Stop::switch(
             pending,
             Ending::NeverConverges,
-            format!(
-                "each pass dirties as much as it sends: {:.1} MiB stays pending, above the {:.1} MiB that fit in {:.0} ms; QEMU would iterate forever",
-                pending / MIB,
-                self.threshold / MIB,
-                self.s.downtime_s * 1000.0
-            ),
+            Reason::IteratesForever {
+                pending,
+                threshold: self.threshold,
+                downtime_s: self.s.downtime_s,
+            },
         )
     }
 
@@ -786,23 +841,22 @@ impl<'a> Sim<'a> {
             if self.now - self.best_at > pt {
                 return Some(Stop::abandon(
                     Ending::Aborted,
-                    format!("no progress for {pt:.0} s (progress timeout)"),
+                    Reason::NoProgress { timeout_s: pt },
                 ));
             }
         }
         if self.now + pending / self.g > self.horizon_s {
             return Some(match self.s.limits.deadline_s {
-                Some(d) => Stop::abandon(
-                    Ending::Aborted,
-                    format!("the deadline of {d:.0} s passes before it can complete"),
-                ),
-                None => Stop::abandon(Ending::Horizon, "not complete after a simulated day".into()),
+                Some(d) => Stop::abandon(Ending::Aborted, Reason::Deadline { deadline_s: d }),
+                None => Stop::abandon(Ending::Horizon, Reason::SimulatedDay),
             });
         }
         (index >= MAX_SIM_PASSES).then(|| {
             Stop::abandon(
                 Ending::Horizon,
-                format!("not complete after {MAX_SIM_PASSES} passes"),
+                Reason::PassHorizon {
+                    passes: MAX_SIM_PASSES,
+                },
             )
         })
     }
@@ -829,11 +883,10 @@ impl<'a> Sim<'a> {
         let (ending, reason) = if completes && !within_deadline {
             (
                 Ending::Aborted,
-                format!(
-                    "would complete at {:.1} s, past the deadline of {:.1} s",
-                    total,
-                    s.limits.deadline_s.unwrap_or(0.0)
-                ),
+                Reason::PastDeadline {
+                    total_s: total,
+                    deadline_s: s.limits.deadline_s.unwrap_or(0.0),
+                },
             )
         } else {
             (ending, reason)
@@ -851,5 +904,3 @@ impl<'a> Sim<'a> {
         }
     }
 }
-
-const MIB: f64 = 1024.0 * 1024.0;

@@ -5,10 +5,10 @@
 use serde_json::{json, Value};
 
 use crate::model::recommend::{
-    KubevirtSpec, NovaConf, QemuSettings, QmpParameters, Recommendation, RecommendationKind,
+    KubevirtSpec, Note, NovaConf, QemuSettings, QmpParameters, Recommendation, RecommendationKind,
     Settings, ThrottleKind, Virsh,
 };
-use crate::model::sim::{Ending, Policy, Throttle};
+use crate::model::sim::{Ending, Policy, Reason, Throttle, XenStop};
 use crate::model::workload::{Curve, Workload};
 use crate::model::{completes, explain, Explanation, GridInput, Prediction};
 use crate::units::{fmt_bytes, fmt_link, fmt_secs};
@@ -87,7 +87,102 @@ fn verdict(c: &Prediction) -> String {
         (false, Ending::NeverConverges) | (false, Ending::Horizon) => "DOES NOT CONVERGE",
         (false, Ending::Aborted) => "ABORTED",
     };
-    format!("{word}: {}", o.reason)
+    format!("{word}: {}", reason_text(&o.reason))
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Why a simulation ended, in one sentence.
+pub fn reason_text(r: &Reason) -> String {
+    match r {
+        Reason::NoLink => "the link carries nothing".into(),
+        Reason::Fits { pass, pending, downtime_s } => format!(
+            "after pass {pass}, {:.1} MiB pending fits in {:.0} ms at the link's goodput",
+            pending / MIB,
+            downtime_s * 1000.0
+        ),
+        Reason::SwitchoverFits { pass, pending, downtime_s } => format!(
+            "after pass {pass}, the switchover of {:.1} MiB takes under the {:.0} ms target",
+            pending / MIB,
+            downtime_s * 1000.0
+        ),
+        Reason::Xen { pass, why, pending } => format!(
+            "Xen suspends the guest after pass {pass}: {}; {:.1} MiB left for stop-and-copy",
+            xen_words(*why),
+            pending / MIB
+        ),
+        Reason::HyperVPassLimit { passes, pending } => format!(
+            "Hyper-V suspends the guest after {passes} passes with {:.1} MiB still dirty",
+            pending / MIB
+        ),
+        Reason::MaxPasses { pass, pending } => format!(
+            "stop-and-copy forced after {pass} passes (--max-passes) with {:.1} MiB still dirty",
+            pending / MIB
+        ),
+        Reason::SwitchoverTooLong { pending, switchover_s } => format!(
+            "pre-copy stopped shrinking at {:.1} MiB; the switchover would take {:.0} s, past vMotion's 100 s maximum",
+            pending / MIB,
+            switchover_s
+        ),
+        Reason::SwitchoverAnyway { pending, switchover_s } => format!(
+            "pre-copy stopped shrinking at {:.1} MiB; vMotion switches over anyway ({:.2} s)",
+            pending / MIB,
+            switchover_s
+        ),
+        Reason::IteratesForever { pending, threshold, downtime_s } => format!(
+            "each pass dirties as much as it sends: {:.1} MiB stays pending, above the {:.1} MiB that fit in {:.0} ms; QEMU would iterate forever",
+            pending / MIB,
+            threshold / MIB,
+            downtime_s * 1000.0
+        ),
+        Reason::NoProgress { timeout_s } => {
+            format!("no progress for {timeout_s:.0} s (progress timeout)")
+        }
+        Reason::Deadline { deadline_s } => {
+            format!("the deadline of {deadline_s:.0} s passes before it can complete")
+        }
+        Reason::SimulatedDay => "not complete after a simulated day".into(),
+        Reason::PassHorizon { passes } => format!("not complete after {passes} passes"),
+        Reason::PastDeadline { total_s, deadline_s } => format!(
+            "would complete at {total_s:.1} s, past the deadline of {deadline_s:.1} s"
+        ),
+    }
+}
+
+fn xen_words(why: XenStop) -> String {
+    match why {
+        XenStop::FewPages => "fewer than 50 pages were dirtied in the last pass".into(),
+        XenStop::Volume => "more than 3x the memory has been sent (DEF_MAX_FACTOR)".into(),
+        XenStop::IterationLimit(n) => format!("the iteration limit ({n}) was reached"),
+    }
+}
+
+/// Why a recommendation is what it is, in plain words.
+pub fn note_text(n: &Note) -> String {
+    match n {
+        Note::NoThrottleNeeded => "converges without a throttle".into(),
+        Note::SmallestCpuThrottle { pct } => {
+            format!("{pct:.0} % is the smallest CPU throttle that converges")
+        }
+        Note::LoosestDirtyLimit { mb_per_sec } => {
+            format!("a dirty limit of {mb_per_sec:.0} MB/s per vCPU is the loosest that converges")
+        }
+        Note::Unreachable { tried, cpu_busy } => {
+            let tried: Vec<&str> = tried.iter().map(|k| k.name()).collect();
+            let mut s = format!(
+                "no {} level makes it converge within the targets",
+                tried.join(" or ")
+            );
+            if let Some(busy) = cpu_busy {
+                s.push_str(&format!(
+                    "; the writers are on CPU only {:.1} % of the time, so a CPU throttle barely slows them",
+                    busy * 100.0
+                ));
+            }
+            s.push_str("; use a faster link, post-copy, or a longer downtime");
+            s
+        }
+    }
 }
 
 /// Extra caveats that depend on the results.
@@ -313,7 +408,7 @@ fn recommendation_text(r: &Recommendation) -> String {
         "  recommendation: {}{} -- {}\n",
         r.kind.as_str(),
         level,
-        r.note
+        note_text(&r.note)
     ));
     if !matches!(
         r.kind,
@@ -485,14 +580,18 @@ pub fn settings_json(st: &Settings) -> Value {
     }
 }
 
-/// The results, each with its recommendation's settings rendered in.
+/// The results, each with the words and settings the model leaves to the sink rendered in:
+/// the reason the simulation ended, the recommendation's note and its settings.
 fn results_json(cells: &[Prediction]) -> Value {
     Value::Array(
         cells
             .iter()
             .map(|c| {
                 let mut v = json!(c);
-                v["recommendation"]["settings"] = settings_json(&c.recommendation.settings);
+                v["reason"] = json!(reason_text(&c.outcome.reason));
+                let rec = &mut v["recommendation"];
+                rec["note"] = json!(note_text(&c.recommendation.note));
+                rec["settings"] = settings_json(&c.recommendation.settings);
                 v
             })
             .collect(),
