@@ -255,6 +255,29 @@ fn scenarios() -> Vec<Vec<String>> {
             json,
         ]));
     }
+    // --max-passes forcing the stop on QEMU and vMotion, and a migration that would complete
+    // just past its deadline (48.2 s against 48.1 s).
+    let slow: &[&str] = &[
+        "--link",
+        "10g",
+        "--mem",
+        "16GiB",
+        "--dirty-rate",
+        "1GB/s",
+        "--wws",
+        "16GiB",
+    ];
+    let ends: &[&[&str]] = &[
+        &["--max-passes", "3"],
+        &["--max-passes", "2", "--policy", "vmotion"],
+        &["--max-passes", "4", "--policy", "xen"],
+        &["--deadline", "48100ms"],
+        &["--deadline", "48100ms", "--throttle", "auto-converge"],
+    ];
+    for e in ends {
+        v.push(argv(&[slow, e, json]));
+        v.push(argv(&[slow, e]));
+    }
     // Measured profiles.
     let profiles = [
         "tests/fixtures/profiles/busy-vm.json",
