@@ -103,7 +103,7 @@ fn one(c: &mut Criterion, name: &str, busy: f64) {
             passes,
             cells
                 .iter()
-                .map(|c| format!("{}{}", c.recommendation.kind, c.recommendation.level.map(|l| format!(" {l}")).unwrap_or_default()))
+                .map(|c| format!("{}{}", c.recommendation.kind.as_str(), c.recommendation.level.map(|l| format!(" {l}")).unwrap_or_default()))
                 .collect::<Vec<_>>()
         );
     }

@@ -14,42 +14,82 @@
 //!   `1.5GiBps`; `1.5g/s` and `1.5Gb/s` are ambiguous (bits or bytes?) and rejected.
 //!
 //! Anything else, including a bare number, is an error naming what was expected. Values
-//! must be finite and positive (zero is allowed only for the dirty rate).
+//! must be finite and positive (zero is allowed only for the dirty rate and durations).
+//!
+//! A bare zero is the one number that needs no unit: zero is zero in bits, bytes or
+//! seconds. It is read as zero and then judged like a zero with a unit, so `--dirty-rate 0`
+//! is accepted like `0B/s`, and `--mem 0` is rejected like `0GiB`, as "must be more than
+//! zero". The "has no unit: write e.g. ..." hint is given only for non-zero numbers, so it
+//! never suggests a spelling that is then rejected.
+//!
+//! Errors are [`UnitError`]s, which become [`crate::error::Error::Usage`].
 use std::time::Duration;
+
+/// Why a value could not be read. The message names what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// A non-zero number without the unit that decides its meaning (`--link 10`).
+    #[error("{0}")]
+    NoUnit(String),
+    /// A zero or negative value where only more than zero makes sense (`--mem 0`).
+    #[error("{0}")]
+    NotPositive(String),
+    /// Anything else: empty, not a number, an unknown, ambiguous or misspelled unit.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<UnitError> for crate::error::Error {
+    fn from(e: UnitError) -> Self {
+        crate::error::Error::Usage(e.to_string())
+    }
+}
+
+/// The value of a bare zero (`0`, `0.0`), which needs no unit.
+fn bare_zero(t: &str) -> Option<f64> {
+    let v: f64 = t.parse().ok()?;
+    (v == 0.0 && t.chars().all(|c| c.is_ascii_digit() || c == '.')).then_some(0.0)
+}
 
 /// Parses a duration such as `1s`, `250ms`, `1m30s`. A bare number is rejected because it
 /// is ambiguous (seconds? milliseconds?).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// A bare zero is zero seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty duration".into());
+        return Err(UnitError::Invalid("empty duration".into()));
+    }
+    if bare_zero(t).is_some() {
+        return Ok(Duration::ZERO);
     }
     if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(format!(
+        return Err(UnitError::NoUnit(format!(
             "duration {t:?} has no unit: write e.g. {t}s or {t}ms"
-        ));
+        )));
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("bad duration {t:?}: {e} (examples: 1s, 250ms, 1m30s)"))
+    humantime::parse_duration(t).map_err(|e| {
+        UnitError::Invalid(format!(
+            "bad duration {t:?}: {e} (examples: 1s, 250ms, 1m30s)"
+        ))
+    })
 }
 
 /// Splits `"1.5GB/s"` into `(1.5, "GB/s")`. The number is plain decimal (no sign, no
 /// exponent), so `-1g`, `1e3g` and `nan` are rejected here.
-fn split_number(t: &str) -> Result<(f64, &str), String> {
+fn split_number(t: &str) -> Result<(f64, &str), UnitError> {
     let end = t
         .char_indices()
         .find(|&(_, c)| !(c.is_ascii_digit() || c == '.'))
         .map(|(i, _)| i)
         .unwrap_or(t.len());
     let (num, rest) = t.split_at(end);
+    let not_a_number = || UnitError::Invalid(format!("{t:?} does not start with a number"));
     if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-        return Err(format!("{t:?} does not start with a number"));
+        return Err(not_a_number());
     }
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{t:?} does not start with a number"))?;
+    let v: f64 = num.parse().map_err(|_| not_a_number())?;
     if !v.is_finite() {
-        return Err(format!("{t:?} is not a finite number"));
+        return Err(UnitError::Invalid(format!("{t:?} is not a finite number")));
     }
     Ok((v, rest.trim_start()))
 }
@@ -97,17 +137,23 @@ fn strip_per_second(unit: &str) -> (&str, bool) {
 
 /// A link rate in bits per second, from `10g`, `40gbit`, `25GbE`, `100Gb/s`, `400Gbps`,
 /// `1000m`, or in bytes with a capital B: `1.25GB/s`, `1GiB/s`.
-pub fn parse_link(s: &str) -> Result<f64, String> {
+pub fn parse_link(s: &str) -> Result<f64, UnitError> {
     let t = s.trim();
     let hint = "examples: 10g, 40gbit, 25GbE, 100Gb/s, 1.25GB/s";
+    let zero = || UnitError::NotPositive(format!("link rate {t:?} must be more than zero"));
     if t.is_empty() {
-        return Err(format!("empty link rate ({hint})"));
+        return Err(UnitError::Invalid(format!("empty link rate ({hint})")));
     }
-    let (v, unit) = split_number(t).map_err(|e| format!("bad link rate: {e} ({hint})"))?;
+    let (v, unit) =
+        split_number(t).map_err(|e| UnitError::Invalid(format!("bad link rate: {e} ({hint})")))?;
+    if v == 0.0 {
+        // Zero bits is no link in any unit; say so rather than suggest a unit.
+        return Err(zero());
+    }
     if unit.is_empty() {
-        return Err(format!(
+        return Err(UnitError::NoUnit(format!(
             "link rate {t:?} has no unit: write e.g. {t}g for {t} Gbit/s ({hint})"
-        ));
+        )));
     }
     let (body, per_s) = strip_per_second(unit);
     let (prefix, rest) = split_prefix(body);
@@ -127,30 +173,36 @@ pub fn parse_link(s: &str) -> Result<f64, String> {
         (Some(p), "B") if per_s => v * si(p).unwrap_or(1.0) * 8.0,
         (Some(p), "iB") if per_s => v * iec(p).unwrap_or(1.0) * 8.0,
         _ => {
-            return Err(format!(
+            return Err(UnitError::Invalid(format!(
                 "link rate {t:?}: unknown or ambiguous unit {unit:?} ({hint})"
-            ))
+            )))
         }
     };
     if bits <= 0.0 {
-        return Err(format!("link rate {t:?} must be more than zero"));
+        return Err(zero());
     }
     Ok(bits)
 }
 
 /// A memory size in bytes, from `128GiB`, `128g` (binary, as QEMU's `-m 128G`), `512MiB`,
 /// `128GB` (SI).
-pub fn parse_mem(s: &str) -> Result<f64, String> {
+pub fn parse_mem(s: &str) -> Result<f64, UnitError> {
     let t = s.trim();
     let hint = "examples: 128GiB, 128g, 512MiB, 64GB";
+    let zero = || UnitError::NotPositive(format!("memory size {t:?} must be more than zero"));
     if t.is_empty() {
-        return Err(format!("empty memory size ({hint})"));
+        return Err(UnitError::Invalid(format!("empty memory size ({hint})")));
     }
-    let (v, unit) = split_number(t).map_err(|e| format!("bad memory size: {e} ({hint})"))?;
+    let (v, unit) = split_number(t)
+        .map_err(|e| UnitError::Invalid(format!("bad memory size: {e} ({hint})")))?;
+    if v == 0.0 {
+        // Zero bytes is no size in any unit; say so rather than suggest a unit.
+        return Err(zero());
+    }
     if unit.is_empty() {
-        return Err(format!(
+        return Err(UnitError::NoUnit(format!(
             "memory size {t:?} has no unit: write e.g. {t}GiB or {t}MiB ({hint})"
-        ));
+        )));
     }
     let (prefix, rest) = split_prefix(unit);
     let bytes = match (prefix, rest) {
@@ -158,32 +210,43 @@ pub fn parse_mem(s: &str) -> Result<f64, String> {
         (Some(p), "B") => v * si(p).unwrap_or(1.0),
         (None, "B") => v,
         (Some(_), "b") | (Some(_), "bit") => {
-            return Err(format!(
+            return Err(UnitError::Invalid(format!(
                 "memory size {t:?} is in bits (lowercase b): write {v}GiB or {v}GB ({hint})"
-            ))
+            )))
         }
-        _ => return Err(format!("memory size {t:?}: unknown unit {unit:?} ({hint})")),
+        _ => {
+            return Err(UnitError::Invalid(format!(
+                "memory size {t:?}: unknown unit {unit:?} ({hint})"
+            )))
+        }
     };
     if bytes <= 0.0 {
-        return Err(format!("memory size {t:?} must be more than zero"));
+        return Err(zero());
     }
     Ok(bytes)
 }
 
-/// A byte rate in bytes per second, from `1.5GB/s`, `800MiB/s`, `1.5GiBps`, `0B/s`. The
-/// unit must name bytes (capital `B`) and time.
-pub fn parse_byte_rate(s: &str) -> Result<f64, String> {
+/// A byte rate in bytes per second, from `1.5GB/s`, `800MiB/s`, `1.5GiBps`, `0B/s` or a
+/// bare `0`. The unit must name bytes (capital `B`) and time.
+pub fn parse_byte_rate(s: &str) -> Result<f64, UnitError> {
     let t = s.trim();
     let hint = "examples: 1.5GB/s, 800MiB/s, 200MB/s";
     if t.is_empty() {
-        return Err(format!("empty rate ({hint})"));
+        return Err(UnitError::Invalid(format!("empty rate ({hint})")));
     }
-    let (v, unit) = split_number(t).map_err(|e| format!("bad rate: {e} ({hint})"))?;
+    if let Some(z) = bare_zero(t) {
+        return Ok(z);
+    }
+    let (v, unit) =
+        split_number(t).map_err(|e| UnitError::Invalid(format!("bad rate: {e} ({hint})")))?;
     let (body, per_s) = strip_per_second(unit);
     if !per_s {
-        return Err(format!(
-            "rate {t:?} needs bytes per second: write e.g. {v}GB/s ({hint})"
-        ));
+        let e = format!("rate {t:?} needs bytes per second: write e.g. {v}GB/s ({hint})");
+        return Err(if unit.is_empty() {
+            UnitError::NoUnit(e)
+        } else {
+            UnitError::Invalid(e)
+        });
     }
     let (prefix, rest) = split_prefix(body);
     let bytes = match (prefix, rest) {
@@ -191,16 +254,19 @@ pub fn parse_byte_rate(s: &str) -> Result<f64, String> {
         (Some(p), "iB") => v * iec(p).unwrap_or(1.0),
         (None, "B") => v,
         _ => {
-            return Err(format!(
+            return Err(UnitError::Invalid(format!(
             "rate {t:?}: ambiguous or unknown unit {body:?}, say bytes with a capital B ({hint})"
-        ))
+        )))
         }
     };
     Ok(bytes)
 }
 
 /// Splits a comma-separated list (`10g,25g,40g`) and parses each item.
-pub fn parse_list<T>(s: &str, f: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+pub fn parse_list<T>(
+    s: &str,
+    f: impl Fn(&str) -> Result<T, UnitError>,
+) -> Result<Vec<T>, UnitError> {
     s.split(',').map(|x| f(x.trim())).collect()
 }
 
@@ -282,7 +348,10 @@ mod tests {
         ] {
             assert!(parse_link(s).is_err(), "{s:?} should be rejected");
         }
-        assert!(parse_link("10").unwrap_err().contains("no unit"));
+        assert!(parse_link("10")
+            .unwrap_err()
+            .to_string()
+            .contains("no unit"));
     }
 
     #[test]
@@ -302,7 +371,7 @@ mod tests {
         ] {
             assert!(parse_mem(s).is_err(), "{s:?} should be rejected");
         }
-        assert!(parse_mem("128Gb").unwrap_err().contains("bits"));
+        assert!(parse_mem("128Gb").unwrap_err().to_string().contains("bits"));
     }
 
     #[test]
@@ -331,6 +400,63 @@ mod tests {
         let v = parse_list("10g, 25g,40g", parse_link).unwrap();
         assert_eq!(v, vec![10e9, 25e9, 40e9]);
         assert!(parse_list("10g,,40g", parse_link).is_err());
+    }
+
+    /// A bare zero is read as zero and judged like a zero with a unit; the "no unit" hint
+    /// is kept for non-zero numbers, and what it suggests parses.
+    #[test]
+    fn a_bare_zero_is_zero_in_any_unit() {
+        for z in ["0", "0.0", "00", " 0 "] {
+            assert_eq!(parse_byte_rate(z), Ok(0.0), "{z:?}");
+            assert_eq!(parse_duration(z), Ok(Duration::ZERO), "{z:?}");
+            assert!(
+                matches!(parse_mem(z), Err(UnitError::NotPositive(_))),
+                "{z:?}: {:?}",
+                parse_mem(z)
+            );
+            assert!(
+                matches!(parse_link(z), Err(UnitError::NotPositive(_))),
+                "{z:?}: {:?}",
+                parse_link(z)
+            );
+        }
+        // The same as with a unit.
+        assert_eq!(parse_byte_rate("0B/s"), Ok(0.0));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(matches!(parse_mem("0GiB"), Err(UnitError::NotPositive(_))));
+        assert!(matches!(parse_mem("0Gb"), Err(UnitError::NotPositive(_))));
+        assert!(matches!(parse_link("0g"), Err(UnitError::NotPositive(_))));
+        assert!(parse_mem("0")
+            .unwrap_err()
+            .to_string()
+            .contains("more than zero"));
+    }
+
+    #[test]
+    fn no_unit_hints_suggest_spellings_that_parse() {
+        for n in ["10", "0.5", "128", "1.25"] {
+            let e = parse_link(n).unwrap_err();
+            assert!(matches!(e, UnitError::NoUnit(_)), "{e:?}");
+            assert!(parse_link(&format!("{n}g")).is_ok());
+            let e = parse_mem(n).unwrap_err();
+            assert!(matches!(e, UnitError::NoUnit(_)), "{e:?}");
+            assert!(parse_mem(&format!("{n}GiB")).is_ok() && parse_mem(&format!("{n}MiB")).is_ok());
+            let e = parse_byte_rate(n).unwrap_err();
+            assert!(matches!(e, UnitError::NoUnit(_)), "{e:?}");
+            assert!(parse_byte_rate(&format!("{n}GB/s")).is_ok());
+            let e = parse_duration(n).unwrap_err();
+            assert!(matches!(e, UnitError::NoUnit(_)), "{e:?}");
+            assert!(parse_duration(&format!("{n}s")).is_ok());
+        }
+        // Bits for a memory size: the suggested byte spellings parse.
+        let e = parse_mem("2Gb").unwrap_err().to_string();
+        assert!(e.contains("write 2GiB or 2GB"), "{e}");
+    }
+
+    #[test]
+    fn unit_errors_are_usage_errors() {
+        let e: crate::error::Error = parse_link("10").unwrap_err().into();
+        assert!(matches!(e, crate::error::Error::Usage(ref m) if m.contains("no unit")));
     }
 
     #[test]

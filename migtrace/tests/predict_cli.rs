@@ -1,5 +1,6 @@
 //! End-to-end tests of `migtrace predict`: runs the real binary and checks exit codes, the
-//! one-line error messages, the JSON fields the issue asks for, and reading a profile file
+//! one-line error messages, the JSON fields a caller relies on (per link: convergence,
+//! passes, time, bytes, downtime, recommendation with settings), and reading a profile file
 //! written by the test.
 use std::process::{Command, Output};
 
@@ -149,7 +150,7 @@ fn missing_or_conflicting_arguments_exit_2() {
 }
 
 #[test]
-fn json_has_the_fields_the_issue_asks_for() {
+fn json_has_the_fields_callers_rely_on() {
     let v = json(&migtrace(&[
         "--link",
         "10g,40g",
@@ -404,4 +405,90 @@ fn reads_a_profile_written_by_the_test() {
         stderr(&o)
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_bare_zero_is_judged_like_a_zero_with_a_unit() {
+    // Zero dirtying needs no unit: the same as 0B/s.
+    let bare = migtrace(&[
+        "--link",
+        "10g",
+        "--mem",
+        "1GiB",
+        "--dirty-rate",
+        "0",
+        "--json",
+    ]);
+    let unit = migtrace(&[
+        "--link",
+        "10g",
+        "--mem",
+        "1GiB",
+        "--dirty-rate",
+        "0B/s",
+        "--json",
+    ]);
+    assert_eq!(json(&bare), json(&unit));
+    // Zero memory, working set, link or downtime is rejected as zero, not for its missing
+    // unit (the hint would suggest 0GiB, 0g or 0s, which are rejected too).
+    let base = ["--mem", "1GiB", "--dirty-rate", "1GB/s", "--link", "10g"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v: Vec<&str> = base.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    assert_usage_error(
+        &["--link", "10g", "--mem", "0", "--dirty-rate", "1GB/s"],
+        "--mem: memory size \"0\" must be more than zero",
+    );
+    assert_usage_error(&with(&["--wws", "0"]), "must be more than zero");
+    assert_usage_error(
+        &["--link", "0", "--mem", "1GiB", "--dirty-rate", "1GB/s"],
+        "must be more than zero",
+    );
+    assert_usage_error(
+        &with(&["--downtime", "0"]),
+        "--downtime: must be more than zero",
+    );
+    // A non-zero bare number still gets the hint, and the hint parses.
+    assert_usage_error(&with(&["--wws", "512"]), "write e.g. 512GiB or 512MiB");
+    let o = migtrace(&with(&["--wws", "512MiB"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn policy_throttle_and_pattern_spellings() {
+    let base = [
+        "--link",
+        "10g",
+        "--mem",
+        "1GiB",
+        "--dirty-rate",
+        "10MB/s",
+        "--json",
+    ];
+    let policy_of = |extra: &[&str]| {
+        let mut v: Vec<&str> = base.to_vec();
+        v.extend_from_slice(extra);
+        json(&migtrace(&v))["input"]["policy"].clone()
+    };
+    for (typed, policy) in [
+        ("kvm", "qemu"),
+        ("QEMU", "qemu"),
+        ("vmware", "vmotion"),
+        ("xen-sr", "xen-sr"),
+        ("Hyper-V", "hyperv"),
+    ] {
+        assert_eq!(policy_of(&["--policy", typed]), policy, "{typed}");
+    }
+    for typed in ["autoconverge", "Auto-Converge", "cpu", "dirtylimit", "none"] {
+        let o = migtrace(&[&base[..], &["--throttle", typed]].concat());
+        assert!(o.status.success(), "{typed}: {}", stderr(&o));
+    }
+    let o = migtrace(&[&base[..], &["--pattern", "sequential"]].concat());
+    assert_eq!(json(&o)["input"]["wws_bytes"], 1073741824.0);
+    assert_usage_error(
+        &[&base[..], &["--pattern", "zigzag"]].concat(),
+        "unknown pattern \"zigzag\" (expected random or sweep)",
+    );
 }

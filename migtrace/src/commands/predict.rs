@@ -1,21 +1,24 @@
 //! `migtrace predict`: will an iterative pre-copy live migration converge over these links,
 //! in how many passes, how long, how many bytes, with what downtime, and if not, which
-//! throttle makes it converge. Thin: parses and checks the arguments (one-line errors, exit
-//! 2), builds the [`crate::model`] inputs, and hands the results to
+//! throttle makes it converge. Thin: parses the arguments into the [`crate::model`] inputs
+//! (one-line errors, exit 2), runs the grid, and hands the results to
 //! [`crate::sink::predict_out`]. Needs no root and no eBPF.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::error::Error;
 use crate::model::recommend::{candidates, SettingsContext, ThrottleKind, DIRTY_LIMIT_MB};
-use crate::model::sim::{AutoConverge, Limits, Policy, Throttle};
+use crate::model::sim::{
+    AutoConverge, Limits, Policy, Throttle, KUBEVIRT_COMPLETION_PER_GIB,
+    KUBEVIRT_PROGRESS_TIMEOUT_S, NOVA_COMPLETION_PER_GIB,
+};
 use crate::model::workload::Workload;
 use crate::model::{grid, GridInput};
 use crate::profile::Profile;
 use crate::sink::predict_out::{self, Report};
-use crate::units;
+use crate::units::{self, UnitError};
 
 /// Default fraction of the link rate that carries migration payload: Ethernet with a
 /// 1500-byte MTU carries 1448 bytes of TCP payload (20 IP + 20 TCP + 12 timestamp option)
@@ -24,18 +27,82 @@ use crate::units;
 /// (9000) give 0.99; `--efficiency` overrides.
 pub const DEFAULT_EFFICIENCY: f64 = 0.94;
 
-/// KubeVirt `MigrationConfiguration` defaults (kubevirt.io/api `MigrationConfiguration`,
-/// pkg/virt-config: `MigrationCompletionTimeoutPerGiB = 150`, `MigrationProgressTimeout =
-/// 150`): abort when the migration takes longer than 150 s per GiB of migrated data, or
-/// makes no progress for 150 s.
-pub const KUBEVIRT_COMPLETION_PER_GIB: u64 = 150;
-pub const KUBEVIRT_PROGRESS_TIMEOUT_S: f64 = 150.0;
-/// OpenStack Nova `[libvirt] live_migration_completion_timeout` default 800: seconds per GiB
-/// of guest RAM + disk to transfer, with a lower bound of 2 GiB (nova/conf/libvirt.py; used
-/// in nova/virt/libvirt/migration.py).
-pub const NOVA_COMPLETION_PER_GIB: u64 = 800;
+/// `--policy`: whose stop rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    #[value(alias = "kvm")]
+    Qemu,
+    #[value(alias = "vmware")]
+    Vmotion,
+    Xen,
+    XenSr,
+    #[value(alias = "hyper-v")]
+    Hyperv,
+}
 
-const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::Qemu => Policy::Qemu,
+            PolicyArg::Vmotion => Policy::Vmotion,
+            PolicyArg::Xen => Policy::Xen,
+            PolicyArg::XenSr => Policy::XenSr,
+            PolicyArg::Hyperv => Policy::HyperV,
+        }
+    }
+}
+
+/// `--throttle`: the throttle family to simulate and search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ThrottleArg {
+    None,
+    #[value(alias = "autoconverge")]
+    AutoConverge,
+    #[value(alias = "cpu")]
+    Sdps,
+    #[value(alias = "dirtylimit")]
+    DirtyLimit,
+}
+
+impl From<ThrottleArg> for ThrottleKind {
+    fn from(t: ThrottleArg) -> ThrottleKind {
+        match t {
+            ThrottleArg::None => ThrottleKind::None,
+            ThrottleArg::AutoConverge => ThrottleKind::AutoConverge,
+            ThrottleArg::Sdps => ThrottleKind::Sdps,
+            ThrottleArg::DirtyLimit => ThrottleKind::DirtyLimit,
+        }
+    }
+}
+
+/// `--pattern`: how the writes fall on the working set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PatternArg {
+    Random,
+    #[value(alias = "sequential")]
+    Sweep,
+}
+
+/// Reads a [`ValueEnum`] as typed (any case, spaces around ignored), with our one-line
+/// message naming the accepted values.
+fn value_enum<T: ValueEnum>(s: &str, what: &str, expected: &str) -> Result<T, Error> {
+    T::from_str(s.trim(), true).map_err(|_| {
+        let other = s.trim().to_ascii_lowercase();
+        Error::Usage(format!("unknown {what} {other:?} (expected {expected})"))
+    })
+}
+
+fn policy_arg(s: &str) -> Result<PolicyArg, Error> {
+    value_enum(s, "policy", "qemu, vmotion, xen, xen-sr or hyperv")
+}
+
+fn throttle_arg(s: &str) -> Result<ThrottleArg, Error> {
+    value_enum(s, "throttle", "none, auto-converge, sdps or dirty-limit")
+}
+
+fn pattern_arg(s: &str) -> Result<PatternArg, Error> {
+    value_enum(s, "pattern", "random or sweep")
+}
 
 /// Arguments of `migtrace predict`. The options live in a box so that the subcommand enum
 /// stays small (clippy's `large_enum_variant` on [`crate::cli::Command`]).
@@ -68,8 +135,8 @@ pub struct PredictOpts {
     /// How the writes fall on the working set: random (pages hit at random, hot pages
     /// rewritten: U(t) = W(1 - e^(-rt/W))) or sweep (in order, each page once per sweep:
     /// U(t) = min(rt, W)). Only with --dirty-rate.
-    #[arg(long, value_name = "PATTERN", default_value = "random")]
-    pub pattern: String,
+    #[arg(long, value_name = "PATTERN", default_value = "random", value_parser = pattern_arg)]
+    pub pattern: PatternArg,
     /// A profile written by `migtrace watch --profile-out` (instead of --dirty-rate).
     #[arg(long, value_name = "FILE", allow_hyphen_values = true)]
     pub profile: Option<PathBuf>,
@@ -78,12 +145,12 @@ pub struct PredictOpts {
     pub downtime: Vec<String>,
     /// Stop rules: qemu, vmotion, xen (legacy 29 iterations / 3x RAM), xen-sr (Xen 4.6+:
     /// 5 iterations), hyperv.
-    #[arg(long, value_name = "POLICY", default_value = "qemu")]
-    pub policy: String,
+    #[arg(long, value_name = "POLICY", default_value = "qemu", value_parser = policy_arg)]
+    pub policy: PolicyArg,
     /// Throttle to simulate: none, auto-converge, sdps (constant CPU throttle), dirty-limit.
     /// The recommendation searches this kind (all the policy offers when none).
-    #[arg(long, value_name = "KIND", default_value = "none")]
-    pub throttle: String,
+    #[arg(long, value_name = "KIND", default_value = "none", value_parser = throttle_arg)]
+    pub throttle: ThrottleArg,
     /// CPU throttle level in % for sdps (default 50), or max-cpu-throttle for auto-converge
     /// (default 99).
     #[arg(long, value_name = "PCT", allow_hyphen_values = true)]
@@ -126,80 +193,56 @@ pub struct PredictOpts {
     pub explain: bool,
 }
 
-fn usage(msg: String) -> anyhow::Error {
-    anyhow::Error::new(Error::Usage(msg))
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
 }
 
 /// Parses `--flag value` with `f`, prefixing errors with the flag.
 fn opt<T>(
     flag: &str,
     v: &Option<String>,
-    f: impl Fn(&str) -> Result<T, String>,
-) -> anyhow::Result<Option<T>> {
+    f: impl Fn(&str) -> Result<T, UnitError>,
+) -> Result<Option<T>, Error> {
     v.as_deref()
         .map(|s| f(s).map_err(|e| usage(format!("--{flag}: {e}"))))
         .transpose()
 }
 
-fn fraction(lo_open: bool) -> impl Fn(&str) -> Result<f64, String> {
+/// A fraction in `(0, 1]` (`lo_open`) or `[0, 1]`.
+fn fraction(lo_open: bool) -> impl Fn(&str) -> Result<f64, UnitError> {
     move |s: &str| {
         let v: f64 = s
             .trim()
             .parse()
-            .map_err(|_| format!("{s:?} is not a number"))?;
+            .map_err(|_| UnitError::Invalid(format!("{s:?} is not a number")))?;
         let ok = v.is_finite() && v <= 1.0 && if lo_open { v > 0.0 } else { v >= 0.0 };
         if !ok {
-            return Err(format!(
+            return Err(UnitError::Invalid(format!(
                 "{s:?} must be in {}0, 1]",
                 if lo_open { "(" } else { "[" }
-            ));
+            )));
         }
         Ok(v)
     }
 }
 
-fn count(s: &str) -> Result<u32, String> {
+fn count(s: &str) -> Result<u32, UnitError> {
     match s.trim().parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("{s:?} must be a whole number of at least 1")),
+        _ => Err(UnitError::Invalid(format!(
+            "{s:?} must be a whole number of at least 1"
+        ))),
     }
 }
 
-fn percent(s: &str) -> Result<f64, String> {
+fn percent(s: &str) -> Result<f64, UnitError> {
     let t = s.trim().trim_end_matches('%');
     match t.parse::<f64>() {
         Ok(v) if (1.0..=99.0).contains(&v) => Ok(v),
-        _ => Err(format!("{s:?} must be a percentage from 1 to 99")),
+        _ => Err(UnitError::Invalid(format!(
+            "{s:?} must be a percentage from 1 to 99"
+        ))),
     }
-}
-
-fn parse_policy(s: &str) -> anyhow::Result<Policy> {
-    Ok(match s.trim().to_ascii_lowercase().as_str() {
-        "qemu" | "kvm" => Policy::Qemu,
-        "vmotion" | "vmware" => Policy::Vmotion,
-        "xen" => Policy::Xen,
-        "xen-sr" => Policy::XenSr,
-        "hyperv" | "hyper-v" => Policy::HyperV,
-        other => {
-            return Err(usage(format!(
-                "--policy: unknown policy {other:?} (expected qemu, vmotion, xen, xen-sr or hyperv)"
-            )))
-        }
-    })
-}
-
-fn parse_kind(s: &str) -> anyhow::Result<ThrottleKind> {
-    Ok(match s.trim().to_ascii_lowercase().as_str() {
-        "none" => ThrottleKind::None,
-        "auto-converge" | "autoconverge" => ThrottleKind::AutoConverge,
-        "sdps" | "cpu" => ThrottleKind::Sdps,
-        "dirty-limit" | "dirtylimit" => ThrottleKind::DirtyLimit,
-        other => {
-            return Err(usage(format!(
-                "--throttle: unknown throttle {other:?} (expected none, auto-converge, sdps or dirty-limit)"
-            )))
-        }
-    })
 }
 
 /// Everything `run` computes before printing; public so the benchmark runs exactly this.
@@ -209,233 +252,46 @@ pub struct Prepared {
     pub report: Report,
 }
 
+/// The numeric options shared by both kinds of workload.
+struct Numbers {
+    efficiency: f64,
+    vcpus: Option<u32>,
+    busy: Option<f64>,
+    zero_share: Option<f64>,
+    max_passes: Option<u32>,
+    mem: Option<f64>,
+}
+
 /// Checks the arguments and builds the model inputs. All errors are [`Error`]s.
 pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
-    // Links.
-    if args.link.is_empty() {
-        return Err(usage(
-            "missing --link: give the link rate, e.g. --link 10g or --link 10g,25g,40g".into(),
-        ));
-    }
-    let mut links = Vec::new();
-    for l in &args.link {
-        links.extend(
-            units::parse_list(l, units::parse_link).map_err(|e| usage(format!("--link: {e}")))?,
-        );
-    }
-
-    let policy = parse_policy(&args.policy)?;
-    let kind = parse_kind(&args.throttle)?;
-
-    // Downtimes.
-    let mut downtimes = Vec::new();
-    for d in &args.downtime {
-        for x in units::parse_list(d, units::parse_duration)
-            .map_err(|e| usage(format!("--downtime: {e}")))?
-        {
-            if x.is_zero() {
-                return Err(usage("--downtime: must be more than zero".into()));
-            }
-            downtimes.push(x.as_secs_f64());
-        }
-    }
-    if downtimes.is_empty() {
-        downtimes.push(policy.default_downtime_s());
-    }
-
-    let efficiency =
-        opt("efficiency", &args.efficiency, fraction(true))?.unwrap_or(DEFAULT_EFFICIENCY);
-    let vcpus = opt("vcpus", &args.vcpus, count)?;
-    // KVM on x86 allows up to 4096 vCPUs (CONFIG_KVM_MAX_NR_VCPUS); more is a typo, and
-    // the model keeps one entry per writer.
-    if vcpus.is_some_and(|n| n > 4096) {
-        return Err(usage("--vcpus: at most 4096".into()));
-    }
-    let busy = opt("busy", &args.busy, fraction(false))?;
-    let zero_share = opt("zero-share", &args.zero_share, fraction(false))?;
-    let max_passes = opt("max-passes", &args.max_passes, count)?;
-    let mem = opt("mem", &args.mem, units::parse_mem)?;
-
-    // Workload: a profile, or plain numbers.
+    let links = parse_links(&args.link)?;
+    let policy = Policy::from(args.policy);
+    let kind = ThrottleKind::from(args.throttle);
+    let downtimes = parse_downtimes(&args.downtime, policy)?;
+    let n = parse_numbers(args)?;
     let mut caveats = Vec::new();
     let (workload, source) = match (&args.profile, &args.dirty_rate) {
         (Some(_), Some(_)) => {
-            return Err(usage(
-                "give either --profile or --dirty-rate (with --mem), not both".into(),
-            ))
+            return Err(usage("give either --profile or --dirty-rate (with --mem), not both").into())
         }
-        (Some(path), None) => {
-            if args.wws.is_some() || args.pattern != "random" {
-                return Err(usage(
-                    "--wws and --pattern go with --dirty-rate; a profile carries its own growth curve".into(),
-                ));
-            }
-            let p = Profile::load(path).map_err(|e| usage(e.to_string()))?;
-            if p.growth.is_empty() {
-                caveats.push(
-                    "the profile has no growth curve: dirtying is taken as its mean rate x time, which overstates what a long pass resends"
-                        .to_string(),
-                );
-            }
-            caveats.extend(p.caveats.iter().map(|c| format!("profile: {c}")));
-            let w = Workload::from_profile(&p, mem, busy, vcpus, zero_share);
-            (w, format!("profile {} (backend {}, {} pid {})", path.display(), p.backend, p.target.comm, p.target.pid))
-        }
-        (None, Some(rate)) => {
-            let Some(mem) = mem else {
-                return Err(usage(
-                    "missing --mem: --dirty-rate needs the guest memory size, e.g. --mem 128GiB".into(),
-                ));
-            };
-            let rate = units::parse_byte_rate(rate).map_err(|e| usage(format!("--dirty-rate: {e}")))?;
-            let wws = opt("wws", &args.wws, units::parse_mem)?;
-            if let Some(w) = wws {
-                if w > mem {
-                    return Err(usage(format!(
-                        "--wws ({}) is larger than --mem ({})",
-                        units::fmt_bytes(w),
-                        units::fmt_bytes(mem)
-                    )));
-                }
-            } else {
-                caveats.push("no --wws: the dirtying is assumed to saturate only at the whole memory".into());
-            }
-            if busy.is_none() {
-                caveats.push(
-                    "no --busy: vCPUs are assumed fully busy, the case where a CPU throttle helps most".into(),
-                );
-            }
-            let sweep = match args.pattern.trim().to_ascii_lowercase().as_str() {
-                "random" => false,
-                "sweep" | "sequential" => true,
-                other => {
-                    return Err(usage(format!(
-                        "--pattern: unknown pattern {other:?} (expected random or sweep)"
-                    )))
-                }
-            };
-            let w = Workload::synthetic_with(
-                mem,
-                rate,
-                wws,
-                vcpus.unwrap_or(1),
-                busy.unwrap_or(1.0),
-                zero_share.unwrap_or(0.0),
-                sweep,
-            );
-            (w, "numbers (--mem, --dirty-rate, --wws)".to_string())
-        }
-        (None, None) => {
-            return Err(usage(
-                "missing input: give --mem and --dirty-rate (e.g. --mem 128GiB --dirty-rate 1.5GB/s), or --profile FILE".into(),
-            ))
-        }
+        (Some(path), None) => profile_workload(args, path, &n, &mut caveats)?,
+        (None, Some(rate)) => numbers_workload(args, rate, &n, &mut caveats)?,
+        (None, None) => return Err(usage(
+            "missing input: give --mem and --dirty-rate (e.g. --mem 128GiB --dirty-rate 1.5GB/s), or --profile FILE",
+        )
+        .into()),
     };
-
-    // Throttle to simulate.
-    if matches!(kind, ThrottleKind::AutoConverge | ThrottleKind::DirtyLimit)
-        && policy != Policy::Qemu
-    {
-        return Err(usage(format!(
-            "--throttle {} is a QEMU feature; with --policy {} use --throttle sdps (a CPU throttle or cap)",
-            kind.name(),
-            policy.name()
-        )));
-    }
-    if args.tailslow && kind != ThrottleKind::AutoConverge {
-        return Err(usage(
-            "--tailslow goes with --throttle auto-converge".into(),
-        ));
-    }
-    if args.dirty_limit.is_some() && kind != ThrottleKind::DirtyLimit {
-        return Err(usage(
-            "--dirty-limit goes with --throttle dirty-limit".into(),
-        ));
-    }
-    if args.throttle_pct.is_some()
-        && !matches!(kind, ThrottleKind::AutoConverge | ThrottleKind::Sdps)
-    {
-        return Err(usage(
-            "--throttle-pct goes with --throttle auto-converge or sdps".into(),
-        ));
-    }
-    let pct = opt("throttle-pct", &args.throttle_pct, percent)?;
-    let throttle = match kind {
-        ThrottleKind::None => Throttle::None,
-        ThrottleKind::AutoConverge => Throttle::AutoConverge(AutoConverge {
-            max_pct: pct.unwrap_or(99.0),
-            initial_pct: pct.unwrap_or(99.0).min(20.0),
-            tailslow: args.tailslow,
-            ..AutoConverge::default()
-        }),
-        ThrottleKind::Sdps => Throttle::Cpu {
-            pct: pct.unwrap_or(50.0),
-        },
-        ThrottleKind::DirtyLimit => {
-            // QEMU's default vcpu-dirty-limit is 1 MB/s (DEFAULT_MIGRATE_VCPU_DIRTY_LIMIT).
-            let cap = opt("dirty-limit", &args.dirty_limit, units::parse_byte_rate)?
-                .unwrap_or(DIRTY_LIMIT_MB);
-            if cap <= 0.0 {
-                return Err(usage("--dirty-limit must be more than zero".into()));
-            }
-            Throttle::DirtyLimit {
-                bytes_per_sec_per_vcpu: cap,
-            }
-        }
-    };
+    let throttle = parse_throttle(args, policy, kind)?;
     let recommend_kinds = if kind == ThrottleKind::None {
         candidates(policy).to_vec()
     } else {
         vec![kind]
     };
-
-    // Deadlines.
-    let n_deadlines = [args.deadline.is_some(), args.kubevirt, args.nova]
-        .iter()
-        .filter(|x| **x)
-        .count();
-    if n_deadlines > 1 {
-        return Err(usage(
-            "give only one of --deadline, --kubevirt and --nova".into(),
-        ));
-    }
-    let gib = workload.mem / GIB;
-    let mut limits = Limits {
-        max_passes,
-        ..Limits::default()
-    };
-    let mut settings = SettingsContext {
-        vcpus: workload.writers.len() as u32,
-        ..SettingsContext::default()
-    };
-    if let Some(d) = opt("deadline", &args.deadline, units::parse_duration)? {
-        limits.deadline_s = Some(d.as_secs_f64());
-    }
-    if args.kubevirt {
-        // KubeVirt multiplies by the migrated data (memory + local disks) in GiB; we know
-        // only the memory.
-        limits.deadline_s = Some(KUBEVIRT_COMPLETION_PER_GIB as f64 * gib);
-        limits.progress_timeout_s = Some(KUBEVIRT_PROGRESS_TIMEOUT_S);
-        settings.kubevirt_completion_per_gib = Some(KUBEVIRT_COMPLETION_PER_GIB);
-        caveats.push(format!(
-            "--kubevirt: completion timeout {} s/GiB x {:.1} GiB of memory (local disks would add to it), progress timeout {} s",
-            KUBEVIRT_COMPLETION_PER_GIB, gib, KUBEVIRT_PROGRESS_TIMEOUT_S
-        ));
-    }
-    if args.nova {
-        limits.deadline_s = Some(NOVA_COMPLETION_PER_GIB as f64 * gib.max(2.0));
-        settings.nova_completion_timeout = Some(NOVA_COMPLETION_PER_GIB);
-        caveats.push(format!(
-            "--nova: completion timeout {} s/GiB x {:.1} GiB of RAM (disk would add to it); Nova's stepwise downtime increase (live_migration_downtime_steps) is not modelled",
-            NOVA_COMPLETION_PER_GIB,
-            gib.max(2.0)
-        ));
-    }
-
+    let (limits, settings) = parse_limits(args, &workload, n.max_passes, &mut caveats)?;
     let input = GridInput {
         links_bits: links,
         downtimes_s: downtimes,
-        efficiency,
+        efficiency: n.efficiency,
         policy,
         throttle,
         recommend_kinds,
@@ -454,6 +310,240 @@ pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
         input,
         report,
     })
+}
+
+fn parse_links(args: &[String]) -> Result<Vec<f64>, Error> {
+    if args.is_empty() {
+        return Err(usage(
+            "missing --link: give the link rate, e.g. --link 10g or --link 10g,25g,40g",
+        ));
+    }
+    let mut links = Vec::new();
+    for l in args {
+        links.extend(
+            units::parse_list(l, units::parse_link).map_err(|e| usage(format!("--link: {e}")))?,
+        );
+    }
+    Ok(links)
+}
+
+/// Downtime targets in seconds; the policy's default when none is given.
+fn parse_downtimes(args: &[String], policy: Policy) -> Result<Vec<f64>, Error> {
+    let mut downtimes = Vec::new();
+    for d in args {
+        for x in units::parse_list(d, units::parse_duration)
+            .map_err(|e| usage(format!("--downtime: {e}")))?
+        {
+            if x.is_zero() {
+                return Err(usage("--downtime: must be more than zero"));
+            }
+            downtimes.push(x.as_secs_f64());
+        }
+    }
+    if downtimes.is_empty() {
+        downtimes.push(policy.default_downtime_s());
+    }
+    Ok(downtimes)
+}
+
+fn parse_numbers(args: &PredictOpts) -> Result<Numbers, Error> {
+    let efficiency =
+        opt("efficiency", &args.efficiency, fraction(true))?.unwrap_or(DEFAULT_EFFICIENCY);
+    let vcpus = opt("vcpus", &args.vcpus, count)?;
+    // KVM on x86 allows up to 4096 vCPUs (CONFIG_KVM_MAX_NR_VCPUS); more is a typo, and
+    // the model keeps one entry per writer.
+    if vcpus.is_some_and(|n| n > 4096) {
+        return Err(usage("--vcpus: at most 4096"));
+    }
+    Ok(Numbers {
+        efficiency,
+        vcpus,
+        busy: opt("busy", &args.busy, fraction(false))?,
+        zero_share: opt("zero-share", &args.zero_share, fraction(false))?,
+        max_passes: opt("max-passes", &args.max_passes, count)?,
+        mem: opt("mem", &args.mem, units::parse_mem)?,
+    })
+}
+
+/// The workload from a profile file, and where it came from in words.
+fn profile_workload(
+    args: &PredictOpts,
+    path: &Path,
+    n: &Numbers,
+    caveats: &mut Vec<String>,
+) -> Result<(Workload, String), Error> {
+    if args.wws.is_some() || args.pattern != PatternArg::Random {
+        return Err(usage(
+            "--wws and --pattern go with --dirty-rate; a profile carries its own growth curve",
+        ));
+    }
+    let p = Profile::load(path).map_err(|e| usage(e.to_string()))?;
+    if p.growth.is_empty() {
+        caveats.push(
+            "the profile has no growth curve: dirtying is taken as its mean rate x time, which overstates what a long pass resends"
+                .to_string(),
+        );
+    }
+    caveats.extend(p.caveats.iter().map(|c| format!("profile: {c}")));
+    let w = Workload::from_profile(&p, n.mem, n.busy, n.vcpus, n.zero_share);
+    let source = format!(
+        "profile {} (backend {}, {} pid {})",
+        path.display(),
+        p.backend,
+        p.target.comm,
+        p.target.pid
+    );
+    Ok((w, source))
+}
+
+/// The workload from `--mem`, `--dirty-rate`, `--wws` and `--pattern`.
+fn numbers_workload(
+    args: &PredictOpts,
+    rate: &str,
+    n: &Numbers,
+    caveats: &mut Vec<String>,
+) -> Result<(Workload, String), Error> {
+    let Some(mem) = n.mem else {
+        return Err(usage(
+            "missing --mem: --dirty-rate needs the guest memory size, e.g. --mem 128GiB",
+        ));
+    };
+    let rate = units::parse_byte_rate(rate).map_err(|e| usage(format!("--dirty-rate: {e}")))?;
+    let wws = opt("wws", &args.wws, units::parse_mem)?;
+    if let Some(w) = wws {
+        if w > mem {
+            return Err(usage(format!(
+                "--wws ({}) is larger than --mem ({})",
+                units::fmt_bytes(w),
+                units::fmt_bytes(mem)
+            )));
+        }
+    } else {
+        caveats
+            .push("no --wws: the dirtying is assumed to saturate only at the whole memory".into());
+    }
+    if n.busy.is_none() {
+        caveats.push(
+            "no --busy: vCPUs are assumed fully busy, the case where a CPU throttle helps most"
+                .into(),
+        );
+    }
+    let w = Workload::synthetic_with(
+        mem,
+        rate,
+        wws,
+        n.vcpus.unwrap_or(1),
+        n.busy.unwrap_or(1.0),
+        n.zero_share.unwrap_or(0.0),
+        args.pattern == PatternArg::Sweep,
+    );
+    Ok((w, "numbers (--mem, --dirty-rate, --wws)".to_string()))
+}
+
+/// The throttle to simulate, checked against the policy and the throttle options.
+fn parse_throttle(
+    args: &PredictOpts,
+    policy: Policy,
+    kind: ThrottleKind,
+) -> Result<Throttle, Error> {
+    if matches!(kind, ThrottleKind::AutoConverge | ThrottleKind::DirtyLimit)
+        && policy != Policy::Qemu
+    {
+        return Err(usage(format!(
+            "--throttle {} is a QEMU feature; with --policy {} use --throttle sdps (a CPU throttle or cap)",
+            kind.name(),
+            policy.name()
+        )));
+    }
+    if args.tailslow && kind != ThrottleKind::AutoConverge {
+        return Err(usage("--tailslow goes with --throttle auto-converge"));
+    }
+    if args.dirty_limit.is_some() && kind != ThrottleKind::DirtyLimit {
+        return Err(usage("--dirty-limit goes with --throttle dirty-limit"));
+    }
+    if args.throttle_pct.is_some()
+        && !matches!(kind, ThrottleKind::AutoConverge | ThrottleKind::Sdps)
+    {
+        return Err(usage(
+            "--throttle-pct goes with --throttle auto-converge or sdps",
+        ));
+    }
+    let pct = opt("throttle-pct", &args.throttle_pct, percent)?;
+    Ok(match kind {
+        ThrottleKind::None => Throttle::None,
+        ThrottleKind::AutoConverge => Throttle::AutoConverge(AutoConverge {
+            max_pct: pct.unwrap_or(99.0),
+            initial_pct: pct.unwrap_or(99.0).min(20.0),
+            tailslow: args.tailslow,
+            ..AutoConverge::default()
+        }),
+        ThrottleKind::Sdps => Throttle::Cpu {
+            pct: pct.unwrap_or(50.0),
+        },
+        ThrottleKind::DirtyLimit => {
+            // QEMU's default vcpu-dirty-limit is 1 MB/s (DEFAULT_MIGRATE_VCPU_DIRTY_LIMIT).
+            let cap = opt("dirty-limit", &args.dirty_limit, units::parse_byte_rate)?
+                .unwrap_or(DIRTY_LIMIT_MB);
+            if cap <= 0.0 {
+                return Err(usage("--dirty-limit must be more than zero"));
+            }
+            Throttle::DirtyLimit {
+                bytes_per_sec_per_vcpu: cap,
+            }
+        }
+    })
+}
+
+/// The limits on the whole migration (`--deadline`, `--kubevirt`, `--nova`, `--max-passes`)
+/// and what the settings mapping needs to know of them.
+fn parse_limits(
+    args: &PredictOpts,
+    workload: &Workload,
+    max_passes: Option<u32>,
+    caveats: &mut Vec<String>,
+) -> Result<(Limits, SettingsContext), Error> {
+    let n_deadlines = [args.deadline.is_some(), args.kubevirt, args.nova]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if n_deadlines > 1 {
+        return Err(usage("give only one of --deadline, --kubevirt and --nova"));
+    }
+    let mut settings = SettingsContext {
+        vcpus: workload.writers.len() as u32,
+        ..SettingsContext::default()
+    };
+    let mem = workload.mem;
+    let limits = if let Some(d) = opt("deadline", &args.deadline, units::parse_duration)? {
+        Limits {
+            deadline_s: Some(d.as_secs_f64()),
+            ..Limits::default()
+        }
+    } else if args.kubevirt {
+        settings.kubevirt_completion_per_gib = Some(KUBEVIRT_COMPLETION_PER_GIB);
+        caveats.push(format!(
+            "--kubevirt: completion timeout {} s/GiB x {:.1} GiB of memory (local disks would add to it), progress timeout {} s",
+            KUBEVIRT_COMPLETION_PER_GIB, Limits::kubevirt_gib(mem), KUBEVIRT_PROGRESS_TIMEOUT_S
+        ));
+        Limits::kubevirt(mem)
+    } else if args.nova {
+        settings.nova_completion_timeout = Some(NOVA_COMPLETION_PER_GIB);
+        caveats.push(format!(
+            "--nova: completion timeout {} s/GiB x {:.1} GiB of RAM (disk would add to it); Nova's stepwise downtime increase (live_migration_downtime_steps) is not modelled",
+            NOVA_COMPLETION_PER_GIB,
+            Limits::nova_gib(mem)
+        ));
+        Limits::nova(mem)
+    } else {
+        Limits::default()
+    };
+    Ok((
+        Limits {
+            max_passes,
+            ..limits
+        },
+        settings,
+    ))
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {

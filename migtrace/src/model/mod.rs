@@ -116,55 +116,53 @@ pub fn grid(w: &Workload, input: &GridInput) -> Vec<Prediction> {
     out
 }
 
-fn completes(o: &Outcome) -> bool {
+/// True when the migration completes (switches over), within the targets or not.
+pub fn completes(o: &Outcome) -> bool {
     matches!(o.ending, sim::Ending::Converged | sim::Ending::ForcedStop)
 }
 
-/// `--explain`: why a faster link gives more than proportional speedup, in plain words and
-/// with this workload's own numbers.
-pub fn explain(w: &Workload, cells: &[Prediction]) -> String {
-    let mut s = String::new();
-    s.push_str(
-        "Why a faster link helps more than in proportion:\n\
-         Each pass sends what the guest dirtied during the previous pass. A pass that lasts t \
-         seconds lets the guest dirty U(t) bytes, so the next pass lasts U(t)/bandwidth. The \
-         ratio of one pass to the next is about dirty rate / bandwidth. On a link k times \
-         faster every pass is k times shorter AND the guest dirties about k times less during \
-         it, so the remainder shrinks k times faster per pass: fewer passes, each shorter. \
-         When the dirty rate comes close to the link rate, the slow link barely shrinks the \
-         remainder at all and may never converge, while the fast link finishes in a few \
-         passes. That is how vMotion over 40GbE came out 38x faster than over 10GbE in the \
-         published Mellanox benchmark: 4x the bandwidth, far more than 4x the speed.\n",
-    );
+/// What `--explain` puts into words: the workload's dirty rate and, per cell, how it
+/// compares with the goodput and what came of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Explanation {
+    /// Dirty rate at the start of a window, bytes per second.
+    pub dirty_rate: f64,
+    pub rows: Vec<ExplainRow>,
+}
+
+/// One cell of the grid, for `--explain`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExplainRow {
+    pub link_bits_per_sec: f64,
+    pub downtime_limit_s: f64,
+    /// Dirty rate over goodput: about the ratio of one pass to the next.
+    pub dirty_over_goodput: f64,
+    pub passes: usize,
+    /// Total time when the migration completes.
+    pub completes_in_s: Option<f64>,
+    pub speedup_vs_slowest: Option<f64>,
+    pub speedup_unbounded: bool,
+}
+
+/// `--explain`: why a faster link gives more than proportional speedup, with this
+/// workload's own numbers (the sink puts them into words).
+pub fn explain(w: &Workload, cells: &[Prediction]) -> Explanation {
     let rate = w.curve.rate();
-    s.push_str(&format!(
-        "\nFor this workload (dirty rate {}/s at the start of a window):\n",
-        crate::units::fmt_bytes(rate)
-    ));
-    for c in cells {
-        let ratio = rate / c.goodput_bytes_per_sec.max(1.0);
-        s.push_str(&format!(
-            "  {:>12} at {:>6}: dirty/goodput = {:.3}, {} passes, {}{}\n",
-            crate::units::fmt_link(c.link_bits_per_sec),
-            crate::units::fmt_secs(c.downtime_limit_s),
-            ratio,
-            c.outcome.passes.len(),
-            if completes(&c.outcome) {
-                format!(
-                    "completes in {}",
-                    crate::units::fmt_secs(c.outcome.total_time_s)
-                )
-            } else {
-                "does not complete".into()
-            },
-            match (c.speedup_vs_slowest, c.speedup_unbounded) {
-                (Some(x), _) => format!(", {x:.1}x the slowest link"),
-                (None, true) => ", while the slowest link never completes".into(),
-                _ => String::new(),
-            }
-        ));
+    Explanation {
+        dirty_rate: rate,
+        rows: cells
+            .iter()
+            .map(|c| ExplainRow {
+                link_bits_per_sec: c.link_bits_per_sec,
+                downtime_limit_s: c.downtime_limit_s,
+                dirty_over_goodput: rate / c.goodput_bytes_per_sec.max(1.0),
+                passes: c.outcome.passes.len(),
+                completes_in_s: completes(&c.outcome).then_some(c.outcome.total_time_s),
+                speedup_vs_slowest: c.speedup_vs_slowest,
+                speedup_unbounded: c.speedup_unbounded,
+            })
+            .collect(),
     }
-    s
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! (`migrate-set-parameters` / `migrate-set-capabilities`), libvirt (`virsh`), KubeVirt
 //! (`MigrationPolicy`), vSphere, Xen and Hyper-V. Pure: it only runs the simulator.
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use super::sim::{simulate, AutoConverge, Outcome, Policy, Scenario, Throttle};
 use super::workload::Workload;
@@ -34,25 +33,79 @@ impl ThrottleKind {
 /// in `>> 20` units).
 pub const DIRTY_LIMIT_MB: f64 = 1024.0 * 1024.0;
 
+/// What is recommended: no throttle, a throttle family, or nothing that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecommendationKind {
+    /// Converges without a throttle.
+    None,
+    AutoConverge,
+    Sdps,
+    DirtyLimit,
+    /// No throttle the policy offers makes it converge.
+    Unreachable,
+}
+
+impl RecommendationKind {
+    /// Name as in the JSON output and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecommendationKind::None => "none",
+            RecommendationKind::AutoConverge => "auto-converge",
+            RecommendationKind::Sdps => "sdps",
+            RecommendationKind::DirtyLimit => "dirty-limit",
+            RecommendationKind::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl From<ThrottleKind> for RecommendationKind {
+    fn from(k: ThrottleKind) -> Self {
+        match k {
+            ThrottleKind::None => RecommendationKind::None,
+            ThrottleKind::AutoConverge => RecommendationKind::AutoConverge,
+            ThrottleKind::Sdps => RecommendationKind::Sdps,
+            ThrottleKind::DirtyLimit => RecommendationKind::DirtyLimit,
+        }
+    }
+}
+
 /// The recommendation for one scenario.
 #[derive(Clone, Debug, Serialize)]
 pub struct Recommendation {
-    /// `none` (no throttle needed), `auto-converge`, `sdps`, `dirty-limit`, or
-    /// `unreachable` (no throttle the policy offers makes it converge).
-    pub kind: String,
+    pub kind: RecommendationKind,
     /// Throttle level: % for CPU throttles, MB/s per vCPU for dirty-limit.
     pub level: Option<f64>,
     pub level_unit: Option<String>,
-    /// Settings to apply, per tool.
-    pub settings: Value,
+    /// Settings to apply, per tool. Not serialised with the rest: the sink renders them.
+    #[serde(skip)]
+    pub settings: Settings,
     /// The simulation with the recommended throttle.
     pub converges: bool,
     pub passes: usize,
     pub total_time_s: f64,
     pub downtime_s: f64,
     pub peak_throttle_pct: f64,
-    /// Plain-words explanation.
-    pub note: String,
+    /// Why this recommendation. Not serialised with the rest: the sink puts it into words.
+    #[serde(skip)]
+    pub note: Note,
+}
+
+/// Why a recommendation is what it is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Note {
+    /// It converges without a throttle.
+    NoThrottleNeeded,
+    /// The smallest CPU throttle that converges, %.
+    SmallestCpuThrottle { pct: f64 },
+    /// The loosest dirty limit that converges, MB/s per vCPU.
+    LoosestDirtyLimit { mb_per_sec: f64 },
+    /// No level of the families tried converges; `cpu_busy` is the busiest writer's time
+    /// on CPU when it is low enough (under 0.5) to explain why a CPU throttle fails.
+    Unreachable {
+        tried: Vec<ThrottleKind>,
+        cpu_busy: Option<f64>,
+    },
 }
 
 /// The throttle with a level, as the simulator runs it, for each family.
@@ -168,7 +221,7 @@ pub fn recommend(
             baseline,
             base,
             ctx,
-            "converges without a throttle".into(),
+            Note::NoThrottleNeeded,
         );
     }
     let mut tried = Vec::new();
@@ -178,38 +231,28 @@ pub fn recommend(
             ThrottleKind::AutoConverge | ThrottleKind::Sdps => search_pct(w, base, k),
             ThrottleKind::DirtyLimit => search_dirty_limit(w, base),
         };
-        tried.push(k.name());
+        tried.push(k);
         if let Some((level, o)) = found {
             let note = match k {
-                ThrottleKind::DirtyLimit => format!(
-                    "a dirty limit of {level:.0} MB/s per vCPU is the loosest that converges"
-                ),
-                _ => format!("{level:.0} % is the smallest CPU throttle that converges"),
+                ThrottleKind::DirtyLimit => Note::LoosestDirtyLimit { mb_per_sec: level },
+                _ => Note::SmallestCpuThrottle { pct: level },
             };
             return build(k, Some(level), &o, base, ctx, note);
         }
     }
     let busy = w.writers.iter().map(|x| x.busy).fold(0.0, f64::max);
-    let mut note = format!(
-        "no {} level makes it converge within the targets",
-        tried.join(" or ")
-    );
-    if busy < 0.5
-        && kinds
-            .iter()
-            .any(|k| matches!(k, ThrottleKind::AutoConverge | ThrottleKind::Sdps))
-    {
-        note.push_str(&format!(
-            "; the writers are on CPU only {:.1} % of the time, so a CPU throttle barely slows them",
-            busy * 100.0
-        ));
-    }
-    note.push_str("; use a faster link, post-copy, or a longer downtime");
+    let cpu_kinds = kinds
+        .iter()
+        .any(|k| matches!(k, ThrottleKind::AutoConverge | ThrottleKind::Sdps));
+    let note = Note::Unreachable {
+        tried,
+        cpu_busy: (busy < 0.5 && cpu_kinds).then_some(busy),
+    };
     Recommendation {
-        kind: "unreachable".into(),
+        kind: RecommendationKind::Unreachable,
         level: None,
         level_unit: None,
-        settings: json!({}),
+        settings: Settings::Nothing,
         converges: false,
         passes: baseline.passes.len(),
         total_time_s: baseline.total_time_s,
@@ -236,10 +279,10 @@ fn build(
     o: &Outcome,
     base: &Scenario,
     ctx: &SettingsContext,
-    note: String,
+    note: Note,
 ) -> Recommendation {
     Recommendation {
-        kind: kind.name().into(),
+        kind: kind.into(),
         level,
         level_unit: level.map(|_| {
             if kind == ThrottleKind::DirtyLimit {
@@ -258,113 +301,195 @@ fn build(
     }
 }
 
+/// The exact settings that apply a throttle, per tool, as data; `sink::predict_out` renders
+/// them as JSON and as shell commands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Settings {
+    /// Nothing to apply: no throttle the policy offers makes it converge.
+    Nothing,
+    /// QEMU over QMP, libvirt (`virsh`), KubeVirt and, with `--nova`, nova.conf.
+    Qemu(Box<QemuSettings>),
+    /// vSphere: SDPS at the level the model needed (`None`: no change needed).
+    Vsphere { sdps_pct: Option<u64> },
+    /// Xen: a credit scheduler cap during the migration (`None`: no change needed).
+    Xen { credit_cap: Option<u64> },
+    /// Hyper-V: a processor maximum, % (`None`: no change needed).
+    HyperV { max_pct: Option<u64> },
+}
+
+/// QEMU's settings and their libvirt, KubeVirt and Nova equivalents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QemuSettings {
+    /// Capabilities to enable with `migrate-set-capabilities`.
+    pub capabilities: Vec<&'static str>,
+    pub parameters: QmpParameters,
+    /// The libvirt commands, in order.
+    pub virsh: Vec<Virsh>,
+    pub kubevirt: KubevirtSpec,
+    pub nova: Option<NovaConf>,
+    /// What the settings cannot do, in plain words.
+    pub notes: Vec<&'static str>,
+}
+
+/// QMP `migrate-set-parameters` arguments; `None` is not set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QmpParameters {
+    pub downtime_limit_ms: u64,
+    /// Bytes per second.
+    pub max_bandwidth: u64,
+    pub cpu_throttle_initial: Option<u64>,
+    pub cpu_throttle_increment: Option<u64>,
+    pub max_cpu_throttle: Option<u64>,
+    /// MB/s per vCPU.
+    pub vcpu_dirty_limit: Option<u64>,
+    /// Milliseconds.
+    pub vcpu_dirty_limit_period_ms: Option<u64>,
+}
+
+impl QmpParameters {
+    /// The parameters that are set, under their QMP names, sorted by name.
+    pub fn named(&self) -> Vec<(&'static str, u64)> {
+        let mut v = vec![
+            ("downtime-limit", Some(self.downtime_limit_ms)),
+            ("max-bandwidth", Some(self.max_bandwidth)),
+            ("cpu-throttle-initial", self.cpu_throttle_initial),
+            ("cpu-throttle-increment", self.cpu_throttle_increment),
+            ("max-cpu-throttle", self.max_cpu_throttle),
+            ("vcpu-dirty-limit", self.vcpu_dirty_limit),
+            ("x-vcpu-dirty-limit-period", self.vcpu_dirty_limit_period_ms),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect::<Vec<_>>();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+}
+
+/// One libvirt command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Virsh {
+    /// `virsh migrate-setmaxdowntime`, milliseconds.
+    SetMaxDowntime { ms: u64 },
+    /// A QMP parameter libvirt has no flag for, set through `virsh qemu-monitor-command`
+    /// (this taints the domain).
+    QmpParameter { name: &'static str, value: u64 },
+    /// `virsh migrate --live`, with the bandwidth in MiB/s and, for auto-converge, its
+    /// initial step and increment, %.
+    Migrate {
+        bandwidth_mib: u64,
+        auto_converge: Option<(u64, u64)>,
+    },
+}
+
+/// The `spec` of a KubeVirt `MigrationPolicy`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubevirtSpec {
+    /// `allowAutoConverge`, set only when the throttle is a CPU throttle.
+    pub allow_auto_converge: Option<bool>,
+    /// `bandwidthPerMigration`, MiB/s.
+    pub bandwidth_mib: u64,
+    /// `completionTimeoutPerGiB`, when `--kubevirt`.
+    pub completion_timeout_per_gib: Option<u64>,
+}
+
+/// The `[libvirt]` options of nova.conf, when `--nova`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NovaConf {
+    pub completion_timeout: u64,
+    pub permit_auto_converge: bool,
+    /// MiB/s.
+    pub bandwidth_mib: u64,
+}
+
 /// The exact settings for a throttle, per tool.
-pub fn settings(kind: ThrottleKind, level: f64, base: &Scenario, ctx: &SettingsContext) -> Value {
+pub fn settings(
+    kind: ThrottleKind,
+    level: f64,
+    base: &Scenario,
+    ctx: &SettingsContext,
+) -> Settings {
+    let lvl = level.round() as u64;
+    let changed = (kind != ThrottleKind::None).then_some(lvl);
+    match base.policy {
+        Policy::Qemu => Settings::Qemu(Box::new(qemu_settings(kind, lvl, base, ctx))),
+        Policy::Vmotion => Settings::Vsphere { sdps_pct: changed },
+        // Credit scheduler cap: % of one physical CPU for the whole domain, 0 = none.
+        Policy::Xen | Policy::XenSr => Settings::Xen {
+            credit_cap: changed.map(|l| (100 - l.min(99)) * ctx.vcpus.max(1) as u64),
+        },
+        Policy::HyperV => Settings::HyperV {
+            max_pct: changed.map(|l| 100 - l.min(99)),
+        },
+    }
+}
+
+/// QEMU's settings for a throttle at level `lvl` (% or MB/s per vCPU).
+fn qemu_settings(
+    kind: ThrottleKind,
+    lvl: u64,
+    base: &Scenario,
+    ctx: &SettingsContext,
+) -> QemuSettings {
     let downtime_ms = (base.downtime_s * 1000.0).round() as u64;
     // The model assumes the link is the only limit; QEMU's own default `max-bandwidth` is
     // 128 MiB/s (MAX_THROTTLE in migration/options.c), so it must be raised to the link.
     let link_bytes = (base.link_bits / 8.0).round() as u64;
     let link_mib = link_bytes / (1024 * 1024);
-    let lvl = level.round() as u64;
-    match base.policy {
-        Policy::Qemu => {
-            let mut params = json!({
-                "downtime-limit": downtime_ms,
-                "max-bandwidth": link_bytes,
-            });
-            let mut caps: Vec<Value> = Vec::new();
-            let mut virsh = vec![format!("virsh migrate-setmaxdowntime DOMAIN {downtime_ms}")];
-            let mut flags = format!("virsh migrate --live --bandwidth {link_mib}");
-            let mut kubevirt = json!({});
-            let mut notes: Vec<String> = Vec::new();
-            match kind {
-                ThrottleKind::None => {}
-                ThrottleKind::AutoConverge | ThrottleKind::Sdps => {
-                    let initial = lvl.min(20);
-                    caps.push(json!({"capability": "auto-converge", "state": true}));
-                    params["cpu-throttle-initial"] = json!(initial);
-                    params["cpu-throttle-increment"] = json!(10);
-                    params["max-cpu-throttle"] = json!(lvl);
-                    flags.push_str(&format!(
-                        " --auto-converge --auto-converge-initial {initial} --auto-converge-increment 10"
-                    ));
-                    if lvl != 99 {
-                        virsh.push(format!(
-                            "virsh qemu-monitor-command DOMAIN '{{\"execute\":\"migrate-set-parameters\",\"arguments\":{{\"max-cpu-throttle\":{lvl}}}}}'"
-                        ));
-                        notes.push("libvirt has no flag for max-cpu-throttle; set it over QMP as shown (this taints the domain)".into());
-                    }
-                    kubevirt["allowAutoConverge"] = json!(true);
-                    notes.push("KubeVirt's allowAutoConverge uses QEMU's defaults (20 %, +10 %, up to 99 %): it cannot cap the throttle".into());
-                }
-                ThrottleKind::DirtyLimit => {
-                    caps.push(json!({"capability": "dirty-limit", "state": true}));
-                    params["vcpu-dirty-limit"] = json!(lvl);
-                    params["x-vcpu-dirty-limit-period"] = json!(1000);
-                    virsh.push(format!(
-                        "virsh qemu-monitor-command DOMAIN '{{\"execute\":\"migrate-set-parameters\",\"arguments\":{{\"vcpu-dirty-limit\":{lvl}}}}}'"
-                    ));
-                    notes.push("dirty-limit needs QEMU 8.1+ with the KVM dirty ring (-accel kvm,dirty-ring-size=...); libvirt and KubeVirt expose no setting for it".into());
-                }
-            }
-            flags.push_str(" DOMAIN qemu+ssh://DEST/system");
-            virsh.push(flags);
-            if let Some(c) = ctx.kubevirt_completion_per_gib {
-                kubevirt["completionTimeoutPerGiB"] = json!(c);
-            }
-            kubevirt["bandwidthPerMigration"] = json!(format!("{link_mib}Mi"));
-            let mut out = json!({
-                "qemu": {
-                    "migrate-set-capabilities": caps,
-                    "migrate-set-parameters": params,
-                },
-                "virsh": virsh,
-                "kubevirt_migration_policy": {
-                    "apiVersion": "migrations.kubevirt.io/v1alpha1",
-                    "kind": "MigrationPolicy",
-                    "spec": kubevirt,
-                },
-                "notes": notes,
-            });
-            if let Some(n) = ctx.nova_completion_timeout {
-                out["nova"] = json!({
-                    "[libvirt] live_migration_completion_timeout": n,
-                    "[libvirt] live_migration_permit_auto_converge": kind == ThrottleKind::AutoConverge,
-                    "[libvirt] live_migration_bandwidth": link_mib,
-                });
-            }
-            out
-        }
-        Policy::Vmotion => json!({
-            "vsphere": if kind == ThrottleKind::None {
-                "no change needed".to_string()
-            } else {
-                format!("SDPS (Stun During Page Send) is on by default since vSphere 5.0 (advanced setting Migrate.SdpsEnabled = 1); vMotion chooses the level itself, the model needed {lvl} %")
-            }
+    let mut q = QemuSettings {
+        capabilities: Vec::new(),
+        parameters: QmpParameters {
+            downtime_limit_ms: downtime_ms,
+            max_bandwidth: link_bytes,
+            ..QmpParameters::default()
+        },
+        virsh: vec![Virsh::SetMaxDowntime { ms: downtime_ms }],
+        kubevirt: KubevirtSpec {
+            allow_auto_converge: None,
+            bandwidth_mib: link_mib,
+            completion_timeout_per_gib: ctx.kubevirt_completion_per_gib,
+        },
+        nova: ctx.nova_completion_timeout.map(|n| NovaConf {
+            completion_timeout: n,
+            permit_auto_converge: kind == ThrottleKind::AutoConverge,
+            bandwidth_mib: link_mib,
         }),
-        Policy::Xen | Policy::XenSr => {
-            // Credit scheduler cap: % of one physical CPU for the whole domain, 0 = none.
-            let cap = (100 - lvl.min(99)) * ctx.vcpus.max(1) as u64;
-            if kind == ThrottleKind::None {
-                json!({"xl": []})
-            } else {
-                json!({"xl": [
-                    format!("xl sched-credit -d DOMAIN -c {cap}"),
-                    "xl migrate DOMAIN DEST".to_string(),
-                    "xl sched-credit -d DOMAIN -c 0   # remove the cap after migration".to_string(),
-                ]})
+        notes: Vec::new(),
+    };
+    let mut auto_converge = None;
+    match kind {
+        ThrottleKind::None => {}
+        ThrottleKind::AutoConverge | ThrottleKind::Sdps => {
+            let initial = lvl.min(20);
+            q.capabilities.push("auto-converge");
+            q.parameters.cpu_throttle_initial = Some(initial);
+            q.parameters.cpu_throttle_increment = Some(10);
+            q.parameters.max_cpu_throttle = Some(lvl);
+            auto_converge = Some((initial, 10));
+            if lvl != 99 {
+                q.virsh.push(Virsh::QmpParameter {
+                    name: "max-cpu-throttle",
+                    value: lvl,
+                });
+                q.notes.push("libvirt has no flag for max-cpu-throttle; set it over QMP as shown (this taints the domain)");
             }
+            q.kubevirt.allow_auto_converge = Some(true);
+            q.notes.push("KubeVirt's allowAutoConverge uses QEMU's defaults (20 %, +10 %, up to 99 %): it cannot cap the throttle");
         }
-        Policy::HyperV => {
-            if kind == ThrottleKind::None {
-                json!({"powershell": []})
-            } else {
-                json!({"powershell": [
-                    format!("Set-VMProcessor -VMName NAME -Maximum {}", 100 - lvl.min(99)),
-                    "Move-VM -Name NAME -DestinationHost DEST".to_string(),
-                    "Set-VMProcessor -VMName NAME -Maximum 100".to_string(),
-                ]})
-            }
+        ThrottleKind::DirtyLimit => {
+            q.capabilities.push("dirty-limit");
+            q.parameters.vcpu_dirty_limit = Some(lvl);
+            q.parameters.vcpu_dirty_limit_period_ms = Some(1000);
+            q.virsh.push(Virsh::QmpParameter {
+                name: "vcpu-dirty-limit",
+                value: lvl,
+            });
+            q.notes.push("dirty-limit needs QEMU 8.1+ with the KVM dirty ring (-accel kvm,dirty-ring-size=...); libvirt and KubeVirt expose no setting for it");
         }
     }
+    q.virsh.push(Virsh::Migrate {
+        bandwidth_mib: link_mib,
+        auto_converge,
+    });
+    q
 }

@@ -2,6 +2,10 @@
 //! left dirty, at the link's goodput, until the policy's stop rule switches over to the
 //! final stop-and-copy, gives up, or a deadline aborts it. Pure and deterministic.
 //!
+//! [`simulate`] steps a small state machine, `Sim`: the clock, the passes so far, the
+//! throttle state and the writers' speed factors, with one method per step (a pass, the
+//! dirty bitmap sync, the policy's stop rule, the stall and limit checks, the stop-and-copy).
+//!
 //! The stop rules, per policy, with their sources:
 //! - QEMU: switch over when the pending bytes fit in `bandwidth x downtime-limit`, with no
 //!   pass limit ([`Policy::Qemu`]);
@@ -53,6 +57,27 @@ impl Policy {
             // Xen and Hyper-V have no downtime target; 300 ms is our SLA default, the same
             // as QEMU's so that policies compare on one scale.
             Policy::Xen | Policy::XenSr | Policy::HyperV => 0.3,
+        }
+    }
+
+    /// The pass limit of the policy's own rule (QEMU and vMotion have none: the horizon).
+    pub fn max_passes(self) -> u32 {
+        match self {
+            Policy::Qemu | Policy::Vmotion => MAX_SIM_PASSES,
+            Policy::Xen => XEN_LEGACY_MAX_ITERS,
+            Policy::XenSr => XEN_SR_MAX_ITERS,
+            Policy::HyperV => HYPERV_MAX_PASSES,
+        }
+    }
+
+    /// The fraction by which a pass must shrink the pending bytes to count as progress.
+    /// vMotion's own rule is not public; we take "shrank by less than 5 %"
+    /// ([`VMOTION_MIN_PROGRESS`]) for it, and "not at all" for the others.
+    pub fn min_shrink(self) -> f64 {
+        if self == Policy::Vmotion {
+            VMOTION_MIN_PROGRESS
+        } else {
+            1e-6
         }
     }
 }
@@ -131,6 +156,53 @@ pub struct Limits {
     pub max_passes: Option<u32>,
 }
 
+/// KubeVirt `MigrationConfiguration` defaults (kubevirt.io/api `MigrationConfiguration`,
+/// pkg/virt-config: `MigrationCompletionTimeoutPerGiB = 150`, `MigrationProgressTimeout =
+/// 150`): abort when the migration takes longer than 150 s per GiB of migrated data, or
+/// makes no progress for 150 s.
+pub const KUBEVIRT_COMPLETION_PER_GIB: u64 = 150;
+pub const KUBEVIRT_PROGRESS_TIMEOUT_S: f64 = 150.0;
+/// OpenStack Nova `[libvirt] live_migration_completion_timeout` default 800: seconds per GiB
+/// of guest RAM + disk to transfer, with a lower bound of 2 GiB (nova/conf/libvirt.py; used
+/// in nova/virt/libvirt/migration.py).
+pub const NOVA_COMPLETION_PER_GIB: u64 = 800;
+/// Nova counts at least this many GiB when it scales its completion timeout.
+pub const NOVA_MIN_GIB: f64 = 2.0;
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+impl Limits {
+    /// KubeVirt's limits for a guest of `mem_bytes`: the completion timeout scales with the
+    /// migrated data in GiB (memory and local disks; only the memory is known here), and the
+    /// progress timeout.
+    pub fn kubevirt(mem_bytes: f64) -> Limits {
+        Limits {
+            deadline_s: Some(KUBEVIRT_COMPLETION_PER_GIB as f64 * Self::kubevirt_gib(mem_bytes)),
+            progress_timeout_s: Some(KUBEVIRT_PROGRESS_TIMEOUT_S),
+            max_passes: None,
+        }
+    }
+
+    /// Nova's completion timeout for a guest of `mem_bytes` (RAM; disk would add to it).
+    pub fn nova(mem_bytes: f64) -> Limits {
+        Limits {
+            deadline_s: Some(NOVA_COMPLETION_PER_GIB as f64 * Self::nova_gib(mem_bytes)),
+            progress_timeout_s: None,
+            max_passes: None,
+        }
+    }
+
+    /// The GiB KubeVirt scales its completion timeout by.
+    pub fn kubevirt_gib(mem_bytes: f64) -> f64 {
+        mem_bytes / GIB
+    }
+
+    /// The GiB Nova scales its completion timeout by: at least [`NOVA_MIN_GIB`].
+    pub fn nova_gib(mem_bytes: f64) -> f64 {
+        (mem_bytes / GIB).max(NOVA_MIN_GIB)
+    }
+}
+
 /// One simulated scenario.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
@@ -205,8 +277,69 @@ pub struct Outcome {
     pub converges: bool,
     /// The largest CPU throttle reached, %.
     pub peak_throttle_pct: f64,
-    /// One sentence on why it ended as it did.
-    pub reason: String,
+    /// Why it ended as it did. Not serialised with the rest: the sink puts it into words.
+    #[serde(skip)]
+    pub reason: Reason,
+}
+
+/// Why a simulation ended, with the numbers the sentence needs (bytes, seconds).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    /// The goodput is zero.
+    NoLink,
+    /// QEMU's (and Hyper-V's) switchover: the pending bytes fit in the downtime target.
+    Fits {
+        pass: u32,
+        pending: f64,
+        downtime_s: f64,
+    },
+    /// vMotion's switchover within its target.
+    SwitchoverFits {
+        pass: u32,
+        pending: f64,
+        downtime_s: f64,
+    },
+    /// Xen suspends the guest after `pass`.
+    Xen {
+        pass: u32,
+        why: XenStop,
+        pending: f64,
+    },
+    /// Hyper-V suspends the guest after its pass limit.
+    HyperVPassLimit { passes: u32, pending: f64 },
+    /// `--max-passes` forced the stop-and-copy.
+    MaxPasses { pass: u32, pending: f64 },
+    /// vMotion stopped shrinking and the switchover would exceed its maximum.
+    SwitchoverTooLong { pending: f64, switchover_s: f64 },
+    /// vMotion stopped shrinking and switches over anyway.
+    SwitchoverAnyway { pending: f64, switchover_s: f64 },
+    /// QEMU: each pass dirties as much as it sends.
+    IteratesForever {
+        pending: f64,
+        threshold: f64,
+        downtime_s: f64,
+    },
+    /// No new low of the pending bytes within the progress timeout.
+    NoProgress { timeout_s: f64 },
+    /// The deadline passes before the migration can complete.
+    Deadline { deadline_s: f64 },
+    /// Not complete after a simulated day.
+    SimulatedDay,
+    /// Not complete after [`MAX_SIM_PASSES`] passes.
+    PassHorizon { passes: u32 },
+    /// It would complete, but past the deadline.
+    PastDeadline { total_s: f64, deadline_s: f64 },
+}
+
+/// Which of Xen's rules ended the iterative phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XenStop {
+    /// Fewer than 50 pages dirtied in the last pass.
+    FewPages,
+    /// More than 3x the memory sent (legacy only).
+    Volume,
+    /// The iteration limit.
+    IterationLimit(u32),
 }
 
 /// Simulation horizon: no real migration runs this many passes, and QEMU's own rule has no
@@ -234,7 +367,8 @@ pub const XEN_DIRTY_THRESHOLD_PAGES: f64 = 50.0;
 /// Hyper-V: "Hyper-V repeats the copying process ... until it has made 10 passes through
 /// the memory pages ... If the copy cannot be completed in 10 iterations, Hyper-V suspends
 /// the VM" (Directions on Microsoft, "Live Migration Switch Over", on Windows Server 2008 R2
-/// Hyper-V). The issue text said 5; we follow the source and `--max-passes` overrides it.
+/// Hyper-V). A limit of 5 passes is also quoted without a source; we follow the source, and
+/// `--max-passes 5` gives that rule.
 pub const HYPERV_MAX_PASSES: u32 = 10;
 
 /// QEMU's auto-converge state machine, as `migration_trigger_throttle` and
@@ -323,372 +457,450 @@ impl AutoConvergeState {
     }
 }
 
-/// Runs one scenario to its end.
+/// Runs one scenario to its end: a [`Sim`] stepped pass by pass until a rule ends it.
 pub fn simulate(w: &Workload, s: &Scenario) -> Outcome {
-    let g = s.goodput();
-    // Dirty pages go out with their per-page header.
-    let wire = |bytes: f64| bytes * (1.0 + PAGE_HEADER / w.page);
-    let n = w.writers.len();
-    let mut factors = vec![1.0; n];
-    let threshold = g * s.downtime_s;
-    let horizon_s = s.limits.deadline_s.unwrap_or(MAX_SIM_TIME_S);
-    let max_passes = s.limits.max_passes.unwrap_or(match s.policy {
-        Policy::Qemu | Policy::Vmotion => MAX_SIM_PASSES,
-        Policy::Xen => XEN_LEGACY_MAX_ITERS,
-        Policy::XenSr => XEN_SR_MAX_ITERS,
-        Policy::HyperV => HYPERV_MAX_PASSES,
-    });
-    let xen_pages = XEN_DIRTY_THRESHOLD_PAGES * w.page;
+    let mut sim = Sim::new(w, s);
+    if sim.g <= 0.0 {
+        return sim.finish(Stop::abandon(Ending::NeverConverges, Reason::NoLink));
+    }
+    loop {
+        let (index, pending) = sim.pass();
+        let changed = sim.dirty_sync(pending);
+        let stop = sim
+            .policy_stop(index, pending)
+            .or_else(|| sim.stalled_stop(index, pending, changed));
+        if let Some(stop) = stop {
+            return sim.finish(stop);
+        }
+        sim.prev_pending = pending;
+        if let Some(stop) = sim.limit_stop(index, pending) {
+            return sim.finish(stop);
+        }
+        sim.to_send = sim.wire(pending);
+    }
+}
 
-    let mut ac = match s.throttle {
-        Throttle::AutoConverge(p) => Some(AutoConvergeState::new(p)),
-        Throttle::DirtyLimit { .. } => Some(AutoConvergeState::new(AutoConverge::default())),
-        _ => None,
-    };
-    let mut dirty_limit_on = false;
-    // Speed of each writer under the throttle in force.
-    let set_factors = |factors: &mut [f64], cpu_pct: f64, dirty_limit_on: bool| {
-        for (f, wr) in factors.iter_mut().zip(&w.writers) {
-            *f = cpu_throttle_factor(cpu_pct, wr.busy);
+/// How a simulation ends: the bytes left for the stop-and-copy (0 when it never gets
+/// there), the ending and the sentence that says why.
+struct Stop {
+    stop_bytes: f64,
+    ending: Ending,
+    reason: Reason,
+}
+
+impl Stop {
+    /// A switchover with `pending` bytes left to copy with the guest paused.
+    fn switch(pending: f64, ending: Ending, reason: Reason) -> Stop {
+        Stop {
+            stop_bytes: pending,
+            ending,
+            reason,
+        }
+    }
+
+    /// The migration is given up: nothing goes out with the guest paused.
+    fn abandon(ending: Ending, reason: Reason) -> Stop {
+        Stop {
+            stop_bytes: 0.0,
+            ending,
+            reason,
+        }
+    }
+}
+
+/// The simulator's state between passes: the clock, the passes so far, the throttle in
+/// force and the resulting speed of each writer.
+struct Sim<'a> {
+    w: &'a Workload,
+    s: &'a Scenario,
+    /// Goodput, bytes per second.
+    g: f64,
+    /// Bytes that fit in the downtime target at the goodput.
+    threshold: f64,
+    /// Simulated time past which the migration is given up (deadline, else a day).
+    horizon_s: f64,
+    /// The policy's pass limit, or `--max-passes`.
+    max_passes: u32,
+    /// Auto-converge's state machine; dirty-limit uses its trigger too.
+    ac: Option<AutoConvergeState>,
+    dirty_limit_on: bool,
+    /// CPU throttle in force, %, and the largest reached.
+    cpu_pct: f64,
+    peak: f64,
+    /// Speed of each writer under the throttle in force (1 = unthrottled).
+    factors: Vec<f64>,
+    passes: Vec<Pass>,
+    /// Bytes the next pass puts on the wire.
+    to_send: f64,
+    now: f64,
+    sent_total: f64,
+    /// Lowest pending bytes so far and when they were reached (progress timeout).
+    best_pending: f64,
+    best_at: f64,
+    prev_pending: f64,
+}
+
+impl<'a> Sim<'a> {
+    fn new(w: &'a Workload, s: &'a Scenario) -> Self {
+        let g = s.goodput();
+        let ac = match s.throttle {
+            Throttle::AutoConverge(p) => Some(AutoConvergeState::new(p)),
+            Throttle::DirtyLimit { .. } => Some(AutoConvergeState::new(AutoConverge::default())),
+            _ => None,
+        };
+        Sim {
+            w,
+            s,
+            g,
+            threshold: g * s.downtime_s,
+            horizon_s: s.limits.deadline_s.unwrap_or(MAX_SIM_TIME_S),
+            max_passes: s.limits.max_passes.unwrap_or(s.policy.max_passes()),
+            ac,
+            dirty_limit_on: false,
+            cpu_pct: 0.0,
+            peak: 0.0,
+            factors: vec![1.0; w.writers.len()],
+            passes: Vec::new(),
+            to_send: w.bulk_bytes(),
+            now: 0.0,
+            sent_total: 0.0,
+            best_pending: f64::INFINITY,
+            best_at: 0.0,
+            prev_pending: f64::INFINITY,
+        }
+    }
+
+    /// Bytes on the wire for `bytes` of dirty pages: each page goes with its header.
+    fn wire(&self, bytes: f64) -> f64 {
+        bytes * (1.0 + PAGE_HEADER / self.w.page)
+    }
+
+    /// Speed of each writer under the throttle in force.
+    fn set_factors(&mut self) {
+        for (f, wr) in self.factors.iter_mut().zip(&self.w.writers) {
+            *f = cpu_throttle_factor(self.cpu_pct, wr.busy);
             if let (
                 true,
                 Throttle::DirtyLimit {
                     bytes_per_sec_per_vcpu: cap,
                 },
-            ) = (dirty_limit_on, s.throttle)
+            ) = (self.dirty_limit_on, self.s.throttle)
             {
-                let r = wr.share * w.curve.rate();
+                let r = wr.share * self.w.curve.rate();
                 if r > cap {
                     *f = f.min(cap / r);
                 }
             }
         }
-    };
-    let mut cpu_pct = 0.0f64;
-    let mut peak = 0.0f64;
+    }
 
-    let mut passes = Vec::new();
-    let mut to_send = w.bulk_bytes();
-    let mut now = 0.0f64;
-    let mut sent_total = 0.0f64;
-    let mut best_pending = f64::INFINITY;
-    let mut best_at = 0.0f64;
-    let mut prev_pending = f64::INFINITY;
+    /// One live pass: sends `to_send` while the writers dirty. Returns the pass number and
+    /// the bytes it left dirty.
+    fn pass(&mut self) -> (u32, f64) {
+        let index = self.passes.len() as u32 + 1;
+        // Throttles other than auto-converge engage with the iterative phase (pass 2 on).
+        if index >= 2 {
+            if let Throttle::Cpu { pct } = self.s.throttle {
+                self.cpu_pct = pct;
+            }
+        }
+        self.set_factors();
+        self.peak = self.peak.max(self.cpu_pct);
+        let duration = self.to_send / self.g;
+        let dirtied = self.w.dirtied(duration, &self.factors);
+        self.passes.push(Pass {
+            index,
+            duration_s: duration,
+            bytes: self.to_send,
+            dirtied_bytes: dirtied,
+            dirtied_pages: dirtied / self.w.page,
+            throttle_pct: self.cpu_pct,
+        });
+        self.now += duration;
+        self.sent_total += self.to_send;
+        (index, dirtied)
+    }
 
-    let finish = |passes: Vec<Pass>,
-                  now: f64,
-                  sent: f64,
-                  stop_bytes: f64,
-                  ending: Ending,
-                  peak: f64,
-                  reason: String| {
-        let stop_bytes = wire(stop_bytes);
+    /// The dirty bitmap sync at the end of a pass, where auto-converge and dirty-limit
+    /// trigger. Returns true when it changed the throttle.
+    fn dirty_sync(&mut self, dirtied: f64) -> bool {
+        let Some(st) = self.ac.as_mut() else {
+            return false;
+        };
+        if !st.sync(self.now, self.to_send, dirtied) {
+            return false;
+        }
+        match self.s.throttle {
+            Throttle::AutoConverge(_) => self.cpu_pct = st.pct,
+            Throttle::DirtyLimit { .. } => self.dirty_limit_on = true,
+            _ => {}
+        }
+        self.set_factors();
+        self.peak = self.peak.max(self.cpu_pct);
+        true
+    }
+
+    /// True when the pending bytes fit in the downtime target. Compared on the wire (with
+    /// page headers) so that a switchover never overshoots the target; QEMU compares the
+    /// raw RAM bytes, 0.2 % less -- immaterial.
+    fn fits(&self, pending: f64) -> bool {
+        self.wire(pending) <= self.threshold
+    }
+
+    /// The policy's own stop rule after pass `index`.
+    fn policy_stop(&self, index: u32, pending: f64) -> Option<Stop> {
+        match self.s.policy {
+            Policy::Qemu => self
+                .qemu_switch(index, pending)
+                .or_else(|| self.max_passes_stop(index, pending)),
+            Policy::Vmotion => self
+                .vmotion_switch(index, pending)
+                .or_else(|| self.max_passes_stop(index, pending)),
+            Policy::Xen | Policy::XenSr => self.xen_stop(index, pending),
+            Policy::HyperV => self
+                .qemu_switch(index, pending)
+                .or_else(|| self.hyperv_stop(index, pending)),
+        }
+    }
+
+    /// QEMU, migration/migration.c `migration_iteration_run`: when the pending size is below
+    /// `threshold_size = bandwidth * downtime_limit` (computed in
+    /// `migration_update_counters`), complete; otherwise iterate, with no limit. Hyper-V
+    /// switches over by the same rule.
+    fn qemu_switch(&self, index: u32, pending: f64) -> Option<Stop> {
+        self.fits(pending).then(|| {
+            Stop::switch(
+                pending,
+                Ending::Converged,
+                Reason::Fits {
+                    pass: index,
+                    pending,
+                    downtime_s: self.s.downtime_s,
+                },
+            )
+        })
+    }
+
+    /// vMotion: switch over once the remainder can be sent within the target.
+    fn vmotion_switch(&self, index: u32, pending: f64) -> Option<Stop> {
+        self.fits(pending).then(|| {
+            Stop::switch(
+                pending,
+                Ending::Converged,
+                Reason::SwitchoverFits {
+                    pass: index,
+                    pending,
+                    downtime_s: self.s.downtime_s,
+                },
+            )
+        })
+    }
+
+    /// Xen: the last iteration when fewer than 50 pages were dirtied, after the iteration
+    /// limit, or once 3x RAM went out (legacy only).
+    fn xen_stop(&self, index: u32, pending: f64) -> Option<Stop> {
+        let few = pending < XEN_DIRTY_THRESHOLD_PAGES * self.w.page;
+        let volume =
+            self.s.policy == Policy::Xen && self.sent_total > XEN_LEGACY_MAX_FACTOR * self.w.mem;
+        if !(few || index >= self.max_passes || volume) {
+            return None;
+        }
+        let why = if few {
+            XenStop::FewPages
+        } else if volume {
+            XenStop::Volume
+        } else {
+            XenStop::IterationLimit(self.max_passes)
+        };
+        let ending = if few {
+            Ending::Converged
+        } else {
+            Ending::ForcedStop
+        };
+        Some(Stop::switch(
+            pending,
+            ending,
+            Reason::Xen {
+                pass: index,
+                why,
+                pending,
+            },
+        ))
+    }
+
+    /// Hyper-V: a forced stop-and-copy after its pass limit.
+    fn hyperv_stop(&self, index: u32, pending: f64) -> Option<Stop> {
+        (index >= self.max_passes).then(|| {
+            Stop::switch(
+                pending,
+                Ending::ForcedStop,
+                Reason::HyperVPassLimit {
+                    passes: self.max_passes,
+                    pending,
+                },
+            )
+        })
+    }
+
+    /// `--max-passes` on QEMU or vMotion: not their rule, a what-if the user asked for.
+    fn max_passes_stop(&self, index: u32, pending: f64) -> Option<Stop> {
+        let limit = self.s.limits.max_passes.is_some_and(|n| index >= n);
+        limit.then(|| {
+            Stop::switch(
+                pending,
+                Ending::ForcedStop,
+                Reason::MaxPasses {
+                    pass: index,
+                    pending,
+                },
+            )
+        })
+    }
+
+    /// True while the throttle in force can still rise.
+    fn throttle_can_rise(&self, index: u32) -> bool {
+        match (&self.s.throttle, &self.ac) {
+            (Throttle::AutoConverge(_), Some(st)) => !st.maxed(),
+            (Throttle::DirtyLimit { .. }, _) => !self.dirty_limit_on,
+            (Throttle::Cpu { .. }, _) => index < 2,
+            _ => false,
+        }
+    }
+
+    /// Not converging: the pending set no longer shrinks and no throttle can still rise.
+    /// vMotion then switches over anyway (or fails); QEMU would iterate forever.
+    fn stalled_stop(&self, index: u32, pending: f64, changed: bool) -> Option<Stop> {
+        if self.throttle_can_rise(index) {
+            return None;
+        }
+        // No progress: the pass left (almost) as much as the one before.
+        let stalled = pending >= self.prev_pending * (1.0 - self.s.policy.min_shrink());
+        // Exact test for QEMU: with the throttle fixed from now on, the next pending is
+        // f(p) = U(wire(p) / g), increasing in p. If f(threshold) > threshold, then every
+        // p > threshold gives f(p) >= f(threshold) > threshold: it can never fit.
+        let hopeless = self.s.policy == Policy::Qemu
+            && self.wire(
+                self.w
+                    .dirtied(self.wire(self.threshold) / self.g, &self.factors),
+            ) > self.threshold;
+        if !(hopeless || (stalled && !changed)) {
+            return None;
+        }
+        match self.s.policy {
+            Policy::Vmotion => Some(self.vmotion_switch_anyway(pending)),
+            Policy::Qemu => Some(self.qemu_never(pending)),
+            _ => None,
+        }
+    }
+
+    /// vMotion switches over anyway when it cannot make progress, and fails if the
+    /// switchover would exceed its 100 s maximum.
+    fn vmotion_switch_anyway(&self, pending: f64) -> Stop {
+        let sw = self.wire(pending) / self.g;
+        if sw > VMOTION_MAX_SWITCHOVER_S {
+            return Stop::switch(
+                pending,
+                Ending::SwitchoverTooLong,
+                Reason::SwitchoverTooLong {
+                    pending,
+                    switchover_s: sw,
+                },
+            );
+        }
+        Stop::switch(
+            pending,
+            Ending::ForcedStop,
+            Reason::SwitchoverAnyway {
+                pending,
+                switchover_s: sw,
+            },
+        )
+    }
+
+    /// QEMU has no give-up rule: it would iterate forever.
+    fn qemu_never(&self, pending: f64) -> Stop {
+        Stop::switch(
+            pending,
+            Ending::NeverConverges,
+            Reason::IteratesForever {
+                pending,
+                threshold: self.threshold,
+                downtime_s: self.s.downtime_s,
+            },
+        )
+    }
+
+    /// Limits on the whole migration: KubeVirt-style progress timeout (no new low of the
+    /// pending bytes for too long), the deadline or the horizon in time, the pass horizon.
+    fn limit_stop(&mut self, index: u32, pending: f64) -> Option<Stop> {
+        if pending < self.best_pending * (1.0 - 1e-6) {
+            self.best_pending = pending;
+            self.best_at = self.now;
+        }
+        if let Some(pt) = self.s.limits.progress_timeout_s {
+            if self.now - self.best_at > pt {
+                return Some(Stop::abandon(
+                    Ending::Aborted,
+                    Reason::NoProgress { timeout_s: pt },
+                ));
+            }
+        }
+        if self.now + pending / self.g > self.horizon_s {
+            return Some(match self.s.limits.deadline_s {
+                Some(d) => Stop::abandon(Ending::Aborted, Reason::Deadline { deadline_s: d }),
+                None => Stop::abandon(Ending::Horizon, Reason::SimulatedDay),
+            });
+        }
+        (index >= MAX_SIM_PASSES).then(|| {
+            Stop::abandon(
+                Ending::Horizon,
+                Reason::PassHorizon {
+                    passes: MAX_SIM_PASSES,
+                },
+            )
+        })
+    }
+
+    /// The stop-and-copy, and the outcome: downtime, totals, whether it converged within
+    /// the target and the deadline.
+    fn finish(self, stop: Stop) -> Outcome {
+        let Stop {
+            stop_bytes,
+            ending,
+            reason,
+        } = stop;
+        let (g, s) = (self.g, self.s);
+        let stop_bytes = self.wire(stop_bytes);
         let downtime = if stop_bytes.is_finite() && g > 0.0 {
             stop_bytes / g
         } else {
             0.0
         };
         let completes = matches!(ending, Ending::Converged | Ending::ForcedStop);
-        let total = now + if completes { downtime } else { 0.0 };
+        let total = self.now + if completes { downtime } else { 0.0 };
         let within_deadline = s.limits.deadline_s.is_none_or(|d| total <= d);
         let converges = completes && downtime <= s.downtime_s * (1.0 + 1e-9) && within_deadline;
         let (ending, reason) = if completes && !within_deadline {
             (
                 Ending::Aborted,
-                format!(
-                    "would complete at {:.1} s, past the deadline of {:.1} s",
-                    total,
-                    s.limits.deadline_s.unwrap_or(0.0)
-                ),
+                Reason::PastDeadline {
+                    total_s: total,
+                    deadline_s: s.limits.deadline_s.unwrap_or(0.0),
+                },
             )
         } else {
             (ending, reason)
         };
         Outcome {
-            passes,
+            passes: self.passes,
             stop_copy_bytes: if completes { stop_bytes } else { 0.0 },
             downtime_s: if completes { downtime } else { 0.0 },
             total_time_s: total,
-            total_bytes: sent + if completes { stop_bytes } else { 0.0 },
+            total_bytes: self.sent_total + if completes { stop_bytes } else { 0.0 },
             ending,
             converges,
-            peak_throttle_pct: peak,
+            peak_throttle_pct: self.peak,
             reason,
         }
-    };
-
-    if g <= 0.0 {
-        return finish(
-            passes,
-            0.0,
-            0.0,
-            0.0,
-            Ending::NeverConverges,
-            0.0,
-            "the link carries nothing".into(),
-        );
-    }
-
-    loop {
-        let index = passes.len() as u32 + 1;
-        // Throttles other than auto-converge engage with the iterative phase (pass 2 on).
-        if index >= 2 {
-            if let Throttle::Cpu { pct } = s.throttle {
-                cpu_pct = pct;
-            }
-        }
-        set_factors(&mut factors, cpu_pct, dirty_limit_on);
-        peak = peak.max(cpu_pct);
-        let duration = to_send / g;
-        let dirtied = w.dirtied(duration, &factors);
-        passes.push(Pass {
-            index,
-            duration_s: duration,
-            bytes: to_send,
-            dirtied_bytes: dirtied,
-            dirtied_pages: dirtied / w.page,
-            throttle_pct: cpu_pct,
-        });
-        now += duration;
-        sent_total += to_send;
-        let pending = dirtied;
-
-        // Dirty bitmap sync at the end of the pass: auto-converge / dirty-limit trigger.
-        let mut changed = false;
-        if let Some(st) = ac.as_mut() {
-            if st.sync(now, to_send, dirtied) {
-                changed = true;
-                match s.throttle {
-                    Throttle::AutoConverge(_) => cpu_pct = st.pct,
-                    Throttle::DirtyLimit { .. } => dirty_limit_on = true,
-                    _ => {}
-                }
-                set_factors(&mut factors, cpu_pct, dirty_limit_on);
-                peak = peak.max(cpu_pct);
-            }
-        }
-
-        // Stop rules.
-        // Compared on the wire (with page headers) so that a switchover never overshoots the
-        // target; QEMU compares the raw RAM bytes, 0.2 % less -- immaterial.
-        let fits = wire(pending) <= threshold;
-        match s.policy {
-            // QEMU, migration/migration.c `migration_iteration_run`: when the pending size
-            // is below `threshold_size = bandwidth * downtime_limit` (computed in
-            // `migration_update_counters`), complete; otherwise iterate, with no limit.
-            Policy::Qemu | Policy::HyperV if fits => {
-                return finish(
-                    passes,
-                    now,
-                    sent_total,
-                    pending,
-                    Ending::Converged,
-                    peak,
-                    format!(
-                        "after pass {index}, {:.1} MiB pending fits in {:.0} ms at the link's goodput",
-                        pending / MIB,
-                        s.downtime_s * 1000.0
-                    ),
-                );
-            }
-            // vMotion: switch over once the remainder can be sent within the target.
-            Policy::Vmotion if fits => {
-                return finish(
-                    passes,
-                    now,
-                    sent_total,
-                    pending,
-                    Ending::Converged,
-                    peak,
-                    format!(
-                        "after pass {index}, the switchover of {:.1} MiB takes under the {:.0} ms target",
-                        pending / MIB,
-                        s.downtime_s * 1000.0
-                    ),
-                );
-            }
-            // Xen: the last iteration when fewer than 50 pages were dirtied, after the
-            // iteration limit, or once 3x RAM went out (legacy only).
-            Policy::Xen | Policy::XenSr => {
-                let few = pending < xen_pages;
-                let volume = s.policy == Policy::Xen && sent_total > XEN_LEGACY_MAX_FACTOR * w.mem;
-                if few || index >= max_passes || volume {
-                    let why = if few {
-                        "fewer than 50 pages were dirtied in the last pass".to_string()
-                    } else if volume {
-                        "more than 3x the memory has been sent (DEF_MAX_FACTOR)".to_string()
-                    } else {
-                        format!("the iteration limit ({max_passes}) was reached")
-                    };
-                    let ending = if few {
-                        Ending::Converged
-                    } else {
-                        Ending::ForcedStop
-                    };
-                    return finish(
-                        passes,
-                        now,
-                        sent_total,
-                        pending,
-                        ending,
-                        peak,
-                        format!(
-                            "Xen suspends the guest after pass {index}: {why}; {:.1} MiB left for stop-and-copy",
-                            pending / MIB
-                        ),
-                    );
-                }
-            }
-            Policy::HyperV if index >= max_passes => {
-                return finish(
-                    passes,
-                    now,
-                    sent_total,
-                    pending,
-                    Ending::ForcedStop,
-                    peak,
-                    format!(
-                        "Hyper-V suspends the guest after {max_passes} passes with {:.1} MiB still dirty",
-                        pending / MIB
-                    ),
-                );
-            }
-            // `--max-passes` on QEMU or vMotion: not their rule, a what-if the user asked for.
-            Policy::Qemu | Policy::Vmotion if s.limits.max_passes.is_some_and(|n| index >= n) => {
-                return finish(
-                    passes,
-                    now,
-                    sent_total,
-                    pending,
-                    Ending::ForcedStop,
-                    peak,
-                    format!(
-                        "stop-and-copy forced after {index} passes (--max-passes) with {:.1} MiB still dirty",
-                        pending / MIB
-                    ),
-                );
-            }
-            _ => {}
-        }
-
-        // Not converging: the pending set no longer shrinks and no throttle can still rise.
-        let can_rise = match (&s.throttle, &ac) {
-            (Throttle::AutoConverge(_), Some(st)) => !st.maxed(),
-            (Throttle::DirtyLimit { .. }, _) => !dirty_limit_on,
-            (Throttle::Cpu { .. }, _) => index < 2,
-            _ => false,
-        };
-        // No progress: the pass left (almost) as much as the one before. vMotion's own rule
-        // is not public; we take "shrank by less than 5 %" (VMOTION_MIN_PROGRESS) for it, and
-        // "not at all" for the others.
-        let min_shrink = if s.policy == Policy::Vmotion {
-            VMOTION_MIN_PROGRESS
-        } else {
-            1e-6
-        };
-        let stalled = pending >= prev_pending * (1.0 - min_shrink);
-        // Exact test for QEMU: with the throttle fixed from now on, the next pending is
-        // f(p) = U(wire(p) / g), increasing in p. If f(threshold) > threshold, then every
-        // p > threshold gives f(p) >= f(threshold) > threshold: it can never fit.
-        let hopeless = !can_rise
-            && s.policy == Policy::Qemu
-            && wire(w.dirtied(wire(threshold) / g, &factors)) > threshold;
-        if (hopeless || (stalled && !changed)) && !can_rise {
-            if s.policy == Policy::Vmotion {
-                // vMotion switches over anyway when it cannot make progress, and fails if
-                // the switchover would exceed its 100 s maximum.
-                let sw = wire(pending) / g;
-                if sw > VMOTION_MAX_SWITCHOVER_S {
-                    return finish(
-                        passes,
-                        now,
-                        sent_total,
-                        pending,
-                        Ending::SwitchoverTooLong,
-                        peak,
-                        format!(
-                            "pre-copy stopped shrinking at {:.1} MiB; the switchover would take {:.0} s, past vMotion's 100 s maximum",
-                            pending / MIB,
-                            sw
-                        ),
-                    );
-                }
-                return finish(
-                    passes,
-                    now,
-                    sent_total,
-                    pending,
-                    Ending::ForcedStop,
-                    peak,
-                    format!(
-                        "pre-copy stopped shrinking at {:.1} MiB; vMotion switches over anyway ({:.2} s)",
-                        pending / MIB,
-                        sw
-                    ),
-                );
-            }
-            if s.policy == Policy::Qemu {
-                return finish(
-                    passes,
-                    now,
-                    sent_total,
-                    pending,
-                    Ending::NeverConverges,
-                    peak,
-                    format!(
-                        "each pass dirties as much as it sends: {:.1} MiB stays pending, above the {:.1} MiB that fit in {:.0} ms; QEMU would iterate forever",
-                        pending / MIB,
-                        threshold / MIB,
-                        s.downtime_s * 1000.0
-                    ),
-                );
-            }
-        }
-        prev_pending = pending;
-
-        // KubeVirt-style progress timeout: no new low of the pending bytes for too long.
-        if pending < best_pending * (1.0 - 1e-6) {
-            best_pending = pending;
-            best_at = now;
-        }
-        if let Some(pt) = s.limits.progress_timeout_s {
-            if now - best_at > pt {
-                return finish(
-                    passes,
-                    now,
-                    sent_total,
-                    0.0,
-                    Ending::Aborted,
-                    peak,
-                    format!("no progress for {pt:.0} s (progress timeout)"),
-                );
-            }
-        }
-        if now + pending / g > horizon_s {
-            let why = match s.limits.deadline_s {
-                Some(d) => format!("the deadline of {d:.0} s passes before it can complete"),
-                None => "not complete after a simulated day".into(),
-            };
-            let ending = if s.limits.deadline_s.is_some() {
-                Ending::Aborted
-            } else {
-                Ending::Horizon
-            };
-            return finish(passes, now, sent_total, 0.0, ending, peak, why);
-        }
-        if index >= MAX_SIM_PASSES {
-            return finish(
-                passes,
-                now,
-                sent_total,
-                0.0,
-                Ending::Horizon,
-                peak,
-                format!("not complete after {MAX_SIM_PASSES} passes"),
-            );
-        }
-        to_send = wire(pending);
     }
 }
-
-const MIB: f64 = 1024.0 * 1024.0;
