@@ -193,6 +193,37 @@ pub struct PredictOpts {
     pub explain: bool,
 }
 
+impl PredictOpts {
+    /// The defaults of `migtrace predict --profile PROFILE --link LINKS`, for callers that
+    /// predict from a profile they just measured (`demo`).
+    pub fn for_profile(profile: PathBuf, links: &str) -> PredictOpts {
+        PredictOpts {
+            link: vec![links.to_string()],
+            mem: None,
+            dirty_rate: None,
+            wws: None,
+            pattern: PatternArg::Random,
+            profile: Some(profile),
+            downtime: Vec::new(),
+            policy: PolicyArg::Qemu,
+            throttle: ThrottleArg::None,
+            throttle_pct: None,
+            tailslow: false,
+            dirty_limit: None,
+            deadline: None,
+            kubevirt: false,
+            nova: false,
+            efficiency: None,
+            vcpus: None,
+            busy: None,
+            zero_share: None,
+            max_passes: None,
+            json: false,
+            explain: false,
+        }
+    }
+}
+
 fn usage(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
 }

@@ -233,7 +233,7 @@ fn header(w: &Workload, input: &GridInput, r: &Report, cells: &[Prediction]) -> 
         "migtrace predict: {} guest, {}\n  source: {}\n  policy {}, throttle {}, efficiency {:.2}, {} writer(s) busy {}, zero pages {:.0} %\n",
         fmt_bytes(w.mem),
         curve_words(w),
-        r.source,
+        crate::sink::clean(&r.source),
         r.policy.name(),
         throttle_words(&input.throttle),
         input.efficiency,
@@ -249,7 +249,7 @@ fn header(w: &Workload, input: &GridInput, r: &Report, cells: &[Prediction]) -> 
         s.push('\n');
     }
     for c in r.caveats.iter().chain(result_caveats(w, cells).iter()) {
-        s.push_str(&format!("  note: {c}\n"));
+        s.push_str(&format!("  note: {}\n", crate::sink::clean(c)));
     }
     s
 }

@@ -1,7 +1,7 @@
 //! Human output: a header naming the backend and why, one line per interval, and a summary.
 use std::io::Write;
 
-use super::{Interval, Sink, Start, Summary};
+use super::{clean, Interval, Sink, Start, Summary};
 use crate::units::fmt_bytes as bytes;
 
 pub struct TerminalSink<W: Write> {
@@ -41,17 +41,17 @@ impl<W: Write> Sink for TerminalSink<W> {
             o,
             "migtrace: watching pid {} ({}), RSS {}, private writable {}",
             s.pid,
-            s.comm,
+            clean(&s.comm),
             bytes(s.target_rss_bytes as f64),
             bytes(s.writable_bytes as f64)
         );
-        let _ = writeln!(o, "backend: {} ({})", s.backend, s.reason);
+        let _ = writeln!(o, "backend: {} ({})", s.backend, clean(&s.reason));
         for c in &s.caveats {
-            let _ = writeln!(o, "  note: {c}");
+            let _ = writeln!(o, "  note: {}", clean(c));
         }
         self.shown = s.caveats.clone();
         for w in &s.warnings {
-            let _ = writeln!(o, "  warning: {w}");
+            let _ = writeln!(o, "  warning: {}", clean(w));
         }
         let _ = o.flush();
     }
@@ -110,7 +110,7 @@ impl<W: Write> Sink for TerminalSink<W> {
             .and_then(|()| summary_threads(o, s))
             .and_then(|()| summary_backend(o, s));
         for c in s.caveats.iter().filter(|c| !self.shown.contains(c)) {
-            let _ = writeln!(o, "  note: {c}");
+            let _ = writeln!(o, "  note: {}", clean(c));
         }
         let _ = o.flush();
     }
@@ -121,7 +121,10 @@ fn summary_rates(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
     writeln!(
         o,
         "\nsummary: pid {} ({}), backend {}, ended by {}",
-        s.pid, s.comm, s.backend, s.end_reason
+        s.pid,
+        clean(&s.comm),
+        s.backend,
+        s.end_reason
     )?;
     let ci = match s.ci95_bytes_per_sec {
         Some([lo, hi]) => format!(" (95% CI {}/s .. {}/s)", bytes(lo), bytes(hi)),
@@ -232,7 +235,7 @@ fn summary_threads(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
             o,
             "    {:>8} {:<16} {:>12} {:>5.1}%{}",
             t.tid,
-            t.comm,
+            clean(&t.comm),
             count(t.write_faults as f64),
             t.share * 100.0,
             busy
@@ -255,7 +258,7 @@ fn summary_backend(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
         }
     }
     if let Some(p) = &s.profile_out {
-        writeln!(o, "  profile        written to {p}")?;
+        writeln!(o, "  profile        written to {}", clean(p))?;
     }
     Ok(())
 }
