@@ -86,16 +86,7 @@ impl DirtySource for FaultSource {
         let (faults, drops) = self.probe.take_deltas()?;
         let unique = hll_estimate(&self.interval_sketch);
         self.interval_sketch = Hll::default();
-        Ok(IntervalReport {
-            measured: true,
-            window: None,
-            unique_pages: unique,
-            ci95: None,
-            faults: Some(faults),
-            drops,
-            sample: None,
-            warmup: false,
-        })
+        Ok(IntervalReport::exact(None, unique, faults, drops))
     }
 
     fn finish(&mut self) -> Result<FinalReport> {

@@ -123,6 +123,26 @@ pub struct IntervalReport {
     pub warmup: bool,
 }
 
+impl IntervalReport {
+    /// An exact count (fault, softdirty): `unique` pages over `window` (when the source
+    /// knows it), with the interval's fault counts and drops.
+    pub fn exact(
+        window: Option<Duration>,
+        unique: f64,
+        faults: FaultCounts,
+        drops: Drops,
+    ) -> IntervalReport {
+        IntervalReport {
+            measured: true,
+            window,
+            unique_pages: unique,
+            faults: Some(faults),
+            drops,
+            ..Default::default()
+        }
+    }
+}
+
 /// What a source knows at the end of a watch.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct FinalReport {

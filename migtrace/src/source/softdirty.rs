@@ -636,16 +636,12 @@ impl DirtySource for SoftDirtySource {
         }
         let unique = self.interval_set.len() as f64;
         self.interval_set.clear();
-        Ok(IntervalReport {
-            measured: true,
-            window: (window_ns > 0).then_some(window),
-            unique_pages: unique,
-            ci95: None,
-            faults: Some(faults),
+        Ok(IntervalReport::exact(
+            (window_ns > 0).then_some(window),
+            unique,
+            faults,
             drops,
-            sample: None,
-            warmup: false,
-        })
+        ))
     }
 
     fn finish(&mut self) -> Result<FinalReport> {
