@@ -61,6 +61,7 @@ fn profile(busy: f64) -> Profile {
                 busy_share: Some(busy),
             })
             .collect(),
+        thread_counts: Default::default(),
         busy_share: Some(busy),
         zero_page_share: Some(0.2),
     }

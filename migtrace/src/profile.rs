@@ -36,9 +36,15 @@ pub struct Profile {
     /// over the windows observed, sorted by `window_s`. This, not rate x time, is what a
     /// pre-copy pass has to resend.
     pub growth: Vec<GrowthPoint>,
-    /// Per-thread shares of the dirtying, largest first (may be empty when the backend
-    /// cannot attribute writes to threads).
+    /// Per-thread shares, largest first (empty when the backend attributes nothing to
+    /// threads). What they count is in `thread_counts`.
     pub threads: Vec<ThreadShare>,
+    /// What `threads[].pages` counts: `dirtied-pages` (fault, softdirty: the dirtying
+    /// itself) or `write-faults` (sample+fault: first-touch and copy-on-write faults, next
+    /// to a rate measured by sampling; a thread rewriting resident memory takes none).
+    /// Profiles written before this field existed carried only dirtied pages.
+    #[serde(default)]
+    pub thread_counts: ThreadCounts,
     /// Fraction of the target's busy time on CPU over the watch, summed over threads and
     /// divided by the number of threads that dirtied memory, in [0, 1]. A CPU throttle
     /// (auto-converge, SDPS) slows dirtying only as far as the writers are on CPU.
@@ -78,6 +84,17 @@ pub struct GrowthPoint {
     pub unique_pages: f64,
     /// How many windows of this length were averaged.
     pub windows: u64,
+}
+
+/// What per-thread counts measure.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThreadCounts {
+    /// Pages each thread dirtied (exact attribution).
+    #[default]
+    DirtiedPages,
+    /// Write faults each thread took: a proxy, not the dirtying itself.
+    WriteFaults,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -124,10 +141,10 @@ pub enum ProfileError {
 pub struct InvalidProfile(pub String);
 
 impl Profile {
-    /// The profile of a watch, from its summary. Its interval is the mean measured one;
-    /// per-thread shares go in only when they attribute the dirtying itself (fault,
-    /// softdirty): with sample+fault they are write-fault counts, and a thread that rewrites
-    /// resident memory takes none. `created_unix_s` stamps it.
+    /// The profile of a watch, from its summary: the same threads and busy share the
+    /// summary shows, with what the thread counts measure (`threads_attribute_dirtying`:
+    /// dirtied pages, else write faults). Its interval is the mean measured one.
+    /// `created_unix_s` stamps it.
     pub fn from_summary(
         s: &Summary,
         threads_attribute_dirtying: bool,
@@ -159,7 +176,6 @@ impl Profile {
             threads: s
                 .threads
                 .iter()
-                .filter(|_| threads_attribute_dirtying)
                 .map(|t| ThreadShare {
                     tid: t.tid,
                     comm: t.comm.clone(),
@@ -168,6 +184,11 @@ impl Profile {
                     busy_share: t.busy_share,
                 })
                 .collect(),
+            thread_counts: if threads_attribute_dirtying {
+                ThreadCounts::DirtiedPages
+            } else {
+                ThreadCounts::WriteFaults
+            },
             busy_share: s.busy_share,
             zero_page_share: s.zero_page_share,
         }
@@ -397,6 +418,7 @@ mod tests {
                 },
             ],
             threads: vec![],
+            thread_counts: ThreadCounts::DirtiedPages,
             busy_share: Some(0.5),
             zero_page_share: None,
         }

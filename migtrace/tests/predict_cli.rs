@@ -346,6 +346,7 @@ fn sample_profile(busy: Option<f64>) -> Profile {
                 busy_share: busy,
             },
         ],
+        thread_counts: Default::default(),
         busy_share: busy,
         zero_page_share: Some(0.25),
     }

@@ -16,7 +16,7 @@ use crate::model::sim::{
 };
 use crate::model::workload::Workload;
 use crate::model::{grid, GridInput};
-use crate::profile::Profile;
+use crate::profile::{Profile, ThreadCounts};
 use crate::sink::predict_out::{self, Report};
 use crate::units::{self, UnitError};
 
@@ -416,6 +416,12 @@ fn profile_workload(
         );
     }
     caveats.extend(p.caveats.iter().map(|c| format!("profile: {c}")));
+    if p.thread_counts == ThreadCounts::WriteFaults && !p.threads.is_empty() {
+        caveats.push(
+            "the profile's per-thread shares are write-fault counts (sample+fault), taken as each writer's share of the dirtying"
+                .to_string(),
+        );
+    }
     let w = Workload::from_profile(&p, n.mem, n.busy, n.vcpus, n.zero_share);
     let source = format!(
         "profile {} (backend {}, {} pid {})",

@@ -347,14 +347,15 @@ fn thread_lines(inp: &SummaryInput<'_>, busy: &[(u32, f64)]) -> Vec<ThreadLine> 
 }
 
 /// Mean busy share of the threads that dirtied memory; without attribution of the dirtying
-/// itself (sample, sample+fault), of the threads that ran at all (>= 1 %).
+/// itself (sample, sample+fault), of the threads that ran at least 1 % of the time, or, when
+/// none did (hundreds of mostly idle threads), of those that ran at all.
 fn mean_busy_share(threads: &[ThreadLine], busy: &[(u32, f64)], attributed: bool) -> Option<f64> {
-    let v: Vec<f64> = if threads.is_empty() || !attributed {
-        busy.iter().map(|b| b.1).filter(|&b| b >= 0.01).collect()
-    } else {
-        threads.iter().filter_map(|t| t.busy_share).collect()
-    };
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    if !threads.is_empty() && attributed {
+        return mean(threads.iter().filter_map(|t| t.busy_share).collect());
+    }
+    let ran = |min: f64| busy.iter().map(|b| b.1).filter(|&b| b >= min).collect();
+    mean(ran(0.01)).or_else(|| mean(ran(f64::MIN_POSITIVE)))
 }
 
 /// (tid, share of the window on CPU) for every thread seen at the end.
