@@ -39,6 +39,7 @@ fn profile(busy: f64) -> Profile {
             comm: "qemu-system-x86".into(),
             rss_bytes: 48 << 30,
             writable_bytes: 64 << 30,
+            shared_writable_bytes: 0,
             page_size: 4096,
         },
         backend: "fault".into(),

@@ -60,8 +60,13 @@ pub struct TargetInfo {
     pub comm: String,
     /// Resident set size at the end of the watch (bytes).
     pub rss_bytes: u64,
-    /// Private writable mapped memory (bytes): the upper bound of what could be dirtied.
+    /// Writable mapped memory measured (bytes): private mappings and shared memory
+    /// (memfd, shared anonymous, files); the upper bound of what could be dirtied.
     pub writable_bytes: u64,
+    /// Of which shared mappings (QEMU RAM with `share=on` is one). Absent in older
+    /// profiles, which measured private memory only.
+    #[serde(default)]
+    pub shared_writable_bytes: u64,
     /// Base page size in bytes.
     pub page_size: u64,
 }
@@ -160,6 +165,7 @@ impl Profile {
                 comm: s.comm.clone(),
                 rss_bytes: s.target_rss_bytes,
                 writable_bytes: s.writable_bytes,
+                shared_writable_bytes: s.shared_writable_bytes,
                 page_size: s.page_size,
             },
             backend: s.backend.clone(),
@@ -393,6 +399,7 @@ mod tests {
                 comm: "t".into(),
                 rss_bytes: 1 << 30,
                 writable_bytes: 1 << 30,
+                shared_writable_bytes: 0,
                 page_size: 4096,
             },
             backend: "sample".into(),

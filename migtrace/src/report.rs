@@ -54,8 +54,24 @@ pub struct Start {
     pub caveats: Vec<String>,
     pub interval_s: f64,
     pub target_rss_bytes: u64,
+    /// Writable memory measured: private and shared mappings (in `--range` if given).
     pub writable_bytes: u64,
+    /// Of which shared mappings (memfd, shared anonymous, files).
+    #[serde(default)]
+    pub shared_writable_bytes: u64,
+    /// The measured mappings, grouped, largest first.
+    #[serde(default)]
+    pub mappings: Vec<MappingGroup>,
     pub warnings: Vec<String>,
+}
+
+/// Measured mappings of one kind: a shared memory file, private anonymous memory, a file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MappingGroup {
+    pub name: String,
+    pub shared: bool,
+    pub mappings: u64,
+    pub bytes: u64,
 }
 
 /// One interval.
@@ -80,6 +96,9 @@ pub struct Interval {
     /// but left out of the summary unless nothing else was measured.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+    /// Something that happened during the interval (the target exec'd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Per-thread line of the summary.
@@ -116,6 +135,8 @@ pub struct Summary {
     pub unique_pages_total: Option<f64>,
     pub target_rss_bytes: u64,
     pub writable_bytes: u64,
+    #[serde(default)]
+    pub shared_writable_bytes: u64,
     pub page_size: u64,
     pub faults: Option<FaultCounts>,
     /// Everything lost: map-full events, ring-buffer drops, sampling misses.

@@ -18,6 +18,8 @@ pub struct Target {
     pub pid: u32,
     pub comm: String,
     proc_dir: PathBuf,
+    /// `--range`: only memory in [start, end) counts.
+    range: Option<(u64, u64)>,
 }
 
 /// One mapping from `/proc/PID/maps`.
@@ -26,6 +28,8 @@ pub struct Region {
     pub start: u64,
     pub end: u64,
     pub name: String,
+    /// A shared mapping (`rw-s`): memfd, shared anonymous, file or hugetlbfs memory.
+    pub shared: bool,
 }
 
 impl Region {
@@ -73,6 +77,7 @@ impl Target {
             pid,
             comm,
             proc_dir,
+            range: None,
         };
         // /proc/TID exists for every thread; the kernel programs filter by process (tgid).
         let status = fs::read_to_string(t.proc_dir.join("status")).unwrap_or_default();
@@ -91,6 +96,13 @@ impl Target {
                 .into());
             }
         }
+        if t.is_kernel_thread() {
+            return Err(Error::Unsupported(format!(
+                "pid {pid} ({}) is a kernel thread: it has no user memory to watch or migrate",
+                t.comm
+            ))
+            .into());
+        }
         if t.is_zombie() {
             return Err(Error::Usage(format!("pid {pid} ({}) has exited (zombie)", t.comm)).into());
         }
@@ -107,6 +119,18 @@ impl Target {
             .into());
         }
         Ok(t)
+    }
+
+    /// True for a kernel thread (PF_KTHREAD in the flags, field 9 of stat).
+    fn is_kernel_thread(&self) -> bool {
+        const PF_KTHREAD: u64 = 0x0020_0000;
+        fs::read_to_string(self.proc_dir.join("stat"))
+            .ok()
+            .and_then(|s| {
+                let (_, rest) = s.rsplit_once(')')?;
+                rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+            })
+            .is_some_and(|flags| flags & PF_KTHREAD != 0)
     }
 
     /// True when no thread of the process is alive. A main thread that exited leaves a
@@ -173,12 +197,38 @@ impl Target {
             .unwrap_or(0)
     }
 
+    /// What changes when the process execs: its executable (device, inode) and the start of
+    /// its stack (a new address space gets a new, randomized one, even when a program
+    /// execs itself). `None` once the process is gone.
+    pub fn exec_id(&self) -> Option<(u64, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let exe = fs::metadata(self.proc_dir.join("exe")).ok()?;
+        let stat = fs::read_to_string(self.proc_dir.join("stat")).ok()?;
+        // Field 28 (startstack) is the 26th after the parenthesised comm.
+        let (_, rest) = stat.rsplit_once(')')?;
+        let start_stack = rest.split_whitespace().nth(25)?.parse().ok()?;
+        Some((exe.dev(), exe.ino(), start_stack))
+    }
+
+    /// Reads the process name again (after an exec).
+    pub fn refresh_comm(&mut self) {
+        if let Ok(c) = fs::read_to_string(self.proc_dir.join("comm")) {
+            self.comm = c.trim().to_string();
+        }
+    }
+
+    /// Restricts the memory this target stands for to `[start, end)` (`--range`).
+    pub fn with_range(mut self, range: Option<(u64, u64)>) -> Target {
+        self.range = range;
+        self
+    }
+
     /// Writable memory mappings: the memory a migration may have to resend (see
-    /// [`parse_writable`]).
+    /// [`parse_writable`]), clipped to the range when there is one.
     pub fn writable_regions(&self) -> Result<Vec<Region>> {
         let text = fs::read_to_string(self.proc_dir.join("maps"))
             .with_context(|| format!("reading /proc/{}/maps", self.pid))?;
-        Ok(parse_writable(&text))
+        Ok(clip(parse_writable(&text), self.range))
     }
 
     /// CPU time of every thread.
@@ -231,16 +281,9 @@ pub fn parse_writable(maps: &str) -> Vec<Region> {
         ) {
             continue;
         }
-        if p[3] == b's' {
-            let memory_file = name.starts_with("/memfd:")
-                || name.starts_with("/dev/shm/")
-                || name.starts_with("/SYSV")
-                || name.starts_with("/dev/hugepages")
-                || (name.starts_with('/') && !name.starts_with("/dev/"))
-                || name.is_empty();
-            if !memory_file {
-                continue;
-            }
+        let shared = p[3] == b's';
+        if shared && !is_memory_file(&name) {
+            continue;
         }
         let Some((a, b)) = range.split_once('-') else {
             continue;
@@ -249,10 +292,74 @@ pub fn parse_writable(maps: &str) -> Vec<Region> {
             continue;
         };
         if end > start {
-            out.push(Region { start, end, name });
+            out.push(Region {
+                start,
+                end,
+                name,
+                shared,
+            });
         }
     }
     out
+}
+
+/// The regions grouped by what they are (shared memory by file name, private memory as
+/// anonymous, heap, stack or by file), largest group first.
+pub fn describe(regions: &[Region]) -> Vec<crate::report::MappingGroup> {
+    let mut groups: Vec<crate::report::MappingGroup> = Vec::new();
+    for r in regions {
+        let name = match r.name.as_str() {
+            "" => "anonymous".to_string(),
+            n => n.to_string(),
+        };
+        match groups
+            .iter_mut()
+            .find(|g| g.name == name && g.shared == r.shared)
+        {
+            Some(g) => {
+                g.mappings += 1;
+                g.bytes += r.len();
+            }
+            None => groups.push(crate::report::MappingGroup {
+                name,
+                shared: r.shared,
+                mappings: 1,
+                bytes: r.len(),
+            }),
+        }
+    }
+    groups.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
+    groups
+}
+
+/// The parts of `regions` inside `range` (all of them without a range).
+pub fn clip(regions: Vec<Region>, range: Option<(u64, u64)>) -> Vec<Region> {
+    let Some((lo, hi)) = range else {
+        return regions;
+    };
+    regions
+        .into_iter()
+        .filter_map(|mut x| {
+            x.start = x.start.max(lo);
+            x.end = x.end.min(hi);
+            (x.start < x.end).then_some(x)
+        })
+        .collect()
+}
+
+/// Whether a shared writable mapping named `name` is memory a migration copies: memfd
+/// (QEMU's `memory-backend-memfd`), shared anonymous memory (shown as `/dev/zero`),
+/// POSIX and SysV shared memory, hugetlbfs and regular files. Device mappings (`/dev/...`
+/// other than `/dev/zero`, `/dev/shm`, `/dev/hugepages`) and anonymous inodes
+/// (`anon_inode:kvm-vcpu`, GPU buffers) are not.
+fn is_memory_file(name: &str) -> bool {
+    name.starts_with("/memfd:")
+        || name.starts_with("/dev/zero")
+        || name.starts_with("/dev/shm/")
+        || name.starts_with("/SYSV")
+        || name.starts_with("/dev/hugepages")
+        || (name.starts_with('/') && !name.starts_with("/dev/"))
+        || name.is_empty()
 }
 
 fn parse_task_stat(tid: u32, stat: &str) -> Option<ThreadTime> {
@@ -311,7 +418,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn maps_keep_private_writable_only() {
+    fn maps_keep_writable_memory_private_and_shared() {
         let maps = "\
 55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
 7f0000000000-7f0000100000 rw-s 00000000 00:05 123                        /dev/shm/x
@@ -332,9 +439,13 @@ mod tests {
 7f0000000000-7f0040000000 rw-s 00000000 00:01 5                          /memfd:pc.ram (deleted)
 7f1000000000-7f1000001000 rw-s 00000000 00:0e 9                          anon_inode:kvm-vcpu:0
 7f2000000000-7f2000010000 rw-s 00000000 00:05 7                          /dev/dri/card0
+7f3000000000-7f3004000000 rw-s 00000000 00:01 1026                       /dev/zero (deleted)
 ";
-        let names: Vec<_> = parse_writable(qemu).into_iter().map(|r| r.name).collect();
-        assert_eq!(names, ["/memfd:pc.ram"]);
+        let r = parse_writable(qemu);
+        let names: Vec<_> = r.iter().map(|r| r.name.as_str()).collect();
+        // memfd RAM (share=on) and shared anonymous memory are guest RAM a migration copies.
+        assert_eq!(names, ["/memfd:pc.ram", "/dev/zero"]);
+        assert!(r.iter().all(|r| r.shared));
     }
 
     #[test]

@@ -40,12 +40,11 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// The target as read from /proc now.
 fn read_state(t: &Target) -> (TargetState, Instant) {
+    let regions = t.writable_regions().unwrap_or_default();
     let state = TargetState {
         rss: t.rss_bytes(),
-        writable: t
-            .writable_regions()
-            .map(|r| r.iter().map(|x| x.len()).sum())
-            .unwrap_or(0),
+        writable: regions.iter().map(|x| x.len()).sum(),
+        shared: regions.iter().filter(|x| x.shared).map(|x| x.len()).sum(),
         threads: t.thread_times(),
     };
     (state, Instant::now())
@@ -63,11 +62,17 @@ struct Watch<'a> {
     /// The target at the start and the last time it was seen alive.
     first: (TargetState, Instant),
     last: (TargetState, Instant),
+    /// The target's identity (see [`Target::exec_id`]), to notice an exec.
+    exec_id: Option<(u64, u64, u64)>,
+    /// Names the target had, oldest first, when it exec'd during the watch.
+    names: Vec<String>,
+    /// What the next interval line should say (an exec happened during it).
+    note: Option<String>,
 }
 
 /// Measures until the end condition and returns the summary (also given to `sink`).
 pub fn watch(cfg: &WatchConfig, sink: &mut dyn Sink) -> Result<Summary> {
-    let target = Target::open(cfg.source.pid)?;
+    let target = Target::open(cfg.source.pid)?.with_range(cfg.source.range);
     let sel = source::select(cfg.backend, &cfg.source)?;
     let first = read_state(&target);
     sink.start(&start_record(
@@ -89,7 +94,11 @@ pub fn watch(cfg: &WatchConfig, sink: &mut dyn Sink) -> Result<Summary> {
         last_end: now,
         last: first.clone(),
         first,
+        exec_id: None,
+        names: Vec::new(),
+        note: None,
     };
+    w.exec_id = w.target.exec_id();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,6 +116,11 @@ fn start_record(
     first: &TargetState,
 ) -> Start {
     let mut warnings = Vec::new();
+    if let (Some((lo, hi)), 0) = (cfg.source.range, first.writable) {
+        warnings.push(format!(
+            "nothing writable is mapped in --range {lo:x}-{hi:x} now: every backend measures only that range"
+        ));
+    }
     let thp = target.anon_huge_bytes();
     if thp > 0 {
         warnings.push(format!(
@@ -123,6 +137,8 @@ fn start_record(
         interval_s: cfg.interval.as_secs_f64(),
         target_rss_bytes: first.rss,
         writable_bytes: first.writable,
+        shared_writable_bytes: first.shared,
+        mappings: crate::target::describe(&target.writable_regions().unwrap_or_default()),
         warnings,
     }
 }
@@ -173,6 +189,7 @@ impl Watch<'_> {
     /// One timer tick: the source's periodic work, or an interval end. Returns the reason
     /// when the watch is over.
     fn on_tick(&mut self, next_boundary: &mut Duration) -> Result<Option<EndReason>> {
+        self.check_exec()?;
         let el = self.start.elapsed();
         let done = self.cfg.duration.is_some_and(|d| el >= d);
         if el < *next_boundary && !done {
@@ -193,6 +210,28 @@ impl Watch<'_> {
         })
     }
 
+    /// Notices an exec: renames the target and lets the source start over on the new
+    /// address space. The interval it happened in is said to mix two programs.
+    fn check_exec(&mut self) -> Result<()> {
+        let Some(id) = self.target.exec_id() else {
+            return Ok(());
+        };
+        if self.exec_id == Some(id) {
+            return Ok(());
+        }
+        self.exec_id = Some(id);
+        let old = self.target.comm.clone();
+        self.target.refresh_comm();
+        self.names.push(old.clone());
+        self.src.on_exec()?;
+        self.totals.exec();
+        self.note = Some(format!(
+            "the target exec'd ({old} -> {}): measuring its new memory from here",
+            self.target.comm
+        ));
+        Ok(())
+    }
+
     /// Ends the current interval: reads the target (while alive), asks the source, adds the
     /// report to the totals and shows it.
     fn end_interval(&mut self, gone: bool) -> Result<()> {
@@ -204,7 +243,11 @@ impl Watch<'_> {
         let wall_s = now.duration_since(self.last_end).as_secs_f64();
         self.last_end = now;
         let t_s = now.duration_since(self.start).as_secs_f64();
-        if let Some(rec) = self.totals.add(&r, wall_s, t_s) {
+        let mut rec = self.totals.add(&r, wall_s, t_s);
+        if let (Some(rec), Some(note)) = (&mut rec, self.note.take()) {
+            rec.note = Some(note);
+        }
+        if let Some(rec) = rec {
             self.sink.interval(&rec);
         }
         Ok(())
@@ -232,7 +275,7 @@ impl Watch<'_> {
                 busy_window_s: self.last.1.duration_since(self.first.1).as_secs_f64(),
                 clock_hz: clock_ticks() as f64,
                 fin: &fin,
-                caveats: self.src.caveats(),
+                caveats: self.end_caveats(),
                 profile_out: self
                     .cfg
                     .profile_out
@@ -247,6 +290,21 @@ impl Watch<'_> {
         }
         self.sink.summary(&summary);
         Ok(summary)
+    }
+}
+
+impl Watch<'_> {
+    /// The source's caveats, and the target's execs if there were any.
+    fn end_caveats(&self) -> Vec<String> {
+        let mut c = self.src.caveats();
+        if !self.names.is_empty() {
+            c.push(format!(
+                "the target exec'd during the watch ({} -> {}): intervals after an exec measure the new program",
+                self.names.join(" -> "),
+                self.target.comm
+            ));
+        }
+        c
     }
 }
 

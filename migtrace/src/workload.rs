@@ -70,6 +70,33 @@ pub struct WriterArgs {
     /// instead of forbidding them.
     #[arg(long)]
     pub thp: bool,
+    /// Where the working set lives, as real targets allocate it.
+    #[arg(long, value_enum, default_value = "anon")]
+    pub memory: Memory,
+    /// Writer threads sharing the rate (seq: each its own slice; random, hotcold: each
+    /// over the whole working set).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
+    /// Extra threads that only sleep (a target with many idle threads).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub idle_threads: u32,
+    /// Set the process name (prctl PR_SET_NAME), e.g. to test how names are shown.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// Where the writer's working set lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Memory {
+    /// A private anonymous mmap (MAP_PRIVATE | MAP_ANONYMOUS).
+    Anon,
+    /// malloc(3): glibc serves a large request with its own private mmap.
+    Malloc,
+    /// A shared anonymous mapping (MAP_SHARED | MAP_ANONYMOUS), shown as /dev/zero.
+    SharedAnon,
+    /// A memfd mapped MAP_SHARED, as QEMU's memory-backend-memfd,share=on does.
+    Memfd,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -106,9 +133,13 @@ fn emit<T: Serialize>(v: &T) {
 /// Runs the writer until done.
 pub fn run(a: WriterArgs) -> Result<()> {
     install_signals();
+    if let Some(name) = &a.name {
+        set_name(name);
+    }
+    let _idle = IdleThreads::start(a.idle_threads);
     let page = page_size() as usize;
     let pages = ((a.wss_mib << 20) as usize / page).max(1);
-    let ws = WorkingSet::map(pages, page, a.thp)?;
+    let ws = WorkingSet::map(pages, page, a.thp, a.memory)?;
     let mut counter: u64 = 1;
     if !a.no_prefault && !matches!(a.pattern, Pattern::Once | Pattern::Churn) {
         for i in 0..pages {
@@ -135,12 +166,65 @@ pub fn run(a: WriterArgs) -> Result<()> {
             drop(ws);
             run_churn(&a, pages, page, start)?
         }
-        Pattern::Seq | Pattern::Random | Pattern::Hotcold => {
-            run_steady(&a, &ws, &mut counter, start)
-        }
+        Pattern::Seq | Pattern::Random | Pattern::Hotcold => run_threads(&a, &ws, start),
     };
     emit(&done(writes, start));
     Ok(())
+}
+
+/// Names the process (the first 15 bytes, as the kernel keeps them).
+fn set_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `buf`.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Threads that sleep until the writer stops.
+struct IdleThreads(Vec<std::thread::JoinHandle<()>>);
+
+impl IdleThreads {
+    fn start(n: u32) -> IdleThreads {
+        IdleThreads(
+            (0..n)
+                .map(|_| {
+                    std::thread::spawn(|| {
+                        while !STOP.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for IdleThreads {
+    fn drop(&mut self) {
+        STOP.store(true, Ordering::Relaxed);
+        for t in self.0.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `seq`, `random`, `hotcold` on `--threads` threads; returns page writes of all of them.
+fn run_threads(a: &WriterArgs, ws: &WorkingSet, start: Instant) -> u64 {
+    let n = a.threads.max(1) as usize;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..n)
+            .map(|k| sc.spawn(move || run_steady(a, ws, Lane { k, n }, start)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    })
+}
+
+/// One writer thread's part: thread `k` of `n`.
+#[derive(Clone, Copy)]
+struct Lane {
+    k: usize,
+    n: usize,
 }
 
 fn install_signals() {
@@ -156,50 +240,45 @@ fn running(duration: Option<Duration>, start: Instant) -> bool {
     !STOP.load(Ordering::Relaxed) && duration.is_none_or(|d| start.elapsed() < d)
 }
 
-/// The writer's anonymous working set; unmapped on drop.
+/// The writer's working set; unmapped (or freed) on drop.
 struct WorkingSet {
-    /// The mapping as returned by mmap (what munmap takes).
+    /// The allocation as returned by mmap or malloc (what munmap or free takes).
     map: *mut libc::c_void,
     map_len: usize,
-    /// The first page written (2 MiB aligned with THP).
+    memory: Memory,
+    /// The first page written (2 MiB aligned with THP, page aligned otherwise).
     base: *mut u8,
     len: usize,
     page: usize,
 }
 
+// SAFETY: the working set is plain memory that lives as long as the struct; threads only
+// store to it through atomics (see `write`).
+unsafe impl Sync for WorkingSet {}
+
 impl WorkingSet {
-    /// Maps `pages` pages; with `thp`, 2 MiB more so that whole huge pages fit from a 2 MiB
-    /// boundary, advised MADV_HUGEPAGE. Without, huge pages are forbidden, so one fault is
-    /// one 4 KiB page.
-    fn map(pages: usize, page: usize, thp: bool) -> Result<WorkingSet> {
+    /// Allocates `pages` pages of `memory`, with room to align the first page (to 2 MiB
+    /// with `thp`, advised MADV_HUGEPAGE; without, huge pages are forbidden where we map the
+    /// memory ourselves, so one fault is one 4 KiB page).
+    fn map(pages: usize, page: usize, thp: bool, memory: Memory) -> Result<WorkingSet> {
         const HUGE: usize = 2 << 20;
         let len = pages * page;
-        let map_len = if thp { len + HUGE } else { len };
-        // SAFETY: anonymous private mapping, checked for failure below.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mmap of the working set");
-        }
-        let (base, advice) = if thp {
-            let aligned = (map as usize).next_multiple_of(HUGE) as *mut libc::c_void;
-            (aligned, libc::MADV_HUGEPAGE)
+        let align = if thp { HUGE } else { page };
+        let map_len = len + align;
+        let map = allocate(map_len, memory)?;
+        let base = (map as usize).next_multiple_of(align) as *mut libc::c_void;
+        let advice = if thp {
+            libc::MADV_HUGEPAGE
         } else {
-            (map, libc::MADV_NOHUGEPAGE)
+            libc::MADV_NOHUGEPAGE
         };
-        // SAFETY: advising our own mapping, inside its bounds.
+        // SAFETY: advising our own memory, inside its bounds (malloc'd memory too: glibc
+        // serves requests this large with a private mmap of their own).
         unsafe { libc::madvise(base, len, advice) };
         Ok(WorkingSet {
             map,
             map_len,
+            memory,
             base: base as *mut u8,
             len,
             page,
@@ -209,17 +288,80 @@ impl WorkingSet {
     /// Writes a new value into page `i`, so its content hash changes.
     fn write(&self, i: usize, counter: &mut u64) {
         assert!(i * self.page < self.len, "page {i} outside the working set");
-        // SAFETY: inside the mapping (checked above). Volatile so the compiler keeps every
-        // store.
-        unsafe { std::ptr::write_volatile(self.base.add(i * self.page) as *mut u64, *counter) };
+        // SAFETY: inside the allocation (checked above) and 8-byte aligned (page aligned);
+        // an atomic store, so threads writing the same page do not race.
+        let cell =
+            unsafe { &*(self.base.add(i * self.page) as *const std::sync::atomic::AtomicU64) };
+        cell.store(*counter, Ordering::Relaxed);
         *counter += 1;
     }
 }
 
+/// `len` bytes of `memory`, zeroed.
+fn allocate(len: usize, memory: Memory) -> Result<*mut libc::c_void> {
+    let (flags, fd) = match memory {
+        Memory::Malloc => {
+            // SAFETY: plain allocation, checked for failure.
+            let p = unsafe { libc::malloc(len) };
+            return if p.is_null() {
+                Err(anyhow::anyhow!("malloc of {len} bytes failed"))
+            } else {
+                Ok(p)
+            };
+        }
+        Memory::Anon => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+        Memory::SharedAnon => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1),
+        Memory::Memfd => (libc::MAP_SHARED, memfd(len)?),
+    };
+    // SAFETY: a fresh mapping, checked for failure below; the memfd stays referenced by
+    // the mapping after we close it.
+    let map = unsafe {
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        );
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        m
+    };
+    if map == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error()).context("mmap of the working set");
+    }
+    Ok(map)
+}
+
+/// A memfd of `len` bytes (named like QEMU's RAM backend).
+fn memfd(len: usize) -> Result<i32> {
+    // SAFETY: a NUL-terminated name; the fd is checked and sized below.
+    let fd = unsafe { libc::memfd_create(c"migtrace-writer-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("memfd_create");
+    }
+    // SAFETY: sizing our own fd.
+    if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: closing our own fd.
+        unsafe { libc::close(fd) };
+        return Err(e).context("ftruncate of the memfd");
+    }
+    Ok(fd)
+}
+
 impl Drop for WorkingSet {
     fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping, which nothing uses after this.
-        unsafe { libc::munmap(self.map, self.map_len) };
+        // SAFETY: releasing our own allocation, which nothing uses after this.
+        unsafe {
+            if self.memory == Memory::Malloc {
+                libc::free(self.map);
+            } else {
+                libc::munmap(self.map, self.map_len);
+            }
+        }
     }
 }
 
@@ -241,7 +383,7 @@ fn run_once(a: &WriterArgs, ws: &WorkingSet, counter: &mut u64, start: Instant) 
 fn run_churn(a: &WriterArgs, pages: usize, page: usize, start: Instant) -> Result<u64> {
     let mut writes = 0u64;
     while running(a.duration, start) {
-        let ws = WorkingSet::map(pages, page, false)?;
+        let ws = WorkingSet::map(pages, page, false, Memory::Anon)?;
         for i in 0..pages {
             // SAFETY: inside the fresh mapping.
             unsafe { std::ptr::write_volatile(ws.base.add(i * page), 1) };
@@ -251,14 +393,22 @@ fn run_churn(a: &WriterArgs, pages: usize, page: usize, start: Instant) -> Resul
     Ok(writes)
 }
 
-/// `seq`, `random`, `hotcold`: paced by wall-clock time, every millisecond writing what is
-/// due. Returns page writes.
-fn run_steady(a: &WriterArgs, ws: &WorkingSet, counter: &mut u64, start: Instant) -> u64 {
+/// One thread of `seq`, `random`, `hotcold`: paced by wall-clock time, every millisecond
+/// writing what is due of its share of the rate. Returns its page writes.
+fn run_steady(a: &WriterArgs, ws: &WorkingSet, lane: Lane, start: Instant) -> u64 {
     let pages = ws.len / ws.page;
-    let mut rng = SmallRng::seed_from_u64(a.seed);
-    let rate = a.rate_mib * (1u64 << 20) as f64 / ws.page as f64; // pages per second
+    // seq: each thread cycles through its own slice; the others pick from all pages.
+    let (lo, hi) = match a.pattern {
+        Pattern::Seq => (
+            pages * lane.k / lane.n,
+            (pages * (lane.k + 1) / lane.n).max(pages * lane.k / lane.n + 1),
+        ),
+        _ => (0, pages),
+    };
+    let mut rng = SmallRng::seed_from_u64(a.seed.wrapping_add(lane.k as u64));
+    let rate = a.rate_mib * (1u64 << 20) as f64 / ws.page as f64 / lane.n as f64; // pages/s
     let hot = ((pages as f64 * a.hot_frac) as usize).clamp(1, pages);
-    let mut seq = 0usize;
+    let mut seq = lo;
     let mut next = |rng: &mut SmallRng| -> usize {
         match a.pattern {
             Pattern::Random => rng.gen_range(0..pages),
@@ -266,11 +416,13 @@ fn run_steady(a: &WriterArgs, ws: &WorkingSet, counter: &mut u64, start: Instant
             Pattern::Hotcold => rng.gen_range(0..pages),
             _ => {
                 let i = seq;
-                seq = (seq + 1) % pages;
+                seq = if seq + 1 >= hi { lo } else { seq + 1 };
                 i
             }
         }
     };
+    // Content changes with every write; threads count in disjoint ranges.
+    let mut counter = ((lane.k as u64) << 48) | 1;
     let mut writes: u64 = 0;
     while running(a.duration, start) {
         let t = start.elapsed();
@@ -280,7 +432,7 @@ fn run_steady(a: &WriterArgs, ws: &WorkingSet, counter: &mut u64, start: Instant
             writes + 4096
         };
         while writes < due {
-            ws.write(next(&mut rng), counter);
+            ws.write(next(&mut rng).min(pages - 1), &mut counter);
             writes += 1;
         }
         if rate > 0.0 {

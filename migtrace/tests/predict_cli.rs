@@ -317,6 +317,7 @@ fn sample_profile(busy: Option<f64>) -> Profile {
             comm: "writer".into(),
             rss_bytes: 2 << 30,
             writable_bytes: 4 << 30,
+            shared_writable_bytes: 0,
             page_size: page,
         },
         backend: "fault".into(),

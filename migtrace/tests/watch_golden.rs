@@ -65,6 +65,8 @@ fn render(rec: &Recording, sink: &mut dyn Sink) -> Profile {
         interval_s: rec.interval_s,
         target_rss_bytes: rec.first.rss,
         writable_bytes: rec.first.writable,
+        shared_writable_bytes: rec.first.shared,
+        mappings: vec![],
         warnings: vec![],
     });
     let mut totals = Totals::new(rec.interval_s, rec.page_size);

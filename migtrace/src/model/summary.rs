@@ -52,6 +52,9 @@ pub struct Totals {
     measured: Vec<Measured>,
     /// The first `warmup` entries of `measured` are warm-up.
     warmup: usize,
+    /// The first `before_exec` entries measured a program the target has since exec'd
+    /// away from.
+    before_exec: usize,
     interval_s: f64,
     faults: Option<FaultCounts>,
     drops: Drops,
@@ -64,6 +67,7 @@ impl Totals {
         Totals {
             measured: Vec::new(),
             warmup: 0,
+            before_exec: 0,
             interval_s,
             faults: None,
             drops: Drops::default(),
@@ -71,8 +75,19 @@ impl Totals {
         }
     }
 
+    /// The target exec'd: what was measured so far describes another program, so the
+    /// summary leaves it out (the next interval, which holds the exec, too).
+    pub fn exec(&mut self) {
+        self.before_exec = self.measured.len() + 1;
+    }
+
+    /// Intervals at the start that the summary leaves out (warm-up, before an exec).
+    fn skipped(&self) -> usize {
+        self.warmup.max(self.before_exec).min(self.measured.len())
+    }
+
     fn counted_kind(&self) -> Counted {
-        let after = &self.measured[self.warmup.min(self.measured.len())..];
+        let after = &self.measured[self.skipped()..];
         if after.iter().any(|m| !m.partial) {
             Counted::Full
         } else if !after.is_empty() {
@@ -86,7 +101,7 @@ impl Totals {
 
     /// The intervals the summary counts.
     fn counted(&self) -> Vec<Measured> {
-        let after = self.measured[self.warmup.min(self.measured.len())..].iter();
+        let after = self.measured[self.skipped()..].iter();
         match self.counted_kind() {
             Counted::Full => after.filter(|m| !m.partial).copied().collect(),
             Counted::PartialOnly => after.copied().collect(),
@@ -139,6 +154,7 @@ impl Totals {
             sample: r.sample,
             warmup: r.warmup,
             partial,
+            note: None,
         })
     }
 
@@ -209,7 +225,11 @@ impl Totals {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TargetState {
     pub rss: u64,
+    /// Writable memory measured (private and shared).
     pub writable: u64,
+    /// Of which shared mappings (memfd, shared anonymous, files).
+    #[serde(default)]
+    pub shared: u64,
     pub threads: Vec<ThreadTime>,
 }
 
@@ -268,6 +288,7 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
         unique_pages_total: inp.fin.unique_pages_total,
         target_rss_bytes: inp.last.rss,
         writable_bytes: inp.last.writable,
+        shared_writable_bytes: inp.last.shared,
         page_size: page,
         faults: t.faults,
         dropped_events: t.drops.total(),
@@ -293,7 +314,12 @@ fn interval_caveats(t: &Totals) -> Vec<String> {
         .collect();
     match t.counted_kind() {
         Counted::Full => {
-            if t.warmup > 0 {
+            if t.before_exec > t.warmup {
+                out.push(format!(
+                    "the first {} interval(s) measured the program before the target's exec and are left out of the summary",
+                    t.skipped()
+                ));
+            } else if t.warmup > 0 {
                 out.push(format!(
                     "the first {} interval(s) sized the sample (warm-up) and are left out of the summary's rate and percentiles",
                     t.warmup

@@ -2,6 +2,7 @@
 use std::io::Write;
 
 use super::{clean, Interval, Sink, Start, Summary};
+use crate::report::MappingGroup;
 use crate::units::fmt_bytes as bytes;
 
 pub struct TerminalSink<W: Write> {
@@ -39,12 +40,15 @@ impl<W: Write> Sink for TerminalSink<W> {
         let o = &mut self.out;
         let _ = writeln!(
             o,
-            "migtrace: watching pid {} ({}), RSS {}, private writable {}",
+            "migtrace: watching pid {} ({}), RSS {}, writable {}",
             s.pid,
             clean(&s.comm),
             bytes(s.target_rss_bytes as f64),
-            bytes(s.writable_bytes as f64)
+            writable(s.writable_bytes, s.shared_writable_bytes)
         );
+        if !s.mappings.is_empty() {
+            let _ = writeln!(o, "  measuring: {}", mappings(&s.mappings));
+        }
         let _ = writeln!(o, "backend: {} ({})", s.backend, clean(&s.reason));
         for c in &s.caveats {
             let _ = writeln!(o, "  note: {}", clean(c));
@@ -99,6 +103,9 @@ impl<W: Write> Sink for TerminalSink<W> {
                 ""
             }
         );
+        if let Some(n) = &i.note {
+            let _ = writeln!(o, "  note: {}", clean(n));
+        }
         let _ = o.flush();
     }
 
@@ -114,6 +121,46 @@ impl<W: Write> Sink for TerminalSink<W> {
         }
         let _ = o.flush();
     }
+}
+
+/// Writable bytes, with the shared part when there is one.
+fn writable(total: u64, shared: u64) -> String {
+    if shared > 0 {
+        format!(
+            "{} ({} of it shared)",
+            bytes(total as f64),
+            bytes(shared as f64)
+        )
+    } else {
+        bytes(total as f64)
+    }
+}
+
+/// The largest measured mapping groups, in a few words.
+fn mappings(groups: &[MappingGroup]) -> String {
+    const SHOWN: usize = 4;
+    let mut parts: Vec<String> = groups
+        .iter()
+        .take(SHOWN)
+        .map(|g| {
+            let kind = if g.shared { "shared" } else { "private" };
+            let n = if g.mappings > 1 {
+                format!(" x{}", g.mappings)
+            } else {
+                String::new()
+            };
+            format!("{} {kind} {}{n}", bytes(g.bytes as f64), clean(&g.name))
+        })
+        .collect();
+    if groups.len() > SHOWN {
+        let rest: u64 = groups[SHOWN..].iter().map(|g| g.bytes).sum();
+        parts.push(format!(
+            "{} in {} more",
+            bytes(rest as f64),
+            groups.len() - SHOWN
+        ));
+    }
+    parts.join(", ")
 }
 
 /// The summary's head: how it ended, the mean rate with its interval, the distribution.
@@ -165,9 +212,9 @@ fn summary_rates(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
 fn summary_target(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
     writeln!(
         o,
-        "  target         RSS {}, private writable {}",
+        "  target         RSS {}, writable {}",
         bytes(s.target_rss_bytes as f64),
-        bytes(s.writable_bytes as f64)
+        writable(s.writable_bytes, s.shared_writable_bytes)
     )?;
     if let Some(f) = &s.faults {
         writeln!(

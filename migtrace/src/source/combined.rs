@@ -43,6 +43,11 @@ impl DirtySource for Combined {
         self.fault.tick()
     }
 
+    fn on_exec(&mut self) -> Result<()> {
+        self.fault.on_exec()?;
+        self.sample.on_exec()
+    }
+
     fn end_interval(&mut self, target_gone: bool) -> Result<IntervalReport> {
         let f = self.fault.end_interval(target_gone)?;
         let mut r = self.sample.end_interval(target_gone)?;

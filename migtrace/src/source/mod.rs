@@ -187,6 +187,11 @@ pub trait DirtySource {
     fn tick(&mut self) -> Result<()> {
         Ok(())
     }
+    /// The target exec'd: its address space is new. Sources that hold descriptors or
+    /// samples of the old one start over on the new one.
+    fn on_exec(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Ends the current interval and reports it. `target_gone` says the target has exited,
     /// so memory can no longer be read.
     fn end_interval(&mut self, target_gone: bool) -> Result<IntervalReport>;

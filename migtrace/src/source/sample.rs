@@ -84,6 +84,13 @@ pub struct SampleSource {
     buf: Vec<u8>,
 }
 
+/// Opens the target's pagemap: a missing privilege if refused.
+fn open_pagemap(pid: u32) -> Result<File> {
+    File::open(format!("/proc/{pid}/pagemap")).map_err(|e| {
+        Error::Privilege(format!("cannot open /proc/{pid}/pagemap: {e} (sampling needs ptrace rights on the target: run as root)")).into()
+    })
+}
+
 /// Whether a page changed between two snapshot states; `None` when either read failed.
 fn changed(prev: u64, cur: u64, hzero: u64) -> Option<bool> {
     if prev == MISS || cur == MISS {
@@ -101,9 +108,8 @@ fn changed(prev: u64, cur: u64, hzero: u64) -> Option<bool> {
 
 impl SampleSource {
     pub fn new(opts: &SourceOptions) -> Result<SampleSource> {
-        let target = Target::open(opts.pid)?;
-        let pagemap = File::open(format!("/proc/{}/pagemap", opts.pid))
-            .map_err(|e| Error::Privilege(format!("cannot open /proc/{}/pagemap: {e} (sampling needs ptrace rights on the target: run as root)", opts.pid)))?;
+        let target = Target::open(opts.pid)?.with_range(opts.range);
+        let pagemap = open_pagemap(opts.pid)?;
         let page = page_size();
         let mut s = SampleSource {
             target,
@@ -400,11 +406,20 @@ impl SampleSource {
         if resize.is_some() || self.map_changed()? {
             let n = resize.unwrap_or(cur_n);
             log::debug!("redrawing the sample: {cur_n} -> {n} pages");
-            self.draw(n)?;
-            let (base, _) = self.snapshot()?;
-            self.history.push_back((base, self.last_mid));
+            self.redraw(n)?;
         }
         Ok(grew)
+    }
+
+    /// Draws a new sample of `n` pages from the current memory map, reopening pagemap
+    /// (after an exec the old descriptor still reads the old, dead address space), and
+    /// takes its baseline snapshot.
+    fn redraw(&mut self, n: u64) -> Result<()> {
+        self.pagemap = open_pagemap(self.target.pid)?;
+        self.draw(n)?;
+        let (base, _) = self.snapshot()?;
+        self.history.push_back((base, self.last_mid));
+        Ok(())
     }
 }
 
@@ -419,6 +434,13 @@ impl DirtySource for SampleSource {
             "mappings created after the sample was drawn are not sampled until the map has moved by 5 % and the sample is redrawn".into(),
             "swapped-out pages are not read (that would swap them in) and count as unchanged".into(),
         ]
+    }
+
+    fn on_exec(&mut self) -> Result<()> {
+        // A new address space: a new sample; the old snapshots compare with nothing, and
+        // the growth curve of the old program is not this one's.
+        self.lags = vec![Default::default(); self.lags.len()];
+        self.redraw(self.addrs.len().max(FIRST_PAGES as usize) as u64)
     }
 
     fn end_interval(&mut self, target_gone: bool) -> Result<IntervalReport> {
@@ -440,11 +462,23 @@ impl DirtySource for SampleSource {
         let changes = &mut self.changes;
         let (valid, k) = count_changes(prev, &cur, self.hzero, |i| changes[i] += 1);
         let pop = self.population as f64;
-        let p = if valid > 0 {
-            k as f64 / valid as f64
-        } else {
-            0.0
-        };
+        if valid == 0 {
+            // Every sampled page missed (the memory map changed under the sample, e.g. an
+            // exec), or nothing is mapped to sample: no estimate, rather than a false 0.
+            self.history.push_back((cur, self.last_mid));
+            let remapped = self.map_changed()?;
+            if remapped {
+                self.redraw(self.addrs.len().max(FIRST_PAGES as usize) as u64)?;
+            }
+            return Ok(IntervalReport {
+                drops: Drops {
+                    sample_misses: misses,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+        }
+        let p = k as f64 / valid as f64;
         let (lo, hi) = wilson(k, valid, 1.96);
         let window = self.last_mid.duration_since(start_mid);
         let mut report = IntervalReport {
@@ -527,6 +561,7 @@ mod tests {
             start: a,
             end: b,
             name: String::new(),
+            shared: false,
         };
         assert_eq!(uncovered(&[r(0, 100)], &[r(0, 100)]), 0);
         // Same total size, different place: all of it moved.
@@ -542,11 +577,13 @@ mod tests {
                 start: 0x1000,
                 end: 0x3000,
                 name: String::new(),
+                shared: false,
             },
             Region {
                 start: 0x10000,
                 end: 0x13000,
                 name: String::new(),
+                shared: false,
             },
         ];
         let a = index_to_addrs(&r, &[0, 1, 2, 4], 0x1000);

@@ -391,18 +391,9 @@ impl SoftDirtySource {
 
     /// The target's writable mappings, clipped to `--range`.
     fn regions(&self) -> Result<Vec<crate::target::Region>> {
-        let mut r = crate::target::Target::open(self.pid)?.writable_regions()?;
-        if let Some((lo, hi)) = self.range {
-            r = r
-                .into_iter()
-                .filter_map(|mut x| {
-                    x.start = x.start.max(lo);
-                    x.end = x.end.min(hi);
-                    (x.start < x.end).then_some(x)
-                })
-                .collect();
-        }
-        Ok(r)
+        crate::target::Target::open(self.pid)?
+            .with_range(self.range)
+            .writable_regions()
     }
 
     fn arm(&mut self) -> Result<()> {
@@ -597,6 +588,16 @@ impl DirtySource for SoftDirtySource {
             let (mut carry, mut late) = (Vec::new(), HashSet::new());
             self.drain(None, None, &mut carry, &mut late);
         }
+        Ok(())
+    }
+
+    fn on_exec(&mut self) -> Result<()> {
+        // The old pagemap descriptor reads the dead address space; the new one starts with
+        // every page soft-dirty, so it is armed afresh. The epoch in progress is not full.
+        self.pagemap = File::open(format!("/proc/{}/pagemap", self.pid))
+            .context("opening the target's pagemap after its exec")?;
+        self.arm()?;
+        self.levels.restart_windows();
         Ok(())
     }
 
