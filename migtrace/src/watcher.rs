@@ -261,8 +261,10 @@ impl Watch<'_> {
             self.end_interval(gone)?;
         }
         let fin = self.src.finish()?;
+        // The name may have changed since the last exec (prctl).
+        self.target.refresh_comm();
         let target = &self.target;
-        let summary = summarize(
+        let mut summary = summarize(
             &self.totals,
             SummaryInput {
                 pid: self.cfg.source.pid,
@@ -284,11 +286,24 @@ impl Watch<'_> {
                 thread_comm: &|tid| target.thread_comm(tid),
             },
         );
-        if let Some(path) = &self.cfg.profile_out {
+        let unmeasured = self.totals.intervals() == 0;
+        if unmeasured {
+            // A profile without a measured rate would tell predict "0 B/s": write none.
+            summary.profile_out = None;
+            summary.caveats.push(
+                "no interval could be measured: the rate is unknown, not 0, and no profile was written"
+                    .into(),
+            );
+        } else if let Some(path) = &self.cfg.profile_out {
             let prof = Profile::from_summary(&summary, fin.threads_attribute_dirtying, unix_now());
             prof.save(path)?;
         }
         self.sink.summary(&summary);
+        if unmeasured && self.cfg.profile_out.is_some() {
+            return Err(anyhow::anyhow!(
+                "no interval could be measured, so no profile was written"
+            ));
+        }
         Ok(summary)
     }
 }

@@ -166,7 +166,7 @@ pub fn run(a: WriterArgs) -> Result<()> {
             drop(ws);
             run_churn(&a, pages, page, start)?
         }
-        Pattern::Seq | Pattern::Random | Pattern::Hotcold => run_threads(&a, &ws, start),
+        Pattern::Seq | Pattern::Random | Pattern::Hotcold => run_threads(&a, &ws, counter, start),
     };
     emit(&done(writes, start));
     Ok(())
@@ -210,11 +210,16 @@ impl Drop for IdleThreads {
 }
 
 /// `seq`, `random`, `hotcold` on `--threads` threads; returns page writes of all of them.
-fn run_threads(a: &WriterArgs, ws: &WorkingSet, start: Instant) -> u64 {
+/// `counter` is the next value to write: every write stores a value never stored before,
+/// so every write changes the page's content (the prefault's values included).
+fn run_threads(a: &WriterArgs, ws: &WorkingSet, counter: u64, start: Instant) -> u64 {
     let n = a.threads.max(1) as usize;
     std::thread::scope(|sc| {
         let handles: Vec<_> = (0..n)
-            .map(|k| sc.spawn(move || run_steady(a, ws, Lane { k, n }, start)))
+            .map(|k| {
+                let lane = Lane { k, n, counter };
+                sc.spawn(move || run_steady(a, ws, lane, start))
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
     })
@@ -225,6 +230,8 @@ fn run_threads(a: &WriterArgs, ws: &WorkingSet, start: Instant) -> u64 {
 struct Lane {
     k: usize,
     n: usize,
+    /// The first value this run may write (after the prefault's).
+    counter: u64,
 }
 
 fn install_signals() {
@@ -421,8 +428,9 @@ fn run_steady(a: &WriterArgs, ws: &WorkingSet, lane: Lane, start: Instant) -> u6
             }
         }
     };
-    // Content changes with every write; threads count in disjoint ranges.
-    let mut counter = ((lane.k as u64) << 48) | 1;
+    // Content changes with every write; threads count in disjoint ranges above the
+    // prefault's values.
+    let mut counter = lane.counter + ((lane.k as u64) << 48);
     let mut writes: u64 = 0;
     while running(a.duration, start) {
         let t = start.elapsed();

@@ -176,9 +176,14 @@ impl Totals {
 
     /// The run's 95 % interval of the rate, bytes per second, from the standard deviation
     /// of the summed pages (sampling backends).
-    fn ci95(&self, total_pages_sd: Option<f64>) -> Option<[f64; 2]> {
+    fn ci95(&self, total_pages_sd: Option<f64>, warmup_sd: Option<f64>) -> Option<[f64; 2]> {
         let page = self.page as f64;
         let (rate, secs) = self.rate_pages();
+        // Warm-up intervals counted after all: their variance counts too.
+        let total_pages_sd = match (self.counted_kind(), total_pages_sd, warmup_sd) {
+            (Counted::WarmupOnly, Some(a), Some(b)) => Some(a.hypot(b)),
+            (_, sd, _) => sd,
+        };
         total_pages_sd.filter(|_| self.intervals() > 0).map(|sd| {
             let half = 1.96 * sd / secs.max(1e-9) * page;
             let r = rate * page;
@@ -282,7 +287,7 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
         dirty_pages: t.pages(),
         dirty_pages_per_sec: rate_pages,
         dirty_bytes_per_sec: rate_pages * page as f64,
-        ci95_bytes_per_sec: t.ci95(inp.fin.total_pages_sd),
+        ci95_bytes_per_sec: t.ci95(inp.fin.total_pages_sd, inp.fin.warmup_pages_sd),
         peak_bytes_per_sec: t.peak() * page as f64,
         rate_percentiles: t.percentiles(),
         unique_pages_total: inp.fin.unique_pages_total,

@@ -98,6 +98,7 @@ impl DirtySource for FaultSource {
             zero_page_share: None,
             backend_stats: None,
             total_pages_sd: None,
+            warmup_pages_sd: None,
             threads_attribute_dirtying: true,
         })
     }

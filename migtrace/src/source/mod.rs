@@ -160,6 +160,9 @@ pub struct FinalReport {
     /// estimates (sampling). A fixed sample's errors repeat from interval to interval, so
     /// this is not the per-interval errors added as if independent.
     pub total_pages_sd: Option<f64>,
+    /// The same for the warm-up intervals, which `total_pages_sd` leaves out.
+    #[serde(default)]
+    pub warmup_pages_sd: Option<f64>,
     /// Whether `threads` attributes the dirtying itself (fault, softdirty) rather than only
     /// write faults next to a rate measured otherwise (sample+fault).
     pub threads_attribute_dirtying: bool,

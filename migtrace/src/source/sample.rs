@@ -71,6 +71,8 @@ pub struct SampleSource {
     changes: Vec<u32>,
     /// Variance of the summed unique-page estimates of earlier sample generations.
     done_var: f64,
+    /// The same for the warm-up intervals (before the sample last had to grow).
+    warm_var: f64,
     /// Midpoint of the last snapshot (the start of the next interval's window).
     last_mid: Instant,
     /// Recent snapshots of the current sample, each with its midpoint time.
@@ -124,6 +126,7 @@ impl SampleSource {
             regions: Vec::new(),
             changes: Vec::new(),
             done_var: 0.0,
+            warm_var: 0.0,
             last_mid: Instant::now(),
             history: VecDeque::new(),
             hzero: Self::state_of_hash(xxh3_64(&vec![0u8; page as usize])),
@@ -389,17 +392,22 @@ impl SampleSource {
     /// changed a lot. Returns true when the sample had to grow: the intervals so far were
     /// measured less precisely than asked, so they are warm-up, and their variance leaves
     /// the run's confidence interval with them.
-    fn adapt(&mut self, p: f64, k: u64) -> Result<bool> {
-        let wanted = if self.fixed_n.is_none() && self.intervals <= ADAPT_INTERVALS && k > 0 {
-            let n = sample_size_for(p, self.rel_error).ceil() as u64;
-            Some(n.clamp(MIN_PAGES, MAX_PAGES).min(self.population))
-        } else {
-            None
+    fn adapt(&mut self, seen: Option<(f64, u64)>) -> Result<bool> {
+        let wanted = match seen {
+            Some((p, k))
+                if self.fixed_n.is_none() && self.intervals <= ADAPT_INTERVALS && k > 0 =>
+            {
+                let n = sample_size_for(p, self.rel_error).ceil() as u64;
+                Some(n.clamp(MIN_PAGES, MAX_PAGES).min(self.population))
+            }
+            _ => None,
         };
         let cur_n = self.addrs.len() as u64;
         let resize = wanted.filter(|&w| w > cur_n + cur_n / 4 || w < cur_n / 2);
         let grew = resize.is_some_and(|n| n > cur_n);
         if grew {
+            // The intervals so far are warm-up: their variance goes with them.
+            self.warm_var += self.done_var + self.generation_var();
             self.done_var = 0.0;
             self.changes.fill(0);
         }
@@ -504,7 +512,10 @@ impl DirtySource for SampleSource {
         if window.as_secs_f64() >= FULL_SHARE * self.interval.as_secs_f64() {
             self.update_lags();
         }
-        report.warmup = self.adapt(p, k)?;
+        // Only a full interval's share of changed pages can size the sample: a partial one
+        // saw fewer changes over its shorter window.
+        let full = window.as_secs_f64() >= FULL_SHARE * self.interval.as_secs_f64();
+        report.warmup = self.adapt(if full { Some((p, k)) } else { None })?;
         Ok(report)
     }
 
@@ -534,6 +545,7 @@ impl DirtySource for SampleSource {
             zero_page_share: self.zero_share,
             backend_stats: None,
             total_pages_sd: Some((self.done_var + self.generation_var()).sqrt()),
+            warmup_pages_sd: Some(self.warm_var.sqrt()),
             threads_attribute_dirtying: false,
         })
     }

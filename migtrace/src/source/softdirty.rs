@@ -657,6 +657,7 @@ impl DirtySource for SoftDirtySource {
             zero_page_share: None,
             backend_stats: Some(BackendStats::Softdirty(self.stats())),
             total_pages_sd: None,
+            warmup_pages_sd: None,
             threads_attribute_dirtying: true,
         })
     }
