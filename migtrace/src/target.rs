@@ -62,52 +62,51 @@ pub fn clock_ticks() -> u64 {
 impl Target {
     /// Checks that `pid` names a live process we may inspect. Errors are [`Error`]s.
     pub fn open(pid: u32) -> Result<Target> {
+        use procfs::ProcError;
+        let usage = |m: String| -> anyhow::Error { Error::Usage(m).into() };
         if pid == 0 {
-            return Err(Error::Usage("pid 0 is not a process".into()).into());
+            return Err(usage("pid 0 is not a process".into()));
         }
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        let comm = match fs::read_to_string(proc_dir.join("comm")) {
-            Ok(c) => c.trim().to_string(),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(Error::Usage(format!("no process with pid {pid}")).into())
-            }
-            Err(e) => return Err(Error::Usage(format!("cannot inspect pid {pid}: {e}")).into()),
+        if pid > i32::MAX as u32 {
+            return Err(usage(format!("no process with pid {pid}")));
+        }
+        let stat = match procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) {
+            Ok(st) => st,
+            Err(ProcError::NotFound(_)) => return Err(usage(format!("no process with pid {pid}"))),
+            Err(e) => return Err(usage(format!("cannot inspect pid {pid}: {e}"))),
         };
         let t = Target {
             pid,
-            comm,
-            proc_dir,
+            comm: stat.comm.clone(),
+            proc_dir: PathBuf::from(format!("/proc/{pid}")),
             range: None,
         };
         // /proc/TID exists for every thread; the kernel programs filter by process (tgid).
-        let status = fs::read_to_string(t.proc_dir.join("status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-                .unwrap_or_default()
-        };
-        if let Some(tgid) = field("Tgid:").first() {
-            if tgid != &pid.to_string() {
-                return Err(Error::Usage(format!(
+        if let Ok(tgid) = t.process().and_then(|p| p.status()).map(|s| s.tgid) {
+            if tgid != pid as i32 {
+                return Err(usage(format!(
                     "{pid} is a thread of process {tgid}: watch the process (--pid {tgid})"
-                ))
-                .into());
+                )));
             }
         }
-        if t.is_kernel_thread() {
+        t.check_watchable()?;
+        Ok(t)
+    }
+
+    /// Refuses kernel threads, zombies and processes whose memory map we may not read.
+    fn check_watchable(&self) -> Result<()> {
+        let (pid, comm) = (self.pid, &self.comm);
+        if self.is_kernel_thread() {
             return Err(Error::Unsupported(format!(
-                "pid {pid} ({}) is a kernel thread: it has no user memory to watch or migrate",
-                t.comm
+                "pid {pid} ({comm}) is a kernel thread: it has no user memory to watch or migrate"
             ))
             .into());
         }
-        if t.is_zombie() {
-            return Err(Error::Usage(format!("pid {pid} ({}) has exited (zombie)", t.comm)).into());
+        if self.is_zombie() {
+            return Err(Error::Usage(format!("pid {pid} ({comm}) has exited (zombie)")).into());
         }
         // The memory map is readable only with ptrace-read rights on the target.
-        if let Err(e) = fs::read_to_string(t.proc_dir.join("maps")) {
+        if let Err(e) = fs::read_to_string(self.proc_dir.join("maps")) {
             let hint = if e.kind() == ErrorKind::PermissionDenied {
                 " (permission denied: run as root, or as the target's user with ptrace rights)"
             } else {
@@ -118,35 +117,37 @@ impl Target {
             ))
             .into());
         }
-        Ok(t)
+        Ok(())
     }
 
-    /// True for a kernel thread (PF_KTHREAD in the flags, field 9 of stat).
+    /// True for a kernel thread (PF_KTHREAD in the stat flags).
     fn is_kernel_thread(&self) -> bool {
-        const PF_KTHREAD: u64 = 0x0020_0000;
-        fs::read_to_string(self.proc_dir.join("stat"))
-            .ok()
-            .and_then(|s| {
-                let (_, rest) = s.rsplit_once(')')?;
-                rest.split_whitespace().nth(6)?.parse::<u64>().ok()
-            })
-            .is_some_and(|flags| flags & PF_KTHREAD != 0)
+        const PF_KTHREAD: u32 = 0x0020_0000;
+        self.process()
+            .and_then(|p| p.stat())
+            .is_ok_and(|st| st.flags & PF_KTHREAD != 0)
+    }
+
+    /// The procfs handle of the process (cheap: one directory open).
+    fn process(&self) -> procfs::ProcResult<procfs::process::Process> {
+        procfs::process::Process::new(self.pid as i32)
     }
 
     /// True when no thread of the process is alive. A main thread that exited leaves a
     /// zombie leader while the other threads run on; such a process is still alive.
     fn is_zombie(&self) -> bool {
-        let dead = |stat: &str| {
-            stat.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-                .unwrap_or(true)
+        let dead = |state: char| matches!(state, 'Z' | 'X');
+        let Ok(p) = self.process() else {
+            return true;
         };
-        match fs::read_to_string(self.proc_dir.join("stat")) {
-            Ok(s) if !dead(&s) => false,
-            Ok(_) => fs::read_dir(self.proc_dir.join("task"))
-                .map(|d| {
-                    !d.flatten()
-                        .any(|e| fs::read_to_string(e.path().join("stat")).is_ok_and(|s| !dead(&s)))
+        match p.stat() {
+            Ok(st) if !dead(st.state) => false,
+            Ok(_) => p
+                .tasks()
+                .map(|tasks| {
+                    !tasks
+                        .flatten()
+                        .any(|t| t.stat().is_ok_and(|st| !dead(st.state)))
                 })
                 .unwrap_or(true),
             Err(_) => true,
@@ -171,14 +172,9 @@ impl Target {
 
     /// Resident set size in bytes (0 once the process is gone).
     pub fn rss_bytes(&self) -> u64 {
-        fs::read_to_string(self.proc_dir.join("statm"))
-            .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-            .map(|p| p * page_size())
+        self.process()
+            .and_then(|p| p.statm())
+            .map(|m| m.resident * page_size())
             .unwrap_or(0)
     }
 
@@ -203,17 +199,14 @@ impl Target {
     pub fn exec_id(&self) -> Option<(u64, u64, u64)> {
         use std::os::unix::fs::MetadataExt;
         let exe = fs::metadata(self.proc_dir.join("exe")).ok()?;
-        let stat = fs::read_to_string(self.proc_dir.join("stat")).ok()?;
-        // Field 28 (startstack) is the 26th after the parenthesised comm.
-        let (_, rest) = stat.rsplit_once(')')?;
-        let start_stack = rest.split_whitespace().nth(25)?.parse().ok()?;
+        let start_stack = self.process().and_then(|p| p.stat()).ok()?.startstack;
         Some((exe.dev(), exe.ino(), start_stack))
     }
 
-    /// Reads the process name again (after an exec).
+    /// Reads the process name again (after an exec, or a prctl).
     pub fn refresh_comm(&mut self) {
-        if let Ok(c) = fs::read_to_string(self.proc_dir.join("comm")) {
-            self.comm = c.trim().to_string();
+        if let Ok(st) = self.process().and_then(|p| p.stat()) {
+            self.comm = st.comm;
         }
     }
 
@@ -224,83 +217,90 @@ impl Target {
     }
 
     /// Writable memory mappings: the memory a migration may have to resend (see
-    /// [`parse_writable`]), clipped to the range when there is one.
+    /// [`writable`]), clipped to the range when there is one.
     pub fn writable_regions(&self) -> Result<Vec<Region>> {
-        let text = fs::read_to_string(self.proc_dir.join("maps"))
+        let maps = self
+            .process()
+            .and_then(|p| p.maps())
             .with_context(|| format!("reading /proc/{}/maps", self.pid))?;
-        Ok(clip(parse_writable(&text), self.range))
+        Ok(clip(writable(maps), self.range))
     }
 
     /// CPU time of every thread.
     pub fn thread_times(&self) -> Vec<ThreadTime> {
-        let mut out = Vec::new();
-        let Ok(dir) = fs::read_dir(self.proc_dir.join("task")) else {
-            return out;
+        let Ok(tasks) = self.process().and_then(|p| p.tasks()) else {
+            return Vec::new();
         };
-        for e in dir.flatten() {
-            let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Ok(stat) = fs::read_to_string(e.path().join("stat")) {
-                if let Some(t) = parse_task_stat(tid, &stat) {
-                    out.push(t);
-                }
-            }
-        }
-        out
+        tasks
+            .flatten()
+            .filter_map(|t| {
+                let st = t.stat().ok()?;
+                Some(ThreadTime {
+                    tid: t.tid as u32,
+                    comm: st.comm,
+                    ticks: st.utime + st.stime,
+                })
+            })
+            .collect()
     }
 
     /// Name of a thread (`?` when it has exited).
     pub fn thread_comm(&self, tid: u32) -> String {
-        fs::read_to_string(self.proc_dir.join(format!("task/{tid}/comm")))
-            .map(|s| s.trim().to_string())
+        self.process()
+            .and_then(|p| p.task_from_tid(tid as i32))
+            .and_then(|t| t.stat())
+            .map(|st| st.comm)
             .unwrap_or_else(|_| "?".into())
     }
 }
 
-/// Parses `/proc/PID/maps`, keeping writable mappings: private ones (`rw-p`), and shared
-/// ones (`rw-s`) of memory files, because a VM's RAM is a shared mapping when QEMU uses
+/// Keeps the writable mappings of a memory map: private ones (`rw-p`), and shared ones
+/// (`rw-s`) of memory files, because a VM's RAM is a shared mapping when QEMU uses
 /// `memory-backend-memfd,share=on` or a file or hugetlbfs backend (vhost-user, virtiofs).
 /// Left out: the kernel's special mappings, and shared mappings of devices and anonymous
 /// inodes (KVM's vCPU run areas, GPU buffers), which are not memory a migration copies.
-pub fn parse_writable(maps: &str) -> Vec<Region> {
-    let mut out = Vec::new();
-    for line in maps.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(range), Some(perms)) = (it.next(), it.next()) else {
-            continue;
-        };
-        let p = perms.as_bytes();
-        if p.len() < 4 || p[1] != b'w' {
-            continue;
-        }
-        let name = it.nth(3).unwrap_or("").to_string();
-        if matches!(
-            name.as_str(),
-            "[vvar]" | "[vdso]" | "[vsyscall]" | "[vvar_vclock]"
-        ) {
-            continue;
-        }
-        let shared = p[3] == b's';
-        if shared && !is_memory_file(&name) {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
-            continue;
-        };
-        if end > start {
-            out.push(Region {
+pub fn writable(maps: procfs::process::MemoryMaps) -> Vec<Region> {
+    use procfs::process::{MMPermissions, MMapPath};
+    maps.into_iter()
+        .filter(|m| m.perms.contains(MMPermissions::WRITE))
+        .filter_map(|m| {
+            let name = match &m.pathname {
+                MMapPath::Vdso | MMapPath::Vvar | MMapPath::Vsyscall | MMapPath::Rollup => {
+                    return None
+                }
+                MMapPath::Other(o) if o.starts_with("vvar") => return None,
+                MMapPath::Anonymous => String::new(),
+                MMapPath::Heap => "[heap]".into(),
+                MMapPath::Stack => "[stack]".into(),
+                MMapPath::TStack(t) => format!("[stack:{t}]"),
+                MMapPath::Vsys(key) => format!("/SYSV{key:08x}"),
+                MMapPath::Path(p) => p
+                    .to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string(),
+                MMapPath::Other(o) => o.clone(),
+            };
+            let shared = m.perms.contains(MMPermissions::SHARED);
+            if shared && !is_memory_file(&name) {
+                return None;
+            }
+            let (start, end) = m.address;
+            (end > start).then_some(Region {
                 start,
                 end,
                 name,
                 shared,
-            });
-        }
-    }
-    out
+            })
+        })
+        .collect()
+}
+
+/// [`writable`] of the text of a `/proc/PID/maps` file.
+pub fn parse_writable(text: &str) -> Vec<Region> {
+    use procfs::FromBufRead;
+    procfs::process::MemoryMaps::from_buf_read(text.as_bytes())
+        .map(writable)
+        .unwrap_or_default()
 }
 
 /// The regions grouped by what they are (shared memory by file name, private memory as
@@ -362,30 +362,11 @@ fn is_memory_file(name: &str) -> bool {
         || name.is_empty()
 }
 
-fn parse_task_stat(tid: u32, stat: &str) -> Option<ThreadTime> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat[open + 1..close].to_string();
-    // Fields after the comm: state is field 3; utime and stime are fields 14 and 15.
-    let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let utime: u64 = rest.get(11)?.parse().ok()?;
-    let stime: u64 = rest.get(12)?.parse().ok()?;
-    Some(ThreadTime {
-        tid,
-        comm,
-        ticks: utime + stime,
-    })
-}
-
 /// Effective capabilities of this process.
 pub fn effective_caps() -> u64 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
-        })
-        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+    procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .map(|s| s.capeff)
         .unwrap_or(0)
 }
 
@@ -446,14 +427,6 @@ mod tests {
         // memfd RAM (share=on) and shared anonymous memory are guest RAM a migration copies.
         assert_eq!(names, ["/memfd:pc.ram", "/dev/zero"]);
         assert!(r.iter().all(|r| r.shared));
-    }
-
-    #[test]
-    fn task_stat_with_spaces_in_comm() {
-        let s = "123 (my (odd) name) S 1 1 1 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
-        let t = parse_task_stat(123, s).unwrap();
-        assert_eq!(t.comm, "my (odd) name");
-        assert_eq!(t.ticks, 300);
     }
 
     #[test]

@@ -32,9 +32,12 @@ pub fn availability() -> std::result::Result<(), Error> {
     }
     // The kernel programs filter by the tgid of the initial pid namespace; inside a nested
     // pid namespace (a container) the pids we see are not those.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if let Some(ns) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
-        if ns.split_whitespace().count() > 1 {
+    let nspid = procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .ok()
+        .and_then(|s| s.nspid);
+    if let Some(ns) = nspid {
+        if ns.len() > 1 {
             return Err(Error::Unsupported("migtrace runs in a nested pid namespace, where the pids it sees are not the kernel's: run it in the host pid namespace (e.g. docker --pid=host) for the eBPF backends".into()));
         }
     }
