@@ -18,8 +18,9 @@ pub struct Target {
     pub pid: u32,
     pub comm: String,
     proc_dir: PathBuf,
-    /// `--range`: only memory in [start, end) counts.
-    range: Option<(u64, u64)>,
+    /// Only memory in these [start, end) ranges counts (`--range`, or a guest's RAM
+    /// blocks); empty: all of it.
+    ranges: Vec<(u64, u64)>,
 }
 
 /// One mapping from `/proc/PID/maps`.
@@ -79,7 +80,7 @@ impl Target {
             pid,
             comm: stat.comm.clone(),
             proc_dir: PathBuf::from(format!("/proc/{pid}")),
-            range: None,
+            ranges: Vec::new(),
         };
         // /proc/TID exists for every thread; the kernel programs filter by process (tgid).
         if let Ok(tgid) = t.process().and_then(|p| p.status()).map(|s| s.tgid) {
@@ -211,8 +212,13 @@ impl Target {
     }
 
     /// Restricts the memory this target stands for to `[start, end)` (`--range`).
-    pub fn with_range(mut self, range: Option<(u64, u64)>) -> Target {
-        self.range = range;
+    pub fn with_range(self, range: Option<(u64, u64)>) -> Target {
+        self.with_ranges(range.into_iter().collect())
+    }
+
+    /// Restricts the memory this target stands for to these ranges (empty: all).
+    pub fn with_ranges(mut self, ranges: Vec<(u64, u64)>) -> Target {
+        self.ranges = ranges;
         self
     }
 
@@ -223,7 +229,7 @@ impl Target {
             .process()
             .and_then(|p| p.maps())
             .with_context(|| format!("reading /proc/{}/maps", self.pid))?;
-        Ok(clip(writable(maps), self.range))
+        Ok(clip(writable(maps), &self.ranges))
     }
 
     /// CPU time of every thread.
@@ -332,19 +338,26 @@ pub fn describe(regions: &[Region]) -> Vec<crate::report::MappingGroup> {
     groups
 }
 
-/// The parts of `regions` inside `range` (all of them without a range).
-pub fn clip(regions: Vec<Region>, range: Option<(u64, u64)>) -> Vec<Region> {
-    let Some((lo, hi)) = range else {
+/// The parts of `regions` inside `ranges` (all of them without ranges).
+pub fn clip(regions: Vec<Region>, ranges: &[(u64, u64)]) -> Vec<Region> {
+    if ranges.is_empty() {
         return regions;
-    };
-    regions
-        .into_iter()
-        .filter_map(|mut x| {
-            x.start = x.start.max(lo);
-            x.end = x.end.min(hi);
-            (x.start < x.end).then_some(x)
+    }
+    let mut out: Vec<Region> = regions
+        .iter()
+        .flat_map(|x| {
+            ranges.iter().filter_map(move |&(lo, hi)| {
+                let (start, end) = (x.start.max(lo), x.end.min(hi));
+                (start < end).then(|| Region {
+                    start,
+                    end,
+                    ..x.clone()
+                })
+            })
         })
-        .collect()
+        .collect();
+    out.sort_by_key(|r| r.start);
+    out
 }
 
 /// Whether a shared writable mapping named `name` is memory a migration copies: memfd
@@ -427,6 +440,20 @@ mod tests {
         // memfd RAM (share=on) and shared anonymous memory are guest RAM a migration copies.
         assert_eq!(names, ["/memfd:pc.ram", "/dev/zero"]);
         assert!(r.iter().all(|r| r.shared));
+    }
+
+    #[test]
+    fn clip_keeps_only_the_ranges() {
+        let r = |start, end| Region {
+            start,
+            end,
+            name: "x".into(),
+            shared: false,
+        };
+        let regions = vec![r(0x1000, 0x9000), r(0x10000, 0x20000)];
+        assert_eq!(clip(regions.clone(), &[]), regions);
+        let c = clip(regions, &[(0x18000, 0x30000), (0x0, 0x2000)]);
+        assert_eq!(c, vec![r(0x1000, 0x2000), r(0x18000, 0x20000)]);
     }
 
     #[test]
