@@ -15,3 +15,47 @@ pub mod vcpu;
 
 pub use cmdline::QemuCmdline;
 pub use ram::{GuestRam, RamBlock};
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::error::Error;
+
+/// Reads `/proc/PID/<file>`: a missing process is [`Error::Unsupported`], a refused read
+/// [`Error::Privilege`].
+fn read_proc(pid: u32, file: &str) -> Result<Vec<u8>> {
+    let path = Path::new("/proc").join(pid.to_string()).join(file);
+    std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Unsupported(format!("no process {pid}")).into(),
+        std::io::ErrorKind::PermissionDenied => Error::Privilege(format!(
+            "reading {} needs the right to ptrace pid {pid} (run as root or as its user)",
+            path.display()
+        ))
+        .into(),
+        _ => anyhow::Error::new(e).context(format!("reading {}", path.display())),
+    })
+}
+
+/// The command line of QEMU process `pid`; [`Error::Unsupported`] if `pid` is not QEMU.
+pub fn read_cmdline(pid: u32) -> Result<QemuCmdline> {
+    let c = QemuCmdline::from_proc_bytes(&read_proc(pid, "cmdline")?)
+        .with_context(|| format!("parsing the command line of pid {pid}"))?;
+    if !c.is_qemu_system {
+        return Err(Error::Unsupported(format!(
+            "pid {pid} is not a QEMU system emulator (it runs {})",
+            c.binary
+        ))
+        .into());
+    }
+    Ok(c)
+}
+
+/// The guest RAM of QEMU process `pid`, from its command line and maps; `memdevs` (QMP
+/// `query-memdev`) when a QMP connection is at hand.
+pub fn guest_ram_of(pid: u32, memdevs: Option<&[qmp::Memdev]>) -> Result<GuestRam> {
+    let cmdline = read_cmdline(pid)?;
+    let maps = String::from_utf8_lossy(&read_proc(pid, "maps")?).into_owned();
+    ram::find_guest_ram(&cmdline, &maps, memdevs)
+        .with_context(|| format!("finding the guest RAM of QEMU pid {pid}"))
+}

@@ -182,6 +182,11 @@ impl Qmp {
                     self.path.display()
                 )
             })?
+            .or_else(|e| match e.kind() {
+                // A QEMU killed with unread input resets the connection instead of closing it.
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => Ok(0),
+                _ => Err(e),
+            })
             .with_context(|| format!("reading QMP ({waiting_for})"))?;
         if n == 0 {
             bail!(

@@ -290,23 +290,14 @@ pub fn find_guest_ram(
     maps: &str,
     memdevs: Option<&[Memdev]>,
 ) -> Result<GuestRam> {
-    let regions = merge_adjacent(&parse_maps(maps)?);
+    let regions = parse_maps(maps)?;
     let expected = expected_blocks(cmdline, memdevs);
     let mut taken = vec![false; regions.len()];
     let mut blocks = Vec::new();
     let mut notes = Vec::new();
     for want in &expected {
-        let mut fits: Vec<usize> = (0..regions.len())
-            .filter(|&i| !taken[i] && fits(want, &regions[i]))
-            .collect();
-        // Prefer a mapping with QEMU's guard page after it, then the highest address.
-        fits.sort_by_key(|&i| {
-            (
-                !has_guard_after(&regions, i),
-                std::cmp::Reverse(regions[i].start),
-            )
-        });
-        let Some(&i) = fits.first() else {
+        let fits = candidates(want, &regions, &taken);
+        let Some(&(i, j)) = fits.first() else {
             return Err(Error::Unsupported(format!(
                 "no mapping fits guest RAM block {} ({} bytes, {:?}{}); \
                  is this QEMU's command line stale, or its RAM mapped another way?",
@@ -326,10 +317,13 @@ pub fn find_guest_ram(
                 regions[i].start
             ));
         }
-        taken[i] = true;
+        if j > i {
+            notes.push(format!("{} spans {} adjacent VMAs", want.name, j - i + 1));
+        }
+        taken[i..=j].iter_mut().for_each(|t| *t = true);
         blocks.push(RamBlock {
             start: regions[i].start,
-            end: regions[i].end,
+            end: regions[j].end,
             name: want.name.clone(),
             shared: regions[i].shared(),
             backend_id: Some(want.name.clone()),
@@ -350,6 +344,46 @@ pub fn find_guest_ram(
         excluded,
         notes,
     })
+}
+
+/// Runs of regions `(first, last)` that together fit `want`, best first: one VMA before a
+/// run of adjacent VMAs (the kernel splits a mapping when part of it gets other flags, and
+/// keeps two mappings apart when their flags differ, so merging blindly would glue guest
+/// RAM to a neighbour), then with QEMU's guard page after it, then the highest address.
+fn candidates(want: &ExpectedBlock, regions: &[MapRegion], taken: &[bool]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for i in (0..regions.len()).filter(|&i| !taken[i]) {
+        let mut run = regions[i].clone();
+        let mut j = i;
+        loop {
+            if fits(want, &run) {
+                out.push((i, j));
+                break;
+            }
+            let Some(next) = regions.get(j + 1) else {
+                break;
+            };
+            let continues = !taken[j + 1]
+                && next.start == run.end
+                && next.perms == run.perms
+                && next.path == run.path
+                && next.inode == run.inode
+                && (run.path.is_none() || run.offset + run.len() == next.offset);
+            if !continues || run.len() >= want.size_bytes {
+                break;
+            }
+            run.end = next.end;
+            j += 1;
+        }
+    }
+    out.sort_by_key(|&(i, j)| {
+        (
+            j > i,
+            !has_guard_after(regions, j),
+            std::cmp::Reverse(regions[i].start),
+        )
+    });
+    out
 }
 
 /// Does `r` look like the mapping of block `want`?

@@ -163,3 +163,47 @@ fn smaps_fields() {
     assert_eq!(smaps_field(smaps, 0x7f89d7e00000, "AnonHugePages"), None);
     assert_eq!(smaps_field(smaps, 0x1000, "Rss"), None);
 }
+/// A neighbour with the same permissions but other flags (a separate VMA) is not glued to
+/// guest RAM, and guest RAM split into two VMAs is found whole.
+#[test]
+fn adjacent_vmas_are_joined_only_when_needed() {
+    let c = QemuCmdline::parse(&["qemu-system-x86_64", "-m", "512"]).unwrap();
+    let neighbour = "7f5329c00000-7f5329e00000 rw-p 00000000 00:00 0 \n\
+                     7f5329e00000-7f5349e00000 rw-p 00000000 00:00 0 \n\
+                     7f5349e00000-7f5349e01000 ---p 00000000 00:00 0 \n";
+    let g = find_guest_ram(&c, neighbour, None).unwrap();
+    assert_eq!(
+        (g.blocks[0].start, g.size_bytes),
+        (0x7f5329e00000, 512 * MIB)
+    );
+    assert!(g.notes.is_empty(), "{:?}", g.notes);
+    let split = "7f5329e00000-7f5339e00000 rw-p 00000000 00:00 0 \n\
+                 7f5339e00000-7f5349e00000 rw-p 00000000 00:00 0 \n\
+                 7f5349e00000-7f5349e01000 ---p 00000000 00:00 0 \n";
+    let g = find_guest_ram(&c, split, None).unwrap();
+    assert_eq!(
+        (g.blocks[0].start, g.blocks[0].end),
+        (0x7f5329e00000, 0x7f5349e00000)
+    );
+    assert_eq!(g.notes.len(), 1, "{:?}", g.notes);
+}
+
+#[test]
+fn two_vcpus_split_the_tcg_buffer_into_regions() {
+    let g = check_both_ways(&fixture("m512-smp2"));
+    assert_eq!(g.size_bytes, 512 * MIB);
+    assert_eq!(g.blocks[0].name, "pc.ram");
+    let regions = g
+        .excluded
+        .iter()
+        .filter(|e| e.reason == Exclusion::TcgCodeBuffer)
+        .count();
+    assert_eq!(
+        regions, 16,
+        "1 GiB in 64 MiB regions, a guard page after each"
+    );
+    assert_eq!(
+        g.excluded_bytes(Exclusion::TcgCodeBuffer),
+        1024 * MIB - 16 * 4096
+    );
+}
