@@ -6,7 +6,7 @@
 //! Run: `cargo test -p migtrace-e2e --test qemu` (root; builds the guest image itself).
 use std::time::{Duration, Instant};
 
-use migtrace::qemu::qmp::{Qmp, QmpError};
+use migtrace::qemu::qmp::{MigrateParameters, Qmp, QmpError};
 use migtrace::qemu::ram::{self, Exclusion};
 use migtrace::qemu::{self as q, cmdline::BackendKind, vcpu};
 use migtrace_e2e::qemu_guest::{GuestOptions, QemuGuest, RamBackend};
@@ -168,6 +168,16 @@ async fn a_stopped_or_killed_qemu_errors_without_hanging() {
     let mut qmp = Qmp::connect(&g.qmp_socket, Duration::from_secs(1))
         .await
         .unwrap();
+    // Events come between a command and its reply: `stop` emits STOP before returning.
+    qmp.execute_raw("stop", None).await.unwrap();
+    let stop = qmp.wait_event("STOP", TIMEOUT).await.unwrap();
+    assert_eq!(qmp.query_status().await.unwrap().status, "paused");
+    qmp.execute_raw("cont", None).await.unwrap();
+    qmp.wait_event("RESUME", TIMEOUT).await.unwrap();
+    eprintln!("events: {stop:?}, RESUME; left: {:?}", qmp.take_events());
+    let bad = qmp.execute_raw("no-such-command", None).await.unwrap_err();
+    let qe = bad.downcast_ref::<QmpError>().expect("a typed QMP error");
+    assert_eq!(qe.class, "CommandNotFound");
     g.signal(libc::SIGSTOP);
     let t = Instant::now();
     let e = qmp.query_status().await.unwrap_err();
@@ -202,4 +212,85 @@ async fn a_stopped_or_killed_qemu_errors_without_hanging() {
         e.downcast_ref::<migtrace::error::Error>().is_some(),
         "{e:#}"
     );
+}
+
+/// The migration commands on a real pre-copy: a bandwidth too low to converge runs pass
+/// after pass until cancelled; a high one completes and the destination runs the guest.
+#[tokio::test]
+async fn migrate_cancel_then_complete_on_loopback() {
+    let Some(src) = boot(GuestOptions::default()) else {
+        return;
+    };
+    let mut qmp = Qmp::connect(&src.qmp_socket, TIMEOUT).await.unwrap();
+    qmp.migrate_set_capabilities(&[("events", true)])
+        .await
+        .unwrap();
+    let slow = MigrateParameters {
+        max_bandwidth: Some(16 * MIB),
+        downtime_limit: Some(50),
+        ..MigrateParameters::default()
+    };
+    qmp.migrate_set_parameters(&slow).await.unwrap();
+    let (_dst1, uri) = src.boot_destination();
+    qmp.migrate(&uri).await.unwrap();
+    let info = poll_migrate(&mut qmp, |i| {
+        i.ram.as_ref().is_some_and(|r| r.dirty_sync_count >= 2)
+    })
+    .await;
+    eprintln!("slow migration after 2 syncs: {info:?}");
+    assert_eq!(info.status.as_deref(), Some("active"));
+    assert!(info.ram.as_ref().unwrap().transferred > 0);
+    qmp.migrate_cancel().await.unwrap();
+    let info = poll_migrate(&mut qmp, |i| i.status.as_deref() == Some("cancelled")).await;
+    assert_eq!(info.status.as_deref(), Some("cancelled"));
+    let statuses: Vec<String> = qmp
+        .take_events()
+        .iter()
+        .filter(|e| e.event == "MIGRATION")
+        .map(|e| e.data["status"].as_str().unwrap_or("?").to_string())
+        .collect();
+    eprintln!("MIGRATION events: {statuses:?}");
+    assert!(statuses.iter().any(|s| s == "active"), "{statuses:?}");
+
+    let fast = MigrateParameters {
+        max_bandwidth: Some(512 * MIB),
+        downtime_limit: Some(300),
+        ..MigrateParameters::default()
+    };
+    qmp.migrate_set_parameters(&fast).await.unwrap();
+    let (dst2, uri) = src.boot_destination();
+    qmp.migrate(&uri).await.unwrap();
+    let info = poll_migrate(&mut qmp, |i| i.status.as_deref() == Some("completed")).await;
+    let ram = info.ram.clone().unwrap();
+    eprintln!(
+        "completed: {} ms, {} syncs, {} MiB sent, downtime {:?} ms",
+        info.total_time.unwrap_or(0),
+        ram.dirty_sync_count,
+        ram.transferred / MIB,
+        info.downtime
+    );
+    assert!(ram.dirty_sync_count >= 1 && ram.remaining == 0);
+    let mut dq = Qmp::connect(&dst2.qmp_socket, TIMEOUT).await.unwrap();
+    let st = dq.query_status().await.unwrap();
+    assert!(st.running, "the destination runs the guest: {st:?}");
+}
+
+/// Polls `query-migrate` every 200 ms until `done` (at most 60 s; failing on `failed`).
+async fn poll_migrate(
+    qmp: &mut Qmp,
+    done: impl Fn(&migtrace::qemu::qmp::MigrationInfo) -> bool,
+) -> migtrace::qemu::qmp::MigrationInfo {
+    let start = Instant::now();
+    loop {
+        let info = qmp.query_migrate().await.unwrap();
+        if done(&info) {
+            return info;
+        }
+        assert_ne!(info.status.as_deref(), Some("failed"), "{info:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no progress: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

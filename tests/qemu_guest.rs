@@ -31,6 +31,8 @@ pub struct GuestOptions {
     pub smp: u32,
     /// `migtrace writer` arguments inside the guest; `None` boots an idle guest.
     pub writer: Option<(f64, u64)>,
+    /// `-incoming URI`: a migration destination, which waits instead of booting.
+    pub incoming: Option<String>,
 }
 
 impl Default for GuestOptions {
@@ -40,6 +42,7 @@ impl Default for GuestOptions {
             mem_mib: 512,
             smp: 1,
             writer: Some((40.0, 128)),
+            incoming: None,
         }
     }
 }
@@ -57,7 +60,10 @@ pub struct QemuGuest {
     pub qmp_socket: PathBuf,
     pub serial_log: PathBuf,
     dir: PathBuf,
-    _one_at_a_time: MutexGuard<'static, ()>,
+    opts: GuestOptions,
+    image: GuestImage,
+    /// Held by a booted source; its migration destinations run beside it without it.
+    _one_at_a_time: Option<MutexGuard<'static, ()>>,
 }
 
 fn repo_root() -> PathBuf {
@@ -132,14 +138,37 @@ impl QemuGuest {
             Image::Ready(i) => i.clone(),
             Image::Unavailable(why) => return unavailable(why),
         };
-        let lock = one_at_a_time();
+        let g = QemuGuest::spawn(opts, &image, Some(one_at_a_time()));
+        Some(g)
+    }
+
+    /// A migration destination for this guest: the same QEMU command line plus
+    /// `-incoming tcp:127.0.0.1:PORT` (a free port). Returns it and the URI to migrate to.
+    pub fn boot_destination(&self) -> (QemuGuest, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let uri = format!("tcp:127.0.0.1:{port}");
+        let opts = GuestOptions {
+            incoming: Some(uri.clone()),
+            ..self.opts.clone()
+        };
+        (QemuGuest::spawn(&opts, &self.image, None), uri)
+    }
+
+    fn spawn(
+        opts: &GuestOptions,
+        image: &GuestImage,
+        lock: Option<MutexGuard<'static, ()>>,
+    ) -> QemuGuest {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("migtrace-qemu-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (qmp_socket, serial_log) = (dir.join("qmp.sock"), dir.join("serial.log"));
-        let mut cmd = command(opts, &image, &qmp_socket, &serial_log);
+        let mut cmd = command(opts, image, &qmp_socket, &serial_log);
         eprintln!("qemu: {cmd:?}");
         let stderr = std::fs::File::create(dir.join("qemu.stderr")).unwrap();
         let child = cmd
@@ -153,15 +182,17 @@ impl QemuGuest {
             qmp_socket,
             serial_log,
             dir,
+            opts: opts.clone(),
+            image: image.clone(),
             _one_at_a_time: lock,
         };
         g.wait_until(Duration::from_secs(20), "the QMP socket", |g| {
             g.qmp_socket.exists()
         });
-        if opts.writer.is_some() {
+        if opts.writer.is_some() && opts.incoming.is_none() {
             g.wait_for_serial("writer| {\"type\":\"ready\"", Duration::from_secs(90));
         }
-        Some(g)
+        g
     }
 
     pub fn pid(&self) -> u32 {
@@ -245,6 +276,9 @@ fn command(opts: &GuestOptions, image: &GuestImage, qmp: &Path, serial: &Path) -
     .arg(format!("file:{}", serial.display()))
     .arg("-qmp")
     .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    if let Some(uri) = &opts.incoming {
+        c.args(["-incoming", uri]);
+    }
     if opts.ram == RamBackend::Memfd {
         c.args(["-object"])
             .arg(format!(
