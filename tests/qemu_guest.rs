@@ -154,7 +154,12 @@ impl QemuGuest {
             incoming: Some(uri.clone()),
             ..self.opts.clone()
         };
-        (QemuGuest::spawn(&opts, &self.image, None), uri)
+        let mut dst = QemuGuest::spawn(&opts, &self.image, None);
+        // QEMU opens the QMP socket before it listens for the migration; a test connect
+        // would be taken for the migration stream, so watch the kernel's socket table.
+        let what = format!("the destination listening on port {port}");
+        dst.wait_until(Duration::from_secs(20), &what, |_| listening(port));
+        (dst, uri)
     }
 
     fn spawn(
@@ -299,6 +304,15 @@ fn command(opts: &GuestOptions, image: &GuestImage, qmp: &Path, serial: &Path) -
         .arg(&image.initrd)
         .args(["-append", &append]);
     c
+}
+
+/// A TCP socket in LISTEN state (0A) on 127.0.0.1 or any address, port `port`.
+fn listening(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[3] == "0A" && f[1].ends_with(&format!(":{port:04X}"))
+    })
 }
 
 fn which(bin: &str) -> Option<PathBuf> {

@@ -6,7 +6,9 @@
 //! Asynchronous events (`{"event": ..., "data": ..., "timestamp": ...}`) may arrive at any
 //! time, also between a command and its reply: they are kept in a queue
 //! ([`Qmp::take_events`], [`Qmp::wait_event`]). Every wait has a timeout, and a QEMU that
-//! exits mid-call closes the socket: both give an error, never a hang.
+//! exits mid-call closes the socket: both give an error, never a hang. A late reply to a
+//! call that timed out is recognised by its id and dropped; a timeout in the middle of a
+//! line loses that line, so after a timeout error reconnect rather than go on.
 //!
 //! No crate was used: `qapi` (the one maintained QMP crate) generates the whole QAPI schema
 //! of one QEMU version, far more than the dozen commands migtrace needs.
