@@ -33,7 +33,10 @@ pub fn build(writer: &Path, out: &Path) -> Result<GuestImage> {
     let writer = &writer.canonicalize()?;
     host::ensure_tools()?;
     let root = crate::root();
-    let kernel = kernel::ensure(&root.join("target/vmtest/kernel"))?;
+    // The vmtest kernel cache, wherever CARGO_TARGET_DIR puts it.
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d));
+    let kernel = kernel::ensure(&target.join("vmtest/kernel"))?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut a = Archive::default();
     initramfs::add_busybox(&mut a)?;
