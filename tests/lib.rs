@@ -9,6 +9,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod qemu_guest;
+
 /// The migtrace binary under test: `MIGTRACE_BIN`, else the release, else the debug build.
 pub fn bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MIGTRACE_BIN") {

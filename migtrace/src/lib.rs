@@ -10,6 +10,7 @@
 //! - [`profile`]: the versioned dirty profile `watch` writes and `predict` reads;
 //! - [`commands`]: one module per CLI subcommand, kept thin;
 //! - [`watcher`]: the watch loop that drives a source over time;
+//! - [`qemu`]: a QEMU target: its command line, guest-RAM mappings, vCPU threads, QMP;
 //! - [`target`], [`workload`]: the watched process, and the built-in writer.
 pub mod cli;
 pub mod commands;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod estimate;
 pub mod model;
 pub mod profile;
+pub mod qemu;
 pub mod report;
 pub mod sink;
 pub mod source;

@@ -52,6 +52,17 @@ enum Cmd {
         #[arg(long, default_value_t = 480)]
         timeout: u64,
     },
+    /// Write a guest (Debian 12 kernel + initramfs) that runs `migtrace writer` with the
+    /// arguments given on its kernel command line (`migtrace.writer=--rate-mib,40,...`);
+    /// prints the paths as one JSON line. Used by tests/qemu.rs.
+    GuestImage {
+        /// The migtrace binary to put in the guest (it runs `migtrace writer`).
+        #[arg(long)]
+        writer: PathBuf,
+        /// Output directory (default: target/qemu-guest).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Overhead benchmark: a fault-heavy loop with and without `watch`, and with bpftrace.
     Bench {
         /// Interleaved rounds per configuration.
@@ -161,6 +172,10 @@ fn main() -> Result<()> {
             // The guest runs the migtrace binary: build it with its kernel programs first.
             build_ebpf()?;
             vmtest(filter, keep, spec, timeout)
+        }
+        Cmd::GuestImage { writer, out } => {
+            let out = out.unwrap_or_else(|| root().join("target/qemu-guest"));
+            vm::guest_image::build(&writer, &out).map(|_| ())
         }
         Cmd::Bench { rounds, seconds } => {
             build()?;

@@ -55,7 +55,7 @@ pub fn build(
 }
 
 /// `/bin/busybox` and a symlink to it for each applet it lists.
-fn add_busybox(a: &mut Archive) -> Result<()> {
+pub fn add_busybox(a: &mut Archive) -> Result<()> {
     a.add(BUSYBOX, Entry::HostFile(BUSYBOX.into(), 0o755));
     let list = Command::new(BUSYBOX)
         .arg("--list-full")
@@ -119,7 +119,7 @@ fn is_elf(path: &Path) -> Result<bool> {
 }
 
 /// Adds an executable at `guest` and every shared library `ldd` names at its own path.
-fn add_executable(a: &mut Archive, exe: &Path, guest: &str) -> Result<()> {
+pub fn add_executable(a: &mut Archive, exe: &Path, guest: &str) -> Result<()> {
     a.add(guest, Entry::HostFile(exe.to_path_buf(), 0o755));
     for lib in ldd(exe)? {
         if !a.contains(&lib) {

@@ -7,6 +7,7 @@
 //! boot and read the serial console ([`qemu`], [`protocol`]) -> summary.
 pub mod artifacts;
 pub mod cpio;
+pub mod guest_image;
 pub mod host;
 pub mod initramfs;
 pub mod kernel;
