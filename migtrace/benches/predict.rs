@@ -65,6 +65,7 @@ fn profile(busy: f64) -> Profile {
         thread_counts: Default::default(),
         busy_share: Some(busy),
         zero_page_share: Some(0.2),
+        guest: None,
     }
 }
 

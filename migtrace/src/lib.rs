@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod estimate;
+pub mod guest;
 pub mod model;
 pub mod profile;
 pub mod qemu;

@@ -50,8 +50,13 @@ pub struct Profile {
     /// (auto-converge, SDPS) slows dirtying only as far as the writers are on CPU.
     pub busy_share: Option<f64>,
     /// Fraction of the target's writable memory that reads as zero pages (QEMU sends those
-    /// as a few bytes), when the backend measured it.
+    /// as a few bytes), when the backend measured it. For a guest: of its RAM.
     pub zero_page_share: Option<f64>,
+    /// The guest, when the target was a QEMU process: its RAM size (what `predict` takes as
+    /// the memory to migrate), the RAM blocks measured, what of QEMU was left out, and the
+    /// vCPUs with their busy shares. Absent for other processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<crate::report::GuestInfo>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -197,6 +202,7 @@ impl Profile {
             },
             busy_share: s.busy_share,
             zero_page_share: s.zero_page_share,
+            guest: s.guest.clone(),
         }
     }
 
@@ -428,6 +434,7 @@ mod tests {
             thread_counts: ThreadCounts::DirtiedPages,
             busy_share: Some(0.5),
             zero_page_share: None,
+            guest: None,
         }
     }
 

@@ -62,6 +62,9 @@ pub struct Start {
     /// The measured mappings, grouped, largest first.
     #[serde(default)]
     pub mappings: Vec<MappingGroup>,
+    /// The guest, when the target is QEMU and its RAM is what is measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestInfo>,
     pub warnings: Vec<String>,
 }
 
@@ -150,6 +153,12 @@ pub struct Summary {
     /// Backend-specific figures (softdirty: epoch, induced faults, overhead, cross-check).
     pub backend_stats: Option<BackendStats>,
     pub profile_out: Option<String>,
+    /// The guest, with each vCPU's busy share, when the target is QEMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestInfo>,
+    /// QEMU's own `calc-dirty-rate` over the watch (`--qmp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_dirty_rate: Option<QemuRateSummary>,
 }
 
 /// Percentiles of the per-interval dirty rate.
@@ -159,4 +168,69 @@ pub struct RatePercentiles {
     pub p90_bytes_per_sec: f64,
     pub p99_bytes_per_sec: f64,
     pub max_bytes_per_sec: f64,
+}
+
+/// The guest, when the target is a QEMU process: its RAM is what was measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestInfo {
+    /// `-name guest=...`.
+    pub name: Option<String>,
+    /// The accelerator: `kvm`, `tcg`, ...
+    pub accel: String,
+    /// Guest RAM, bytes: the memory a migration copies as RAM.
+    pub ram_bytes: u64,
+    pub blocks: Vec<GuestBlock>,
+    /// QEMU's own memory, left out, by reason.
+    pub excluded: Vec<ExcludedMemory>,
+    /// The vCPU threads: the guest's writers.
+    pub vcpus: Vec<VcpuInfo>,
+    /// Where the guest RAM was found from.
+    pub found_from: String,
+}
+
+/// One guest-RAM mapping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestBlock {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+    pub shared: bool,
+}
+
+/// Memory of the QEMU process that is not guest RAM, for one reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExcludedMemory {
+    pub reason: String,
+    pub bytes: u64,
+    pub mappings: u64,
+}
+
+/// One vCPU thread.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VcpuInfo {
+    pub index: u32,
+    pub tid: u32,
+    /// Share of the watch on CPU (in the summary).
+    pub busy_share: Option<f64>,
+}
+
+/// One `calc-dirty-rate` measurement by QEMU, shown beside migtrace's rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QemuRate {
+    /// Seconds since the watch started, when the measurement ended.
+    pub t_s: f64,
+    pub bytes_per_sec: f64,
+    pub calc_time_s: f64,
+    /// Pages sampled per GiB.
+    pub sample_pages: u64,
+}
+
+/// QEMU's measurements over the watch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QemuRateSummary {
+    pub mean_bytes_per_sec: f64,
+    pub measurements: u64,
+    pub sample_pages: u64,
+    /// Why measuring stopped early, if it did.
+    pub error: Option<String>,
 }

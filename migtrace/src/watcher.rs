@@ -15,9 +15,12 @@ use anyhow::{Context, Result};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
+    error::Error,
+    guest::{self, Guest},
     model::summary::{summarize, SummaryInput, TargetState, Totals},
     profile::Profile,
-    report::{EndReason, Start, Summary},
+    qemu::qmp::Qmp,
+    report::{EndReason, GuestInfo, QemuRate, QemuRateSummary, Start, Summary},
     sink::Sink,
     source::{self, BackendChoice, DirtySource, SourceOptions},
     target::{clock_ticks, page_size, Target},
@@ -33,7 +36,14 @@ pub struct WatchConfig {
     pub profile_out: Option<PathBuf>,
     /// What the sources need (pid, range, sampling and softdirty settings).
     pub source: SourceOptions,
+    /// QEMU's QMP socket: its own memory view, and `calc-dirty-rate` beside ours.
+    pub qmp: Option<PathBuf>,
+    /// Measure all of a QEMU process, not only its guest RAM.
+    pub whole_process: bool,
 }
+
+/// How long a QMP command may take before the watch gives up on QMP.
+const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The loop's tick: how closely durations and interval boundaries are honoured.
 const TICK: Duration = Duration::from_millis(50);
@@ -68,20 +78,31 @@ struct Watch<'a> {
     names: Vec<String>,
     /// What the next interval line should say (an exec happened during it).
     note: Option<String>,
+    /// The guest, when the target is QEMU.
+    guest: Option<GuestInfo>,
+    qemu: QemuRates,
 }
 
 /// Measures until the end condition and returns the summary (also given to `sink`).
 pub fn watch(cfg: &WatchConfig, sink: &mut dyn Sink) -> Result<Summary> {
-    let target = Target::open(cfg.source.pid)?.with_range(cfg.source.range);
-    let sel = source::select(cfg.backend, &cfg.source)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut qmp = match &cfg.qmp {
+        Some(p) => Some(
+            rt.block_on(Qmp::connect(p, QMP_TIMEOUT))
+                .map_err(|e| Error::Usage(format!("--qmp {}: {e:#}", p.display())))?,
+        ),
+        None => None,
+    };
+    let (opts, guest) = scope(cfg, &rt, qmp.as_mut())?;
+    let target = Target::open(opts.pid)?.with_ranges(opts.scope());
+    let sel = source::select(cfg.backend, &opts)?;
     let first = read_state(&target);
-    sink.start(&start_record(
-        cfg,
-        &target,
-        sel.source.as_ref(),
-        &sel.reason,
-        &first.0,
-    ));
+    let mut start = start_record(cfg, &target, sel.source.as_ref(), &sel.reason, &first.0);
+    start.guest = guest.map(|g| g.info);
+    sink.start(&start);
     let pidfd = target.pidfd().ok();
     let now = Instant::now();
     let mut w = Watch {
@@ -97,14 +118,77 @@ pub fn watch(cfg: &WatchConfig, sink: &mut dyn Sink) -> Result<Summary> {
         exec_id: None,
         names: Vec::new(),
         note: None,
+        guest: start.guest,
+        qemu: QemuRates::default(),
     };
     w.exec_id = w.target.exec_id();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let _guard = rt.enter();
+    w.qemu.rx = qmp.map(|q| spawn_calc(q, cfg.interval, now));
     let end = rt.block_on(w.run(pidfd))?;
     w.finish(end)
+}
+
+/// What to measure: for a QEMU process (unless `--range` or `--whole-process` says
+/// otherwise), its guest RAM only.
+fn scope(
+    cfg: &WatchConfig,
+    rt: &tokio::runtime::Runtime,
+    qmp: Option<&mut Qmp>,
+) -> Result<(SourceOptions, Option<Guest>)> {
+    let mut opts = cfg.source.clone();
+    if cfg.source.range.is_some() || cfg.whole_process {
+        return Ok((opts, None));
+    }
+    let guest = rt.block_on(guest::detect(opts.pid, qmp))?;
+    if let Some(g) = &guest {
+        opts.ranges = g.ranges();
+        opts.range = g.bounding_range();
+    }
+    Ok((opts, guest))
+}
+
+/// QEMU's `calc-dirty-rate` measurements as they arrive.
+#[derive(Default)]
+struct QemuRates {
+    rx: Option<tokio::sync::mpsc::Receiver<Result<QemuRate, String>>>,
+    seen: Vec<QemuRate>,
+    error: Option<String>,
+}
+
+/// QEMU samples this many pages per GiB (its default is 512; more is less noise, and QEMU
+/// 7.2 takes up to 4096).
+const QEMU_SAMPLE_PAGES: u64 = 4096;
+
+/// Runs `calc-dirty-rate` (page-sampling) back to back, each over the interval rounded to
+/// whole seconds (at least 1 s), and sends each result.
+fn spawn_calc(
+    mut qmp: Qmp,
+    interval: Duration,
+    start: Instant,
+) -> tokio::sync::mpsc::Receiver<Result<QemuRate, String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let calc = Duration::from_secs(interval.as_secs_f64().round().max(1.0) as u64);
+    qmp.set_timeout(calc + QMP_TIMEOUT);
+    tokio::spawn(async move {
+        loop {
+            let r = qmp
+                .measure_dirty_rate(calc, Some(QEMU_SAMPLE_PAGES))
+                .await
+                .map(|info| QemuRate {
+                    t_s: start.elapsed().as_secs_f64(),
+                    // QEMU reports MB/s meaning MiB per second.
+                    bytes_per_sec: info.dirty_rate.unwrap_or(0) as f64 * 1024.0 * 1024.0,
+                    calc_time_s: info.calc_time as f64,
+                    sample_pages: info.sample_pages,
+                })
+                .map_err(|e| format!("{e:#}"));
+            let failed = r.is_err();
+            if tx.send(r).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The record that opens the output: target, backend and why, and what it cannot see.
@@ -139,6 +223,7 @@ fn start_record(
         writable_bytes: first.writable,
         shared_writable_bytes: first.shared,
         mappings: crate::target::describe(&target.writable_regions().unwrap_or_default()),
+        guest: None,
         warnings,
     }
 }
@@ -172,7 +257,14 @@ impl Watch<'_> {
                     None => std::future::pending().await,
                 }
             };
+            let qemu = async {
+                match &mut self.qemu.rx {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                r = qemu => self.on_qemu(r),
                 _ = timer.tick() => {
                     if let Some(end) = self.on_tick(&mut next_boundary)? {
                         return Ok(end);
@@ -207,6 +299,34 @@ impl Watch<'_> {
             Some(EndReason::Duration)
         } else {
             None
+        })
+    }
+
+    /// A `calc-dirty-rate` result, or the end of QEMU's measurements.
+    fn on_qemu(&mut self, r: Option<Result<QemuRate, String>>) {
+        match r {
+            Some(Ok(rate)) => {
+                self.sink.qemu(&rate);
+                self.qemu.seen.push(rate);
+            }
+            Some(Err(e)) => {
+                self.qemu.error = Some(e);
+                self.qemu.rx = None;
+            }
+            None => self.qemu.rx = None,
+        }
+    }
+
+    /// QEMU's measurements over the watch, if `--qmp` was given.
+    fn qemu_summary(&self) -> Option<QemuRateSummary> {
+        self.cfg.qmp.as_ref()?;
+        let n = self.qemu.seen.len();
+        let mean = self.qemu.seen.iter().map(|r| r.bytes_per_sec).sum::<f64>() / n.max(1) as f64;
+        Some(QemuRateSummary {
+            mean_bytes_per_sec: mean,
+            measurements: n as u64,
+            sample_pages: QEMU_SAMPLE_PAGES,
+            error: self.qemu.error.clone(),
         })
     }
 
@@ -284,8 +404,10 @@ impl Watch<'_> {
                     .as_ref()
                     .map(|p| p.display().to_string()),
                 thread_comm: &|tid| target.thread_comm(tid),
+                guest: self.guest.clone(),
             },
         );
+        summary.qemu_dirty_rate = self.qemu_summary();
         let unmeasured = self.totals.intervals() == 0;
         if unmeasured {
             // A profile without a measured rate would tell predict "0 B/s": write none.

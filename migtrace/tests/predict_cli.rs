@@ -350,6 +350,7 @@ fn sample_profile(busy: Option<f64>) -> Profile {
         thread_counts: Default::default(),
         busy_share: busy,
         zero_page_share: Some(0.25),
+        guest: None,
     }
 }
 

@@ -67,6 +67,7 @@ fn render(rec: &Recording, sink: &mut dyn Sink) -> Profile {
         writable_bytes: rec.first.writable,
         shared_writable_bytes: rec.first.shared,
         mappings: vec![],
+        guest: None,
         warnings: vec![],
     });
     let mut totals = Totals::new(rec.interval_s, rec.page_size);
@@ -91,6 +92,7 @@ fn render(rec: &Recording, sink: &mut dyn Sink) -> Profile {
             caveats: rec.end_caveats.clone(),
             profile_out: rec.profile_out.clone(),
             thread_comm: &|tid| format!("exited-{tid}"),
+            guest: None,
         },
     );
     sink.summary(&summary);

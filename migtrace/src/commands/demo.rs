@@ -157,11 +157,14 @@ fn watch_config(a: &DemoArgs, pid: u32, profile_out: PathBuf) -> WatchConfig {
             pid,
             interval: Duration::from_secs(1),
             range: None,
+            ranges: Vec::new(),
             sample_error: 0.05,
             sample_pages: None,
             epoch: Duration::from_millis(100),
             max_overhead_pct: 2.0,
             force: false,
         },
+        qmp: None,
+        whole_process: false,
     }
 }

@@ -19,7 +19,8 @@ use crate::{
 
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
-    /// Process to watch (for a VM: the QEMU process).
+    /// Process to watch. For a VM, the QEMU process: its guest RAM is found and measured
+    /// (not QEMU's own memory), unless `--range` or `--whole-process` says otherwise.
     #[arg(long)]
     pub pid: u32,
     /// Length of one measurement interval (one output line).
@@ -55,6 +56,13 @@ pub struct WatchArgs {
     /// softdirty: arm even when something else seems to use the target's soft-dirty bits.
     #[arg(long)]
     pub force: bool,
+    /// QEMU's QMP socket (a unix socket path): QEMU's own view of its memory and vCPUs,
+    /// and its `calc-dirty-rate` (page-sampling) shown beside migtrace's rate.
+    #[arg(long, value_name = "SOCKET")]
+    pub qmp: Option<PathBuf>,
+    /// For a QEMU process, measure all of its memory, not only the guest's RAM.
+    #[arg(long)]
+    pub whole_process: bool,
 }
 
 /// Parses `START-END` (hex, `0x` optional).
@@ -100,12 +108,15 @@ pub fn config(a: &WatchArgs) -> Result<WatchConfig> {
             pid: a.pid,
             interval: a.interval,
             range: a.range,
+            ranges: Vec::new(),
             sample_error: a.sample_error,
             sample_pages: a.sample_pages,
             epoch: a.epoch,
             max_overhead_pct: a.max_overhead,
             force: a.force,
         },
+        qmp: a.qmp.clone(),
+        whole_process: a.whole_process,
     })
 }
 

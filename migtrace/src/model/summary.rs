@@ -3,7 +3,7 @@
 //! plain values, so a recorded series replays to the same summary (the golden-master test in
 //! `migtrace/tests/watch_golden.rs` does exactly that).
 use crate::{
-    report::{EndReason, Interval, RatePercentiles, Summary, ThreadLine},
+    report::{EndReason, GuestInfo, Interval, RatePercentiles, Summary, ThreadLine},
     source::{Drops, FaultCounts, FinalReport, IntervalReport},
     target::ThreadTime,
 };
@@ -257,6 +257,8 @@ pub struct SummaryInput<'a> {
     pub profile_out: Option<String>,
     /// Name of a thread that is not in `last` (it exited): asked of the caller.
     pub thread_comm: &'a dyn Fn(u32) -> String,
+    /// The guest, when the target is QEMU: its vCPUs get their busy shares.
+    pub guest: Option<GuestInfo>,
 }
 
 /// Builds the summary from the totals and the end-of-watch state.
@@ -269,7 +271,15 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
         inp.clock_hz,
     );
     let threads = thread_lines(&inp, &busy);
-    let busy_share = mean_busy_share(&threads, &busy, inp.fin.threads_attribute_dirtying);
+    let guest = inp.guest.clone().map(|g| with_vcpu_busy(g, &busy));
+    // A guest's writers are its vCPUs: their mean time on CPU is what a throttle acts on.
+    let busy_share = match &guest {
+        Some(g) if !g.vcpus.is_empty() => {
+            let v: Vec<f64> = g.vcpus.iter().filter_map(|c| c.busy_share).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        }
+        _ => mean_busy_share(&threads, &busy, inp.fin.threads_attribute_dirtying),
+    };
     let (rate_pages, _) = t.rate_pages();
     let mut caveats = inp.caveats;
     if inp.end == EndReason::TargetExited && t.intervals() == 0 {
@@ -305,7 +315,17 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
         caveats,
         backend_stats: inp.fin.backend_stats.clone(),
         profile_out: inp.profile_out,
+        guest,
+        qemu_dirty_rate: None,
     }
+}
+
+/// The guest with each vCPU's share of the watch on CPU.
+fn with_vcpu_busy(mut g: GuestInfo, busy: &[(u32, f64)]) -> GuestInfo {
+    for v in &mut g.vcpus {
+        v.busy_share = busy.iter().find(|b| b.0 == v.tid).map(|b| b.1);
+    }
+    g
 }
 
 /// What the summary says about the intervals it left out or had to keep.

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::{Interval, Sink, Start, Summary};
+use super::{Interval, QemuRate, Sink, Start, Summary};
 
 pub struct JsonSink<W: Write> {
     out: W,
@@ -38,5 +38,8 @@ impl<W: Write> Sink for JsonSink<W> {
     }
     fn summary(&mut self, s: &Summary) {
         self.emit("summary", s)
+    }
+    fn qemu(&mut self, r: &QemuRate) {
+        self.emit("qemu_dirty_rate", r)
     }
 }

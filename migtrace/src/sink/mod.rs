@@ -6,7 +6,9 @@ pub mod json;
 pub mod predict_out;
 pub mod terminal;
 
-pub use crate::report::{EndReason, Interval, RatePercentiles, Start, Summary, ThreadLine};
+pub use crate::report::{
+    EndReason, Interval, QemuRate, RatePercentiles, Start, Summary, ThreadLine,
+};
 
 /// Text that a target or an input file controls (process and thread names, paths, caveats
 /// read from a profile), made safe for a terminal: control characters (ESC, newline,
@@ -33,6 +35,8 @@ pub trait Sink {
     fn start(&mut self, s: &Start);
     fn interval(&mut self, i: &Interval);
     fn summary(&mut self, s: &Summary);
+    /// QEMU's own `calc-dirty-rate` measurement, beside ours (`--qmp`).
+    fn qemu(&mut self, _r: &QemuRate) {}
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 use std::io::Write;
 
 use super::{clean, Interval, Sink, Start, Summary};
-use crate::report::MappingGroup;
+use crate::report::{GuestInfo, MappingGroup, QemuRate};
 use crate::units::fmt_bytes as bytes;
 
 pub struct TerminalSink<W: Write> {
@@ -46,6 +46,9 @@ impl<W: Write> Sink for TerminalSink<W> {
             bytes(s.target_rss_bytes as f64),
             writable(s.writable_bytes, s.shared_writable_bytes)
         );
+        if let Some(g) = &s.guest {
+            let _ = guest_lines(o, g);
+        }
         if !s.mappings.is_empty() {
             let _ = writeln!(o, "  measuring: {}", mappings(&s.mappings));
         }
@@ -109,18 +112,104 @@ impl<W: Write> Sink for TerminalSink<W> {
         let _ = o.flush();
     }
 
+    fn qemu(&mut self, r: &QemuRate) {
+        let _ = writeln!(
+            self.out,
+            "  qemu calc-dirty-rate: {}/s over {:.0} s (page-sampling, {} pages/GiB)",
+            bytes(r.bytes_per_sec),
+            r.calc_time_s,
+            r.sample_pages
+        );
+        let _ = self.out.flush();
+    }
+
     fn summary(&mut self, s: &Summary) {
         let o = &mut self.out;
         let _ = summary_rates(o, s)
             .and_then(|()| summary_target(o, s))
             .and_then(|()| summary_growth(o, s))
             .and_then(|()| summary_threads(o, s))
+            .and_then(|()| summary_guest(o, s))
             .and_then(|()| summary_backend(o, s));
         for c in s.caveats.iter().filter(|c| !self.shown.contains(c)) {
             let _ = writeln!(o, "  note: {}", clean(c));
         }
         let _ = o.flush();
     }
+}
+
+/// What was found of the guest: its RAM, what of QEMU was left out, its vCPUs.
+fn guest_lines(o: &mut impl Write, g: &GuestInfo) -> std::io::Result<()> {
+    let blocks: Vec<String> = g
+        .blocks
+        .iter()
+        .map(|b| {
+            let kind = if b.shared { "shared" } else { "private" };
+            format!(
+                "{} {} ({kind})",
+                clean(&b.name),
+                bytes((b.end - b.start) as f64)
+            )
+        })
+        .collect();
+    writeln!(
+        o,
+        "  guest: QEMU {}({}), {} of RAM: {}; {} vCPU(s); found from the {}",
+        g.name
+            .as_deref()
+            .map(|n| format!("'{}' ", clean(n)))
+            .unwrap_or_default(),
+        clean(&g.accel),
+        bytes(g.ram_bytes as f64),
+        blocks.join(", "),
+        g.vcpus.len(),
+        g.found_from
+    )?;
+    let left: Vec<String> = g
+        .excluded
+        .iter()
+        .map(|e| format!("{} {}", bytes(e.bytes as f64), e.reason))
+        .collect();
+    if !left.is_empty() {
+        writeln!(o, "  not guest RAM, left out: {}", left.join("; "))?;
+    }
+    Ok(())
+}
+
+/// The guest's vCPUs and QEMU's own rate, when there are.
+fn summary_guest(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    if let Some(g) = &s.guest {
+        let busy: Vec<String> = g
+            .vcpus
+            .iter()
+            .map(|v| match v.busy_share {
+                Some(b) => format!("{} {:.0}%", v.index, b * 100.0),
+                None => format!("{} ?", v.index),
+            })
+            .collect();
+        writeln!(
+            o,
+            "  guest          {} of RAM measured; vCPUs on CPU: {}",
+            bytes(g.ram_bytes as f64),
+            busy.join(", ")
+        )?;
+    }
+    if let Some(q) = &s.qemu_dirty_rate {
+        let err = q
+            .error
+            .as_deref()
+            .map(|e| format!(" (stopped: {})", clean(e)))
+            .unwrap_or_default();
+        writeln!(
+            o,
+            "  qemu says      {}/s (calc-dirty-rate, mean of {} measurement(s), {} pages/GiB){}",
+            bytes(q.mean_bytes_per_sec),
+            q.measurements,
+            q.sample_pages,
+            err
+        )?;
+    }
+    Ok(())
 }
 
 /// Writable bytes, with the shared part when there is one.

@@ -207,8 +207,10 @@ pub trait DirtySource {
 pub struct SourceOptions {
     pub pid: u32,
     pub interval: Duration,
-    /// Only count faults in this address range (fault backend).
+    /// `--range`, or the range around a guest's RAM: the fault program's in-kernel filter.
     pub range: Option<(u64, u64)>,
+    /// A guest's RAM blocks: when set, the memory every backend measures (else `range`).
+    pub ranges: Vec<(u64, u64)>,
     /// Target relative error of the sampled rate (95 % half-width / estimate).
     pub sample_error: f64,
     /// Fixed sample size (overrides `sample_error`).
@@ -219,6 +221,17 @@ pub struct SourceOptions {
     pub max_overhead_pct: f64,
     /// softdirty: arm even if something else seems to use the soft-dirty bits.
     pub force: bool,
+}
+
+impl SourceOptions {
+    /// The ranges of memory to measure (empty: all writable memory).
+    pub fn scope(&self) -> Vec<(u64, u64)> {
+        if self.ranges.is_empty() {
+            self.range.into_iter().collect()
+        } else {
+            self.ranges.clone()
+        }
+    }
 }
 
 /// The chosen backend and why it was chosen.

@@ -110,7 +110,7 @@ fn changed(prev: u64, cur: u64, hzero: u64) -> Option<bool> {
 
 impl SampleSource {
     pub fn new(opts: &SourceOptions) -> Result<SampleSource> {
-        let target = Target::open(opts.pid)?.with_range(opts.range);
+        let target = Target::open(opts.pid)?.with_ranges(opts.scope());
         let pagemap = open_pagemap(opts.pid)?;
         let page = page_size();
         let mut s = SampleSource {
