@@ -13,8 +13,11 @@
 //! - a **byte rate** (dirty rate) must say bytes and per second: `1.5GB/s`, `800MiB/s`,
 //!   `1.5GiBps`; `1.5g/s` and `1.5Gb/s` are ambiguous (bits or bytes?) and rejected.
 //!
-//! Anything else, including a bare number, is an error naming what was expected. Values
-//! must be finite and positive (zero is allowed only for the dirty rate and durations).
+//! Anything else, including a bare number, is an error naming what was expected. A number
+//! is plain decimal with an optional exponent (`1e3GiB`); no sign, no `nan` or `inf`. Each
+//! quantity has a plausible [`Range`] ([`LINK`], [`MEM`], [`RATE`], [`DIRTY_LIMIT`],
+//! [`DOWNTIME`], [`DEADLINE`]); outside it the error is [`UnitError::OutOfRange`] and states
+//! the range (`docs/reliability.md`). Zero is allowed only where the range starts at zero.
 //!
 //! A bare zero is the one number that needs no unit: zero is zero in bits, bytes or
 //! seconds. It is read as zero and then judged like a zero with a unit, so `--dirty-rate 0`
@@ -147,7 +150,11 @@ fn bare_zero(t: &str) -> Option<f64> {
     (v == 0.0 && t.chars().all(|c| c.is_ascii_digit() || c == '.')).then_some(0.0)
 }
 
-/// The "has no unit" error, suggesting only the spellings (`candidates`) that `ok` accepts.
+/// Longest spelling a hint suggests: the message stays short whatever was typed.
+const HINT_MAX: usize = 24;
+
+/// The "has no unit" error, suggesting only the spellings (`candidates`) that `ok` accepts
+/// and that are short enough to read.
 fn no_unit(
     head: String,
     candidates: &[String],
@@ -157,10 +164,10 @@ fn no_unit(
     let good: Vec<&str> = candidates
         .iter()
         .map(String::as_str)
-        .filter(|c| ok(c))
+        .filter(|c| c.len() <= HINT_MAX && ok(c))
         .collect();
     UnitError::NoUnit(if good.is_empty() {
-        format!("{head}, and is out of range in any unit ({tail})")
+        format!("{head}: give it a unit ({tail})")
     } else {
         format!("{head}: write e.g. {} ({tail})", good.join(" or "))
     })
@@ -178,10 +185,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
         return Ok(Duration::ZERO);
     }
     if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(UnitError::NoUnit(format!(
-            "duration {} has no unit: write e.g. {t}s or {t}ms",
-            quote(t)
-        )));
+        return Err(UnitError::NoUnit(if t.len() + 2 <= HINT_MAX {
+            format!(
+                "duration {} has no unit: write e.g. {t}s or {t}ms",
+                quote(t)
+            )
+        } else {
+            format!("duration {} has no unit (e.g. 1s, 250ms)", quote(t))
+        }));
     }
     humantime::parse_duration(t).map_err(|e| {
         UnitError::Invalid(format!(
@@ -217,6 +228,8 @@ pub fn parse_secs_in(s: &str, range: &Range) -> Result<f64, UnitError> {
         0.0
     } else {
         match split_number(t) {
+            // A zero in any spelling (`0e0`) needs no unit.
+            Ok((n, "")) if n.value == 0.0 => 0.0,
             Ok((_, "")) => {
                 return Err(no_unit(
                     format!("{} {} has no unit", range.what, quote(t)),
@@ -412,7 +425,7 @@ pub fn parse_mem(s: &str) -> Result<f64, UnitError> {
             let p = p.to_ascii_uppercase();
             let good: Vec<String> = [format!("{}{p}iB", n.text), format!("{}{p}B", n.text)]
                 .into_iter()
-                .filter(|c| parse_mem(c).is_ok())
+                .filter(|c| c.len() <= HINT_MAX && parse_mem(c).is_ok())
                 .collect();
             let fix = if good.is_empty() {
                 MEM.words.to_string()
@@ -453,6 +466,10 @@ pub fn parse_byte_rate_in(s: &str, range: &Range) -> Result<f64, UnitError> {
     }
     let (n, unit) = split_number(t)
         .map_err(|e| UnitError::Invalid(format!("bad {}: {e} ({hint})", range.what)))?;
+    if n.value == 0.0 && unit.is_empty() {
+        // A zero in any spelling (`0e0`) needs no unit.
+        return range.check(t, 0.0);
+    }
     let (body, per_s) = strip_per_second(unit);
     if !per_s {
         let head = format!("{} {} needs bytes per second", range.what, quote(t));
