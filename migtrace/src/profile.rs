@@ -159,8 +159,9 @@ pub mod limits {
     pub const PID_MAX: u32 = 1 << 22;
     /// Growth points: a watch writes a few dozen.
     pub const GROWTH_POINTS_MAX: usize = 4096;
-    /// Threads: each becomes a writer the model steps through every pass.
-    pub const THREADS_MAX: usize = 65536;
+    /// Threads: each becomes a writer the model steps through every pass; the kernel map
+    /// that counts them (`THREADS` in `migtrace-ebpf/src/maps.rs`) holds 16384.
+    pub const THREADS_MAX: usize = 16384;
     pub const CAVEATS_MAX: usize = 256;
     /// Characters in any one string (comm, backend, a caveat).
     pub const STRING_MAX: usize = 4096;

@@ -41,7 +41,7 @@ impl Curve {
             Curve::Sweep { rate, wws } => (rate * t).min(*wws).max(0.0),
             Curve::Measured { profile, cap } => {
                 let page = profile.target.page_size.max(1) as f64;
-                (profile.unique_pages_in(t) * page).min(*cap).max(0.0)
+                (unique_pages_in(profile, t) * page).min(*cap).max(0.0)
             }
         }
     }
@@ -60,6 +60,35 @@ impl Curve {
             Curve::Saturating { .. } | Curve::Sweep { .. } => None,
             Curve::Measured { profile, .. } => profile.growth.last().map(|p| p.window_s),
         }
+    }
+}
+
+/// [`Profile::unique_pages_in`] with the segment found by bisection: the same points and
+/// the same arithmetic, in log time, since the model asks for every writer in every pass
+/// and a profile may hold thousands of points.
+fn unique_pages_in(p: &Profile, window_s: f64) -> f64 {
+    let cap = (p.target.writable_bytes / p.target.page_size.max(1)) as f64;
+    let pts = &p.growth;
+    let v = if pts.is_empty() {
+        p.dirty.pages_per_sec * window_s
+    } else if window_s <= pts[0].window_s {
+        pts[0].unique_pages * window_s / pts[0].window_s
+    } else {
+        // The first point at or past the window, as `windows(2).find(..)` finds it.
+        match pts.partition_point(|g| g.window_s < window_s) {
+            j if j > 0 && j < pts.len() => {
+                let (a, b) = (&pts[j - 1], &pts[j]);
+                a.unique_pages
+                    + (b.unique_pages - a.unique_pages) * (window_s - a.window_s)
+                        / (b.window_s - a.window_s)
+            }
+            _ => pts[pts.len() - 1].unique_pages,
+        }
+    };
+    if cap > 0.0 {
+        v.min(cap)
+    } else {
+        v
     }
 }
 
@@ -274,6 +303,28 @@ mod tests {
         let half = w.dirtied(10.0, &[0.5, 0.5]);
         assert!((half - w.dirtied(5.0, &[1.0, 1.0])).abs() < 1e-6);
         assert!(half < full);
+    }
+
+    /// The bisection finds the segment the linear scan of `Profile::unique_pages_in` finds.
+    #[test]
+    fn bisection_matches_the_profile_curve() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/profiles/busy-vm.json"
+        ))
+        .unwrap();
+        let p = Profile::parse(&text, "busy-vm").unwrap();
+        let last = p.growth.last().unwrap().window_s;
+        for i in 0..2000 {
+            let t = last * 1.5 * i as f64 / 1999.0;
+            assert_eq!(unique_pages_in(&p, t), p.unique_pages_in(t), "t = {t}");
+        }
+        for g in &p.growth {
+            assert_eq!(
+                unique_pages_in(&p, g.window_s),
+                p.unique_pages_in(g.window_s)
+            );
+        }
     }
 
     #[test]
