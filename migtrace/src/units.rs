@@ -184,7 +184,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     if bare_zero(t).is_some() {
         return Ok(Duration::ZERO);
     }
-    if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+    if t.chars().all(|c| c.is_ascii_digit() || c == '.') && t.parse::<f64>().is_ok() {
         return Err(UnitError::NoUnit(if t.len() + 2 <= HINT_MAX {
             format!(
                 "duration {} has no unit: write e.g. {t}s or {t}ms",
@@ -239,7 +239,13 @@ pub fn parse_secs_in(s: &str, range: &Range) -> Result<f64, UnitError> {
                 ))
             }
             Ok((n, unit)) if time_unit(unit).is_some() => n.value * time_unit(unit).unwrap_or(1.0),
-            _ => parse_duration(t)?.as_secs_f64(),
+            Ok(_) => parse_duration(t)?.as_secs_f64(),
+            Err(e) => {
+                return Err(UnitError::Invalid(format!(
+                    "bad {}: {e} (examples: 300ms, 1s, 1m30s)",
+                    range.what
+                )))
+            }
         }
     };
     if v == 0.0 {
