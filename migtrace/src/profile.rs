@@ -346,12 +346,17 @@ impl Profile {
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
             .map_err(io)?;
-        let ft = file.metadata().map_err(io)?.file_type();
-        if !ft.is_file() {
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
             return Err(ProfileError::NotAFile {
                 path: p,
-                kind: file_kind(ft),
+                kind: file_kind(meta.file_type()),
             });
+        }
+        // Said before reading; the capped read below holds for files that grow meanwhile
+        // or report no size (/proc).
+        if meta.len() > MAX_PROFILE_BYTES {
+            return Err(ProfileError::TooLarge { path: p });
         }
         let mut bytes = Vec::new();
         file.take(MAX_PROFILE_BYTES + 1)
