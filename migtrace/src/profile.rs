@@ -119,7 +119,8 @@ pub struct ThreadShare {
     pub busy_share: Option<f64>,
 }
 
-/// Why a profile could not be read.
+/// Why a profile could not be read. Every message is one line: paths and echoed file
+/// content are escaped and cut short.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("cannot read profile {path}: {source}")]
@@ -127,7 +128,11 @@ pub enum ProfileError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a migtrace profile: {source}")]
+    #[error("{path} is {kind}, not a regular file: give a profile written by `migtrace watch --profile-out`")]
+    NotAFile { path: String, kind: &'static str },
+    #[error("{path} is larger than {} MiB, the most a profile may be (a profile is a few KiB)", MAX_PROFILE_BYTES >> 20)]
+    TooLarge { path: String },
+    #[error("{path} is not a migtrace profile: {}", one_line(&.source.to_string()))]
     Parse {
         path: String,
         source: serde_json::Error,
@@ -143,6 +148,99 @@ pub enum ProfileError {
         path: String,
         source: std::io::Error,
     },
+}
+
+/// The most bytes [`Profile::load`] reads: a real profile is a few KiB, and a device or a
+/// runaway file must not fill the memory.
+pub const MAX_PROFILE_BYTES: u64 = 64 << 20;
+
+/// The bounds [`Profile::validate`] holds a profile to (`docs/reliability.md`).
+pub mod limits {
+    /// Page sizes: 4 KiB base pages to 1 GiB huge pages.
+    pub const PAGE_MIN: u64 = 4096;
+    pub const PAGE_MAX: u64 = 1 << 30;
+    /// Memory (writable, resident): at most 64 PiB, as `predict --mem`.
+    pub const MEM_MAX: u64 = 1 << 56;
+    /// Rates: at most 10 TB/s, as `predict --dirty-rate`.
+    pub const RATE_MAX: f64 = 1e13;
+    /// Times (watch length, interval, growth windows): at most a year.
+    pub const SECONDS_MAX: f64 = 365.0 * 86400.0;
+    /// Linux's PID_MAX_LIMIT (2^22).
+    pub const PID_MAX: u32 = 1 << 22;
+    /// Growth points: a watch writes a few dozen.
+    pub const GROWTH_POINTS_MAX: usize = 4096;
+    /// Threads: each becomes a writer the model steps through every pass; the kernel map
+    /// that counts them (`THREADS` in `migtrace-ebpf/src/maps.rs`) holds 16384.
+    pub const THREADS_MAX: usize = 16384;
+    pub const CAVEATS_MAX: usize = 256;
+    /// Characters in any one string (comm, backend, a caveat).
+    pub const STRING_MAX: usize = 4096;
+    /// Relative noise allowed to estimated unique-page counts (a HyperLogLog sketch is
+    /// within about 1 % of the truth): a growth point may fall short of the one before, or
+    /// exceed the pages of the writable memory, by this much and no more.
+    pub const ESTIMATE_SLACK: f64 = 0.03;
+}
+
+/// `v` when finite and in `[lo, hi]`, else the error naming the field and the range.
+fn in_range(name: &str, v: f64, lo: f64, hi: f64) -> Result<(), InvalidProfile> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(InvalidProfile(format!(
+            "{name} is {}, outside [{}, {}]",
+            short_num(v),
+            short_num(lo),
+            short_num(hi)
+        )))
+    }
+}
+
+/// A number for a message: `1e308`, not a 309-digit integer.
+fn short_num(v: f64) -> String {
+    if v.is_finite() && v.abs() < 1e15 {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
+/// At most `max` entries in the list `name`.
+fn count(name: &str, n: usize, max: usize) -> Result<(), InvalidProfile> {
+    if n <= max {
+        Ok(())
+    } else {
+        Err(InvalidProfile(format!(
+            "{name} has {n} entries, more than {max}"
+        )))
+    }
+}
+
+/// The kind of a file that is not a regular one, in words.
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+/// `s` escaped (control characters) and cut to 200 characters, for a one-line message.
+fn one_line(s: &str) -> String {
+    let s = crate::sink::clean(s);
+    let mut out: String = s.chars().take(200).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
 }
 
 /// A value in a profile that a model would misread.
@@ -242,17 +340,54 @@ impl Profile {
         std::fs::remove_file(&tmp).map_err(err)
     }
 
-    /// Reads and checks a profile file.
+    /// Reads and checks a profile file. Only a regular file is read (a device such as
+    /// `/dev/zero` or a FIFO is refused, without waiting on the FIFO), and at most
+    /// [`MAX_PROFILE_BYTES`] of it.
     pub fn load(path: &std::path::Path) -> Result<Profile, ProfileError> {
-        let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = one_line(&path.display().to_string());
+        let io = |source| ProfileError::Io {
             path: p.clone(),
             source,
+        };
+        // O_NONBLOCK: opening a FIFO does not wait for a writer; O_NOCTTY: a terminal does
+        // not become ours. The type is checked on the open file, so it cannot change after.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(ProfileError::NotAFile {
+                path: p,
+                kind: file_kind(meta.file_type()),
+            });
+        }
+        // Said before reading; the capped read below holds for files that grow meanwhile
+        // or report no size (/proc).
+        if meta.len() > MAX_PROFILE_BYTES {
+            return Err(ProfileError::TooLarge { path: p });
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_PROFILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_PROFILE_BYTES {
+            return Err(ProfileError::TooLarge { path: p });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not UTF-8 text ({e})"),
+            ))
         })?;
         Self::parse(&text, &p)
     }
 
-    /// Parses and checks profile JSON; `origin` names it in errors.
+    /// Parses and checks profile JSON; `origin` names it in errors. A UTF-8 byte order mark
+    /// at the start is skipped.
     pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
         // Check format and version before the full parse so an old or foreign file gets the
         // right message instead of "missing field".
@@ -261,93 +396,198 @@ impl Profile {
             format: Option<String>,
             version: Option<u32>,
         }
-        let head: Head = serde_json::from_str(text).map_err(|source| ProfileError::Parse {
-            path: origin.to_string(),
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let origin = one_line(origin);
+        let parse_err = |source| ProfileError::Parse {
+            path: origin.clone(),
             source,
-        })?;
+        };
+        let head: Head = serde_json::from_str(text).map_err(parse_err)?;
         let format = head.format.unwrap_or_default();
         if format != FORMAT {
             return Err(ProfileError::Format {
-                path: origin.to_string(),
-                found: format,
+                path: origin,
+                found: format.chars().take(40).collect(),
             });
         }
         let version = head.version.unwrap_or(0);
         if version > VERSION || version == 0 {
             return Err(ProfileError::Version {
-                path: origin.to_string(),
+                path: origin,
                 found: version,
             });
         }
-        let p: Profile = serde_json::from_str(text).map_err(|source| ProfileError::Parse {
-            path: origin.to_string(),
-            source,
-        })?;
-        p.validate().map_err(|why| ProfileError::Invalid {
-            path: origin.to_string(),
-            why,
-        })?;
+        let p: Profile = serde_json::from_str(text).map_err(parse_err)?;
+        p.validate()
+            .map_err(|why| ProfileError::Invalid { path: origin, why })?;
         Ok(p)
     }
 
-    /// Checks the values a model would silently misread: sizes, rates, shares and the
-    /// growth curve (windows positive and strictly increasing, counts finite and not negative).
+    /// Checks every value against what a model reads and the bounds of [`limits`]: the
+    /// target (page size a power of two in 4 KiB..1 GiB, memory of at least one page), the
+    /// rates and times (finite, within plausible bounds), the growth curve (windows
+    /// positive and increasing, unique pages never decreasing and never more than the
+    /// memory holds), the shares (in [0, 1]) and the sizes of lists and strings. The message
+    /// names the field.
     pub fn validate(&self) -> Result<(), InvalidProfile> {
         self.check()
     }
 
     fn check(&self) -> Result<(), InvalidProfile> {
-        let share = |name: &str, v: f64| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(InvalidProfile(format!("{name} is {v}, outside [0, 1]")))
-            }
-        };
-        let nonneg = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(InvalidProfile(format!(
-                    "{name} is {v}, not a finite number >= 0"
-                )))
-            }
-        };
-        if self.target.page_size == 0 {
-            return Err(InvalidProfile("target.page_size is 0".into()));
+        self.check_target()?;
+        self.check_numbers()?;
+        self.check_growth()?;
+        self.check_threads()?;
+        self.check_strings()
+    }
+
+    fn check_target(&self) -> Result<(), InvalidProfile> {
+        let t = &self.target;
+        if !(t.page_size.is_power_of_two()
+            && (limits::PAGE_MIN..=limits::PAGE_MAX).contains(&t.page_size))
+        {
+            return Err(InvalidProfile(format!(
+                "target.page_size is {}, not a power of two from 4096 (4 KiB) to 1073741824 (1 GiB)",
+                t.page_size
+            )));
         }
-        nonneg("duration_s", self.duration_s)?;
-        nonneg("interval_s", self.interval_s)?;
-        nonneg("dirty.bytes_per_sec", self.dirty.bytes_per_sec)?;
-        nonneg("dirty.pages_per_sec", self.dirty.pages_per_sec)?;
-        nonneg("dirty.peak_bytes_per_sec", self.dirty.peak_bytes_per_sec)?;
-        for (i, g) in self.growth.iter().enumerate() {
-            if !(g.window_s.is_finite() && g.window_s > 0.0) {
-                return Err(InvalidProfile(format!(
-                    "growth[{i}].window_s is {}, not above 0",
-                    g.window_s
-                )));
-            }
-            nonneg(&format!("growth[{i}].unique_pages"), g.unique_pages)?;
-            if i > 0 && g.window_s <= self.growth[i - 1].window_s {
-                return Err(InvalidProfile(format!(
-                    "growth is not sorted by window_s (growth[{i}] = {} s after {} s)",
-                    g.window_s,
-                    self.growth[i - 1].window_s
-                )));
-            }
+        if t.writable_bytes < t.page_size || t.writable_bytes > limits::MEM_MAX {
+            return Err(InvalidProfile(format!(
+                "target.writable_bytes is {}, not from one page (target.page_size, {}) to 64 PiB",
+                t.writable_bytes, t.page_size
+            )));
         }
-        for (i, t) in self.threads.iter().enumerate() {
-            share(&format!("threads[{i}].share"), t.share)?;
-            if let Some(b) = t.busy_share {
-                share(&format!("threads[{i}].busy_share"), b)?;
-            }
+        if t.rss_bytes > limits::MEM_MAX {
+            return Err(InvalidProfile(format!(
+                "target.rss_bytes is {}, more than 64 PiB",
+                t.rss_bytes
+            )));
+        }
+        if t.pid > limits::PID_MAX {
+            return Err(InvalidProfile(format!(
+                "target.pid is {}, above Linux's PID_MAX_LIMIT ({})",
+                t.pid,
+                limits::PID_MAX
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_numbers(&self) -> Result<(), InvalidProfile> {
+        let d = &self.dirty;
+        let max_pps = limits::RATE_MAX / self.target.page_size as f64;
+        in_range("duration_s", self.duration_s, 0.0, limits::SECONDS_MAX)?;
+        in_range("interval_s", self.interval_s, 0.0, limits::SECONDS_MAX)?;
+        in_range(
+            "dirty.bytes_per_sec",
+            d.bytes_per_sec,
+            0.0,
+            limits::RATE_MAX,
+        )?;
+        in_range("dirty.pages_per_sec", d.pages_per_sec, 0.0, max_pps)?;
+        in_range(
+            "dirty.peak_bytes_per_sec",
+            d.peak_bytes_per_sec,
+            0.0,
+            limits::RATE_MAX,
+        )?;
+        if let Some([lo, hi]) = d.ci95_bytes_per_sec {
+            in_range("dirty.ci95_bytes_per_sec[0]", lo, 0.0, limits::RATE_MAX)?;
+            in_range("dirty.ci95_bytes_per_sec[1]", hi, lo, limits::RATE_MAX)?;
         }
         if let Some(b) = self.busy_share {
-            share("busy_share", b)?;
+            in_range("busy_share", b, 0.0, 1.0)?;
         }
         if let Some(z) = self.zero_page_share {
-            share("zero_page_share", z)?;
+            in_range("zero_page_share", z, 0.0, 1.0)?;
+        }
+        Ok(())
+    }
+
+    fn check_growth(&self) -> Result<(), InvalidProfile> {
+        let g = &self.growth;
+        count("growth", g.len(), limits::GROWTH_POINTS_MAX)?;
+        let pages = (self.target.writable_bytes / self.target.page_size) as f64;
+        let most = pages * (1.0 + limits::ESTIMATE_SLACK);
+        for (i, p) in g.iter().enumerate() {
+            if !(p.window_s.is_finite() && p.window_s > 0.0 && p.window_s <= limits::SECONDS_MAX) {
+                return Err(InvalidProfile(format!(
+                    "growth[{i}].window_s is {}, not above 0 and at most {} s",
+                    short_num(p.window_s),
+                    limits::SECONDS_MAX
+                )));
+            }
+            in_range(&format!("growth[{i}].unique_pages"), p.unique_pages, 0.0, most)
+                .map_err(|e| InvalidProfile(format!("{e} (more unique pages than target.writable_bytes / target.page_size = {pages} holds)")))?;
+            let Some(q) = i.checked_sub(1).map(|j| &g[j]) else {
+                continue;
+            };
+            if p.window_s <= q.window_s {
+                return Err(InvalidProfile(format!(
+                    "growth is not sorted by window_s (growth[{i}] = {} s after {} s)",
+                    short_num(p.window_s),
+                    short_num(q.window_s)
+                )));
+            }
+            if p.unique_pages < q.unique_pages * (1.0 - limits::ESTIMATE_SLACK) {
+                return Err(InvalidProfile(format!(
+                    "growth decreases: growth[{i}].unique_pages is {} after {} (a longer window cannot hold fewer unique pages)",
+                    short_num(p.unique_pages),
+                    short_num(q.unique_pages)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_threads(&self) -> Result<(), InvalidProfile> {
+        count("threads", self.threads.len(), limits::THREADS_MAX)?;
+        for (i, t) in self.threads.iter().enumerate() {
+            in_range(&format!("threads[{i}].share"), t.share, 0.0, 1.0)?;
+            if let Some(b) = t.busy_share {
+                in_range(&format!("threads[{i}].busy_share"), b, 0.0, 1.0)?;
+            }
+            if t.tid > limits::PID_MAX {
+                return Err(InvalidProfile(format!(
+                    "threads[{i}].tid is {}, above Linux's PID_MAX_LIMIT ({})",
+                    t.tid,
+                    limits::PID_MAX
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_strings(&self) -> Result<(), InvalidProfile> {
+        count("caveats", self.caveats.len(), limits::CAVEATS_MAX)?;
+        let named = [
+            ("tool_version", &self.tool_version),
+            ("target.comm", &self.target.comm),
+            ("backend", &self.backend),
+        ];
+        let caveats = self
+            .caveats
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("caveats[{i}]"), c));
+        let threads = self
+            .threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("threads[{i}].comm"), &t.comm));
+        for (name, s) in named
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s))
+            .chain(caveats)
+            .chain(threads)
+        {
+            if s.chars().count() > limits::STRING_MAX {
+                return Err(InvalidProfile(format!(
+                    "{name} is {} characters long, more than {}",
+                    s.chars().count(),
+                    limits::STRING_MAX
+                )));
+            }
         }
         Ok(())
     }

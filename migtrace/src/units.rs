@@ -13,8 +13,11 @@
 //! - a **byte rate** (dirty rate) must say bytes and per second: `1.5GB/s`, `800MiB/s`,
 //!   `1.5GiBps`; `1.5g/s` and `1.5Gb/s` are ambiguous (bits or bytes?) and rejected.
 //!
-//! Anything else, including a bare number, is an error naming what was expected. Values
-//! must be finite and positive (zero is allowed only for the dirty rate and durations).
+//! Anything else, including a bare number, is an error naming what was expected. A number
+//! is plain decimal with an optional exponent (`1e3GiB`); no sign, no `nan` or `inf`. Each
+//! quantity has a plausible [`Range`] ([`LINK`], [`MEM`], [`RATE`], [`DIRTY_LIMIT`],
+//! [`DOWNTIME`], [`DEADLINE`]); outside it the error is [`UnitError::OutOfRange`] and states
+//! the range (`docs/reliability.md`). Zero is allowed only where the range starts at zero.
 //!
 //! A bare zero is the one number that needs no unit: zero is zero in bits, bytes or
 //! seconds. It is read as zero and then judged like a zero with a unit, so `--dirty-rate 0`
@@ -34,6 +37,10 @@ pub enum UnitError {
     /// A zero or negative value where only more than zero makes sense (`--mem 0`).
     #[error("{0}")]
     NotPositive(String),
+    /// A well-formed value outside the plausible range of what it measures (`--link 1e27g`,
+    /// `--mem 0.1B`, `--downtime 1ns`). The message states the range.
+    #[error("{0}")]
+    OutOfRange(String),
     /// Anything else: empty, not a number, an unknown, ambiguous or misspelled unit.
     #[error("{0}")]
     Invalid(String),
@@ -45,10 +52,125 @@ impl From<UnitError> for crate::error::Error {
     }
 }
 
+const KIB: f64 = 1024.0;
+const MIB: f64 = KIB * KIB;
+const PIB: f64 = MIB * MIB * MIB / KIB;
+
+/// The plausible values of one kind of quantity, in its base unit (bit/s, bytes, bytes/s,
+/// seconds), and how the error message states them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Range {
+    /// What is measured, for the message ("link rate").
+    pub what: &'static str,
+    pub lo: f64,
+    pub hi: f64,
+    /// The range in words, as the error message gives it.
+    pub words: &'static str,
+}
+
+impl Range {
+    /// Whether `v` is in the range (never for NaN).
+    pub fn contains(&self, v: f64) -> bool {
+        v >= self.lo && v <= self.hi
+    }
+
+    /// `v` if in range, else the error naming the value as typed and the range.
+    fn check(&self, typed: &str, v: f64) -> Result<f64, UnitError> {
+        if self.contains(v) {
+            Ok(v)
+        } else {
+            Err(UnitError::OutOfRange(format!(
+                "{} {} is out of range: {}",
+                self.what,
+                quote(typed),
+                self.words
+            )))
+        }
+    }
+}
+
+/// Links: 1 kbit/s to 10 Tbit/s. Past either end the numbers are typos: QMP's
+/// `max-bandwidth` is a u64 of bytes/s, and no NIC runs at 10 Tbit/s.
+pub const LINK: Range = Range {
+    what: "link rate",
+    lo: 1e3,
+    hi: 1e13,
+    words: "a link goes from 1 kbit/s to 10 Tbit/s",
+};
+/// Memory: at least one 4 KiB page, at most 64 PiB (x86-64 addresses at most 4 PiB of
+/// physical memory; the output prints sizes up to PiB, and what it prints is accepted).
+pub const MEM: Range = Range {
+    what: "memory size",
+    lo: 4096.0,
+    hi: 64.0 * PIB,
+    words: "memory is at least one page (4 KiB) and at most 64 PiB",
+};
+/// Dirty rates: 0 to 10 TB/s, above the memory bandwidth of any machine.
+pub const RATE: Range = Range {
+    what: "rate",
+    lo: 0.0,
+    hi: 1e13,
+    words: "a dirty rate goes from 0 to 10 TB/s",
+};
+/// QEMU's `vcpu-dirty-limit` counts whole MB/s (MB = 2^20): 1 MiB/s is its smallest.
+pub const DIRTY_LIMIT: Range = Range {
+    what: "dirty limit",
+    lo: MIB,
+    hi: 1e13,
+    words: "a per-vCPU dirty limit goes from 1 MiB/s (QEMU counts whole MB/s) to 10 TB/s",
+};
+/// QEMU's `downtime-limit` is in whole milliseconds, at most 2000 s
+/// (`MAX_MIGRATE_DOWNTIME_SECONDS` in `migration/options.c`).
+pub const DOWNTIME: Range = Range {
+    what: "downtime limit",
+    lo: 0.001,
+    hi: 2000.0,
+    words: "a downtime limit goes from 1 ms to 2000 s, as QEMU's downtime-limit in ms",
+};
+/// A completion deadline: 1 s to 30 days (the simulation gives up after one simulated day).
+pub const DEADLINE: Range = Range {
+    what: "deadline",
+    lo: 1.0,
+    hi: 30.0 * 86400.0,
+    words: "a deadline goes from 1 s to 30 days",
+};
+
+/// The text as typed, quoted and escaped for a one-line message, cut after 40 characters.
+pub fn quote(t: &str) -> String {
+    let mut cut: String = t.chars().take(40).collect();
+    if cut.len() < t.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
 /// The value of a bare zero (`0`, `0.0`), which needs no unit.
 fn bare_zero(t: &str) -> Option<f64> {
     let v: f64 = t.parse().ok()?;
     (v == 0.0 && t.chars().all(|c| c.is_ascii_digit() || c == '.')).then_some(0.0)
+}
+
+/// Longest spelling a hint suggests: the message stays short whatever was typed.
+const HINT_MAX: usize = 24;
+
+/// The "has no unit" error, suggesting only the spellings (`candidates`) that `ok` accepts
+/// and that are short enough to read.
+fn no_unit(
+    head: String,
+    candidates: &[String],
+    ok: impl Fn(&str) -> bool,
+    tail: &str,
+) -> UnitError {
+    let good: Vec<&str> = candidates
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.len() <= HINT_MAX && ok(c))
+        .collect();
+    UnitError::NoUnit(if good.is_empty() {
+        format!("{head}: give it a unit ({tail})")
+    } else {
+        format!("{head}: write e.g. {} ({tail})", good.join(" or "))
+    })
 }
 
 /// Parses a duration such as `1s`, `250ms`, `1m30s`. A bare number is rejected because it
@@ -62,36 +184,119 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     if bare_zero(t).is_some() {
         return Ok(Duration::ZERO);
     }
-    if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(UnitError::NoUnit(format!(
-            "duration {t:?} has no unit: write e.g. {t}s or {t}ms"
-        )));
+    if t.chars().all(|c| c.is_ascii_digit() || c == '.') && t.parse::<f64>().is_ok() {
+        return Err(UnitError::NoUnit(if t.len() + 2 <= HINT_MAX {
+            format!(
+                "duration {} has no unit: write e.g. {t}s or {t}ms",
+                quote(t)
+            )
+        } else {
+            format!("duration {} has no unit (e.g. 1s, 250ms)", quote(t))
+        }));
     }
     humantime::parse_duration(t).map_err(|e| {
         UnitError::Invalid(format!(
-            "bad duration {t:?}: {e} (examples: 1s, 250ms, 1m30s)"
+            "bad duration {}: {e} (examples: 1s, 250ms, 1m30s)",
+            quote(t)
         ))
     })
 }
 
-/// Splits `"1.5GB/s"` into `(1.5, "GB/s")`. The number is plain decimal (no sign, no
-/// exponent), so `-1g`, `1e3g` and `nan` are rejected here.
-fn split_number(t: &str) -> Result<(f64, &str), UnitError> {
-    let end = t
-        .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_digit() || c == '.'))
-        .map(|(i, _)| i)
-        .unwrap_or(t.len());
-    let (num, rest) = t.split_at(end);
-    let not_a_number = || UnitError::Invalid(format!("{t:?} does not start with a number"));
-    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+/// Seconds in one of a duration unit, for a single number and unit (`1.5e3ms`).
+fn time_unit(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
+        "d" | "day" | "days" => 86400.0,
+        _ => return None,
+    })
+}
+
+/// A duration in seconds within `range` (`--downtime`, `--deadline`): one number with a unit
+/// (`300ms`, `1.5s`, `2e3ms`) or humantime's compound form (`1m30s`). Zero is "must be more
+/// than zero"; a bare non-zero number gets the "no unit" hint with spellings in range.
+pub fn parse_secs_in(s: &str, range: &Range) -> Result<f64, UnitError> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(UnitError::Invalid(format!("empty {}", range.what)));
+    }
+    let v = if bare_zero(t).is_some() {
+        0.0
+    } else {
+        match split_number(t) {
+            // A zero in any spelling (`0e0`) needs no unit.
+            Ok((n, "")) if n.value == 0.0 => 0.0,
+            Ok((_, "")) => {
+                return Err(no_unit(
+                    format!("{} {} has no unit", range.what, quote(t)),
+                    &[format!("{t}s"), format!("{t}ms")],
+                    |c| parse_secs_in(c, range).is_ok(),
+                    range.words,
+                ))
+            }
+            Ok((n, unit)) if time_unit(unit).is_some() => n.value * time_unit(unit).unwrap_or(1.0),
+            Ok(_) => parse_duration(t)?.as_secs_f64(),
+            Err(e) => {
+                return Err(UnitError::Invalid(format!(
+                    "bad {}: {e} (examples: 300ms, 1s, 1m30s)",
+                    range.what
+                )))
+            }
+        }
+    };
+    if v == 0.0 {
+        return Err(UnitError::NotPositive(format!(
+            "must be more than zero, not {} ({})",
+            quote(t),
+            range.words
+        )));
+    }
+    range.check(t, v)
+}
+
+/// A number as typed: plain decimal with an optional exponent (`1.5`, `2e3`, `1E-2`).
+struct Number<'a> {
+    /// Its value: infinite when too large for f64 (then out of any range); the smallest
+    /// positive f64 when a non-zero number is too small for it (so it is not read as zero).
+    value: f64,
+    /// The number's own text.
+    text: &'a str,
+}
+
+/// Splits `"1.5GB/s"` into the number `1.5` and `"GB/s"`. No sign (`-1g` is rejected here),
+/// no `nan` or `inf`; an exponent is part of the number (`1e400g` is a number, out of range).
+fn split_number(t: &str) -> Result<(Number<'_>, &str), UnitError> {
+    let b = t.as_bytes();
+    let digits = |mut i: usize, dot: bool| {
+        while i < b.len() && (b[i].is_ascii_digit() || (dot && b[i] == b'.')) {
+            i += 1;
+        }
+        i
+    };
+    let mantissa_end = digits(0, true);
+    let mantissa = &t[..mantissa_end];
+    let not_a_number = || UnitError::Invalid(format!("{} does not start with a number", quote(t)));
+    if mantissa.is_empty() || mantissa == "." || mantissa.matches('.').count() > 1 {
         return Err(not_a_number());
     }
-    let v: f64 = num.parse().map_err(|_| not_a_number())?;
-    if !v.is_finite() {
-        return Err(UnitError::Invalid(format!("{t:?} is not a finite number")));
+    let mut end = mantissa_end;
+    if end < b.len() && (b[end] == b'e' || b[end] == b'E') {
+        let sign = usize::from(end + 1 < b.len() && (b[end + 1] == b'+' || b[end + 1] == b'-'));
+        let exp_end = digits(end + 1 + sign, false);
+        if exp_end > end + 1 + sign {
+            end = exp_end;
+        }
     }
-    Ok((v, rest.trim_start()))
+    let text = &t[..end];
+    let mut value: f64 = text.parse().map_err(|_| not_a_number())?;
+    if value == 0.0 && mantissa.bytes().any(|c| (b'1'..=b'9').contains(&c)) {
+        value = f64::MIN_POSITIVE;
+    }
+    Ok((Number { value, text }, t[end..].trim_start()))
 }
 
 /// Decimal (SI) multiplier for a prefix letter, case-insensitive.
@@ -101,6 +306,7 @@ fn si(prefix: char) -> Option<f64> {
         'm' => Some(1e6),
         'g' => Some(1e9),
         't' => Some(1e12),
+        'p' => Some(1e15),
         _ => None,
     }
 }
@@ -108,10 +314,11 @@ fn si(prefix: char) -> Option<f64> {
 /// Binary (IEC) multiplier for a prefix letter, case-insensitive.
 fn iec(prefix: char) -> Option<f64> {
     match prefix.to_ascii_lowercase() {
-        'k' => Some(1024.0),
-        'm' => Some(1024.0 * 1024.0),
-        'g' => Some(1024.0 * 1024.0 * 1024.0),
-        't' => Some(1024.0 * 1024.0 * 1024.0 * 1024.0),
+        'k' => Some(KIB),
+        'm' => Some(MIB),
+        'g' => Some(MIB * KIB),
+        't' => Some(MIB * MIB),
+        'p' => Some(PIB),
         _ => None,
     }
 }
@@ -128,7 +335,10 @@ fn split_prefix(unit: &str) -> (Option<char>, &str) {
 /// Strips a per-second suffix (`/s`, `ps`, `/sec`) and says whether there was one.
 fn strip_per_second(unit: &str) -> (&str, bool) {
     for suffix in ["/sec", "/s", "ps"] {
-        if unit.len() > suffix.len() && unit.to_ascii_lowercase().ends_with(suffix) {
+        if unit.len() > suffix.len()
+            && unit.is_char_boundary(unit.len() - suffix.len())
+            && unit[unit.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        {
             return (&unit[..unit.len() - suffix.len()], true);
         }
     }
@@ -136,24 +346,28 @@ fn strip_per_second(unit: &str) -> (&str, bool) {
 }
 
 /// A link rate in bits per second, from `10g`, `40gbit`, `25GbE`, `100Gb/s`, `400Gbps`,
-/// `1000m`, or in bytes with a capital B: `1.25GB/s`, `1GiB/s`.
+/// `1000m`, or in bytes with a capital B: `1.25GB/s`, `1GiB/s`. Within [`LINK`].
 pub fn parse_link(s: &str) -> Result<f64, UnitError> {
     let t = s.trim();
     let hint = "examples: 10g, 40gbit, 25GbE, 100Gb/s, 1.25GB/s";
-    let zero = || UnitError::NotPositive(format!("link rate {t:?} must be more than zero"));
+    let zero = || UnitError::NotPositive(format!("link rate {} must be more than zero", quote(t)));
     if t.is_empty() {
         return Err(UnitError::Invalid(format!("empty link rate ({hint})")));
     }
-    let (v, unit) =
+    let (n, unit) =
         split_number(t).map_err(|e| UnitError::Invalid(format!("bad link rate: {e} ({hint})")))?;
+    let v = n.value;
     if v == 0.0 {
         // Zero bits is no link in any unit; say so rather than suggest a unit.
         return Err(zero());
     }
     if unit.is_empty() {
-        return Err(UnitError::NoUnit(format!(
-            "link rate {t:?} has no unit: write e.g. {t}g for {t} Gbit/s ({hint})"
-        )));
+        return Err(no_unit(
+            format!("link rate {} has no unit", quote(t)),
+            &[format!("{t}g"), format!("{t}m"), format!("{t}k")],
+            |c| parse_link(c).is_ok(),
+            &format!("g = Gbit/s; {}; {hint}", LINK.words),
+        ));
     }
     let (body, per_s) = strip_per_second(unit);
     let (prefix, rest) = split_prefix(body);
@@ -174,92 +388,121 @@ pub fn parse_link(s: &str) -> Result<f64, UnitError> {
         (Some(p), "iB") if per_s => v * iec(p).unwrap_or(1.0) * 8.0,
         _ => {
             return Err(UnitError::Invalid(format!(
-                "link rate {t:?}: unknown or ambiguous unit {unit:?} ({hint})"
+                "link rate {}: unknown or ambiguous unit {} ({hint})",
+                quote(t),
+                quote(unit)
             )))
         }
     };
-    if bits <= 0.0 {
-        return Err(zero());
-    }
-    Ok(bits)
+    LINK.check(t, bits)
 }
 
 /// A memory size in bytes, from `128GiB`, `128g` (binary, as QEMU's `-m 128G`), `512MiB`,
-/// `128GB` (SI).
+/// `128GB` (SI), `16PiB`. Within [`MEM`].
 pub fn parse_mem(s: &str) -> Result<f64, UnitError> {
     let t = s.trim();
     let hint = "examples: 128GiB, 128g, 512MiB, 64GB";
-    let zero = || UnitError::NotPositive(format!("memory size {t:?} must be more than zero"));
+    let zero =
+        || UnitError::NotPositive(format!("memory size {} must be more than zero", quote(t)));
     if t.is_empty() {
         return Err(UnitError::Invalid(format!("empty memory size ({hint})")));
     }
-    let (v, unit) = split_number(t)
+    let (n, unit) = split_number(t)
         .map_err(|e| UnitError::Invalid(format!("bad memory size: {e} ({hint})")))?;
+    let v = n.value;
     if v == 0.0 {
         // Zero bytes is no size in any unit; say so rather than suggest a unit.
         return Err(zero());
     }
     if unit.is_empty() {
-        return Err(UnitError::NoUnit(format!(
-            "memory size {t:?} has no unit: write e.g. {t}GiB or {t}MiB ({hint})"
-        )));
+        return Err(no_unit(
+            format!("memory size {} has no unit", quote(t)),
+            &[format!("{t}GiB"), format!("{t}MiB")],
+            |c| parse_mem(c).is_ok(),
+            &format!("{}; {hint}", MEM.words),
+        ));
     }
     let (prefix, rest) = split_prefix(unit);
     let bytes = match (prefix, rest) {
         (Some(p), "") | (Some(p), "iB") | (Some(p), "ib") => v * iec(p).unwrap_or(1.0),
         (Some(p), "B") => v * si(p).unwrap_or(1.0),
         (None, "B") => v,
-        (Some(_), "b") | (Some(_), "bit") => {
+        (Some(p), "b") | (Some(p), "bit") => {
+            let p = p.to_ascii_uppercase();
+            let good: Vec<String> = [format!("{}{p}iB", n.text), format!("{}{p}B", n.text)]
+                .into_iter()
+                .filter(|c| c.len() <= HINT_MAX && parse_mem(c).is_ok())
+                .collect();
+            let fix = if good.is_empty() {
+                MEM.words.to_string()
+            } else {
+                format!("write {}", good.join(" or "))
+            };
             return Err(UnitError::Invalid(format!(
-                "memory size {t:?} is in bits (lowercase b): write {v}GiB or {v}GB ({hint})"
-            )))
+                "memory size {} is in bits (lowercase b): {fix} ({hint})",
+                quote(t)
+            )));
         }
         _ => {
             return Err(UnitError::Invalid(format!(
-                "memory size {t:?}: unknown unit {unit:?} ({hint})"
+                "memory size {}: unknown unit {} ({hint})",
+                quote(t),
+                quote(unit)
             )))
         }
     };
-    if bytes <= 0.0 {
-        return Err(zero());
-    }
-    Ok(bytes)
+    MEM.check(t, bytes)
 }
 
 /// A byte rate in bytes per second, from `1.5GB/s`, `800MiB/s`, `1.5GiBps`, `0B/s` or a
-/// bare `0`. The unit must name bytes (capital `B`) and time.
+/// bare `0`. The unit must name bytes (capital `B`) and time. Within [`RATE`].
 pub fn parse_byte_rate(s: &str) -> Result<f64, UnitError> {
+    parse_byte_rate_in(s, &RATE)
+}
+
+/// A byte rate within `range` (a bare zero is zero, then judged by the range).
+pub fn parse_byte_rate_in(s: &str, range: &Range) -> Result<f64, UnitError> {
     let t = s.trim();
     let hint = "examples: 1.5GB/s, 800MiB/s, 200MB/s";
     if t.is_empty() {
-        return Err(UnitError::Invalid(format!("empty rate ({hint})")));
+        return Err(UnitError::Invalid(format!("empty {} ({hint})", range.what)));
     }
     if let Some(z) = bare_zero(t) {
-        return Ok(z);
+        return range.check(t, z);
     }
-    let (v, unit) =
-        split_number(t).map_err(|e| UnitError::Invalid(format!("bad rate: {e} ({hint})")))?;
+    let (n, unit) = split_number(t)
+        .map_err(|e| UnitError::Invalid(format!("bad {}: {e} ({hint})", range.what)))?;
+    if n.value == 0.0 && unit.is_empty() {
+        // A zero in any spelling (`0e0`) needs no unit.
+        return range.check(t, 0.0);
+    }
     let (body, per_s) = strip_per_second(unit);
     if !per_s {
-        let e = format!("rate {t:?} needs bytes per second: write e.g. {v}GB/s ({hint})");
-        return Err(if unit.is_empty() {
-            UnitError::NoUnit(e)
-        } else {
-            UnitError::Invalid(e)
-        });
+        let head = format!("{} {} needs bytes per second", range.what, quote(t));
+        let cands = [format!("{}GB/s", n.text), format!("{}MB/s", n.text)];
+        let ok = |c: &str| parse_byte_rate_in(c, range).is_ok();
+        return Err(
+            match no_unit(head, &cands, ok, &format!("{}; {hint}", range.words)) {
+                UnitError::NoUnit(m) if !unit.is_empty() => UnitError::Invalid(m),
+                e => e,
+            },
+        );
     }
     let (prefix, rest) = split_prefix(body);
     let bytes = match (prefix, rest) {
-        (Some(p), "B") => v * si(p).unwrap_or(1.0),
-        (Some(p), "iB") => v * iec(p).unwrap_or(1.0),
-        (None, "B") => v,
+        (Some(p), "B") => n.value * si(p).unwrap_or(1.0),
+        (Some(p), "iB") => n.value * iec(p).unwrap_or(1.0),
+        (None, "B") => n.value,
         _ => {
             return Err(UnitError::Invalid(format!(
-            "rate {t:?}: ambiguous or unknown unit {body:?}, say bytes with a capital B ({hint})"
-        )))
+                "{} {}: ambiguous or unknown unit {}, say bytes with a capital B ({hint})",
+                range.what,
+                quote(t),
+                quote(body)
+            )))
         }
     };
-    Ok(bytes)
+    range.check(t, bytes)
 }
 
 /// Splits a comma-separated list (`10g,25g,40g`) and parses each item.
@@ -367,7 +610,7 @@ mod tests {
     #[test]
     fn bad_memory_sizes_are_rejected() {
         for s in [
-            "128", "128Gb", "128gbit", "128x", "GiB", "0GiB", "1e3GiB", "128GiB/s",
+            "128", "128Gb", "128gbit", "128x", "GiB", "0GiB", "1e", "128GiB/s",
         ] {
             assert!(parse_mem(s).is_err(), "{s:?} should be rejected");
         }
@@ -457,6 +700,90 @@ mod tests {
     fn unit_errors_are_usage_errors() {
         let e: crate::error::Error = parse_link("10").unwrap_err().into();
         assert!(matches!(e, crate::error::Error::Usage(ref m) if m.contains("no unit")));
+    }
+
+    /// Exponents are part of the number: `1e3GiB` is 1000 GiB, and `1e400g` is a number too
+    /// large for any link, not an unknown unit "e400g".
+    #[test]
+    fn exponents_are_numbers_and_huge_ones_are_out_of_range() {
+        assert_eq!(parse_mem("1e3GiB"), Ok(1000.0 * GIB));
+        assert_eq!(parse_link("2.5E1g"), Ok(25e9));
+        assert_eq!(parse_byte_rate("1e-3GB/s"), Ok(1e6));
+        for s in [
+            "1e400g",
+            "1e27g",
+            "1e-400g",
+            "99999999999999999999999999999999g",
+        ] {
+            let e = parse_link(s).unwrap_err();
+            assert!(matches!(e, UnitError::OutOfRange(_)), "{s}: {e:?}");
+            assert!(e.to_string().contains("out of range"), "{e}");
+            assert!(!e.to_string().contains("unknown"), "{e}");
+        }
+        assert!(matches!(
+            parse_mem("1e400GiB"),
+            Err(UnitError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_byte_rate("1e400GB/s"),
+            Err(UnitError::OutOfRange(_))
+        ));
+    }
+
+    /// Every quantity has a plausible range, stated in the message.
+    #[test]
+    fn values_are_bounded_to_a_plausible_range() {
+        assert!(
+            matches!(parse_link("1e27g"), Err(UnitError::OutOfRange(ref m)) if m.contains("10 Tbit/s"))
+        );
+        assert!(matches!(parse_link("1bit"), Err(UnitError::OutOfRange(_))));
+        assert_eq!(parse_link("10000g"), Ok(1e13));
+        assert!(
+            matches!(parse_mem("0.1B"), Err(UnitError::OutOfRange(ref m)) if m.contains("one page"))
+        );
+        assert!(matches!(parse_mem("4095B"), Err(UnitError::OutOfRange(_))));
+        assert_eq!(parse_mem("4KiB"), Ok(4096.0));
+        // What the output prints (PiB) is accepted, up to 64 PiB.
+        assert_eq!(parse_mem("16PiB"), Ok(16.0 * PIB));
+        assert_eq!(parse_mem("16.00 PiB"), Ok(16.0 * PIB));
+        assert!(matches!(parse_mem("65PiB"), Err(UnitError::OutOfRange(_))));
+        assert!(matches!(
+            parse_byte_rate("1e20B/s"),
+            Err(UnitError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_byte_rate_in("0.5MiB/s", &DIRTY_LIMIT),
+            Err(UnitError::OutOfRange(_))
+        ));
+    }
+
+    #[test]
+    fn bounded_durations() {
+        assert_eq!(parse_secs_in("300ms", &DOWNTIME), Ok(0.3));
+        assert_eq!(parse_secs_in("1.5s", &DOWNTIME), Ok(1.5));
+        assert_eq!(parse_secs_in("1m30s", &DEADLINE), Ok(90.0));
+        assert_eq!(parse_secs_in("2e3ms", &DOWNTIME), Ok(2.0));
+        assert_eq!(parse_secs_in("2000s", &DOWNTIME), Ok(2000.0));
+        for bad in ["1ns", "999us", "2001s", "1e400s", "1h"] {
+            assert!(
+                matches!(parse_secs_in(bad, &DOWNTIME), Err(UnitError::OutOfRange(_))),
+                "{bad}: {:?}",
+                parse_secs_in(bad, &DOWNTIME)
+            );
+        }
+        for zero in ["0", "0s", "0ms"] {
+            assert!(matches!(
+                parse_secs_in(zero, &DEADLINE),
+                Err(UnitError::NotPositive(_))
+            ));
+        }
+        assert!(matches!(
+            parse_secs_in("0.5s", &DEADLINE),
+            Err(UnitError::OutOfRange(_))
+        ));
+        // The hint offers only spellings in range: 3000 is neither 3000 s nor... 3000 ms is.
+        let e = parse_secs_in("3000", &DOWNTIME).unwrap_err().to_string();
+        assert!(e.contains("3000ms") && !e.contains("3000s "), "{e}");
     }
 
     #[test]

@@ -213,8 +213,27 @@ fn test() -> Result<()> {
             .env("MIGTRACE_BIN", root().join("target/release/migtrace"))
             .args(["test", "--workspace", "--release"]),
     )?;
+    fuzz()?;
     eprintln!("xtask: tests inside a Debian guest kernel (soft-dirty, kprobes)");
     vmtest(None, false, None, 480)
+}
+
+/// A timed fuzz pass over the unit parser and the profile reader (`migtrace/tests/fuzz.rs`,
+/// proptest): fresh random cases for `MIGTRACE_FUZZ_SECS` seconds, 60 unless set.
+fn fuzz() -> Result<()> {
+    let secs = std::env::var("MIGTRACE_FUZZ_SECS").unwrap_or_else(|_| "60".into());
+    eprintln!("xtask: fuzzing the unit parser and the profile reader for {secs} s");
+    sys::run(cargo().env("MIGTRACE_FUZZ_SECS", &secs).args([
+        "test",
+        "--release",
+        "-p",
+        "migtrace",
+        "--test",
+        "fuzz",
+        "--",
+        "--ignored",
+    ]))
+    .context("the fuzz pass found a failure: make it a named test in migtrace/tests/fuzz.rs")
 }
 
 fn vmtest(filter: Option<String>, keep: bool, spec: Option<PathBuf>, timeout: u64) -> Result<()> {

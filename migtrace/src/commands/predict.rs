@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::model::recommend::{candidates, SettingsContext, ThrottleKind, DIRTY_LIMIT_MB};
 use crate::model::sim::{
     AutoConverge, Limits, Policy, Throttle, KUBEVIRT_COMPLETION_PER_GIB,
-    KUBEVIRT_PROGRESS_TIMEOUT_S, NOVA_COMPLETION_PER_GIB,
+    KUBEVIRT_PROGRESS_TIMEOUT_S, MAX_SIM_PASSES, NOVA_COMPLETION_PER_GIB,
 };
 use crate::model::workload::Workload;
 use crate::model::{grid, GridInput};
@@ -239,29 +239,31 @@ fn opt<T>(
         .transpose()
 }
 
-/// A fraction in `(0, 1]` (`lo_open`) or `[0, 1]`.
-fn fraction(lo_open: bool) -> impl Fn(&str) -> Result<f64, UnitError> {
+/// A plain number in `[lo, hi]`, as `what` ("a fraction") describes it in the message.
+fn number_in(lo: f64, hi: f64, what: &'static str) -> impl Fn(&str) -> Result<f64, UnitError> {
     move |s: &str| {
-        let v: f64 = s
-            .trim()
-            .parse()
-            .map_err(|_| UnitError::Invalid(format!("{s:?} is not a number")))?;
-        let ok = v.is_finite() && v <= 1.0 && if lo_open { v > 0.0 } else { v >= 0.0 };
-        if !ok {
-            return Err(UnitError::Invalid(format!(
-                "{s:?} must be in {}0, 1]",
-                if lo_open { "(" } else { "[" }
-            )));
+        let t = s.trim();
+        // Only digits and a dot (and an exponent): Rust's own parser also reads "inf" and "NaN".
+        let plain = t
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'));
+        match t.parse::<f64>() {
+            Ok(v) if plain && v >= lo && v <= hi => Ok(v),
+            _ => Err(UnitError::OutOfRange(format!(
+                "{} must be {what} from {lo} to {hi}",
+                units::quote(s)
+            ))),
         }
-        Ok(v)
     }
 }
 
-fn count(s: &str) -> Result<u32, UnitError> {
-    match s.trim().parse::<u32>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(UnitError::Invalid(format!(
-            "{s:?} must be a whole number of at least 1"
+/// A whole number in `[1, max]`.
+fn count(max: u32) -> impl Fn(&str) -> Result<u32, UnitError> {
+    move |s: &str| match s.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(UnitError::OutOfRange(format!(
+            "{} must be a whole number from 1 to {max} (at least 1, at most {max})",
+            units::quote(s)
         ))),
     }
 }
@@ -271,10 +273,20 @@ fn percent(s: &str) -> Result<f64, UnitError> {
     match t.parse::<f64>() {
         Ok(v) if (1.0..=99.0).contains(&v) => Ok(v),
         _ => Err(UnitError::Invalid(format!(
-            "{s:?} must be a percentage from 1 to 99"
+            "{} must be a percentage from 1 to 99",
+            units::quote(s)
         ))),
     }
 }
+
+/// Most vCPUs: KVM on x86 allows up to 4096 (CONFIG_KVM_MAX_NR_VCPUS); more is a typo, and
+/// the model keeps one entry per writer.
+pub const MAX_VCPUS: u32 = 4096;
+
+/// Most cells (links x downtimes) in one run. Each cell keeps its passes and its
+/// recommendation search; past this the report is unreadable and a typo costs gigabytes
+/// (1000 links x 100 downtimes took 1.5 GB and 5 s), so it is refused, not streamed.
+pub const MAX_CELLS: usize = 1000;
 
 /// Everything `run` computes before printing; public so the benchmark runs exactly this.
 pub struct Prepared {
@@ -299,6 +311,15 @@ pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
     let policy = Policy::from(args.policy);
     let kind = ThrottleKind::from(args.throttle);
     let downtimes = parse_downtimes(&args.downtime, policy)?;
+    if links.len().saturating_mul(downtimes.len()) > MAX_CELLS {
+        return Err(usage(format!(
+            "{} links x {} downtimes is {} cells; at most {MAX_CELLS} in one run (split the grid)",
+            links.len(),
+            downtimes.len(),
+            links.len() * downtimes.len()
+        ))
+        .into());
+    }
     let n = parse_numbers(args)?;
     let mut caveats = Vec::new();
     let (workload, source) = match (&args.profile, &args.dirty_rate) {
@@ -362,14 +383,10 @@ fn parse_links(args: &[String]) -> Result<Vec<f64>, Error> {
 fn parse_downtimes(args: &[String], policy: Policy) -> Result<Vec<f64>, Error> {
     let mut downtimes = Vec::new();
     for d in args {
-        for x in units::parse_list(d, units::parse_duration)
-            .map_err(|e| usage(format!("--downtime: {e}")))?
-        {
-            if x.is_zero() {
-                return Err(usage("--downtime: must be more than zero"));
-            }
-            downtimes.push(x.as_secs_f64());
-        }
+        downtimes.extend(
+            units::parse_list(d, |x| units::parse_secs_in(x, &units::DOWNTIME))
+                .map_err(|e| usage(format!("--downtime: {e}")))?,
+        );
     }
     if downtimes.is_empty() {
         downtimes.push(policy.default_downtime_s());
@@ -378,20 +395,20 @@ fn parse_downtimes(args: &[String], policy: Policy) -> Result<Vec<f64>, Error> {
 }
 
 fn parse_numbers(args: &PredictOpts) -> Result<Numbers, Error> {
-    let efficiency =
-        opt("efficiency", &args.efficiency, fraction(true))?.unwrap_or(DEFAULT_EFFICIENCY);
-    let vcpus = opt("vcpus", &args.vcpus, count)?;
-    // KVM on x86 allows up to 4096 vCPUs (CONFIG_KVM_MAX_NR_VCPUS); more is a typo, and
-    // the model keeps one entry per writer.
-    if vcpus.is_some_and(|n| n > 4096) {
-        return Err(usage("--vcpus: at most 4096"));
-    }
+    // Under 1 % of the link carrying payload is a typo, and would simulate for ever.
+    let efficiency = opt(
+        "efficiency",
+        &args.efficiency,
+        number_in(0.01, 1.0, "a fraction"),
+    )?
+    .unwrap_or(DEFAULT_EFFICIENCY);
+    let fraction = || number_in(0.0, 1.0, "a fraction");
     Ok(Numbers {
         efficiency,
-        vcpus,
-        busy: opt("busy", &args.busy, fraction(false))?,
-        zero_share: opt("zero-share", &args.zero_share, fraction(false))?,
-        max_passes: opt("max-passes", &args.max_passes, count)?,
+        vcpus: opt("vcpus", &args.vcpus, count(MAX_VCPUS))?,
+        busy: opt("busy", &args.busy, fraction())?,
+        zero_share: opt("zero-share", &args.zero_share, fraction())?,
+        max_passes: opt("max-passes", &args.max_passes, count(MAX_SIM_PASSES))?,
         mem: opt("mem", &args.mem, units::parse_mem)?,
     })
 }
@@ -408,7 +425,7 @@ fn profile_workload(
             "--wws and --pattern go with --dirty-rate; a profile carries its own growth curve",
         ));
     }
-    let p = Profile::load(path).map_err(|e| usage(e.to_string()))?;
+    let p = Profile::load(path).map_err(|e| Error::Input(e.to_string()))?;
     if p.growth.is_empty() {
         caveats.push(
             "the profile has no growth curve: dirtying is taken as its mean rate x time, which overstates what a long pass resends"
@@ -519,11 +536,10 @@ fn parse_throttle(
         },
         ThrottleKind::DirtyLimit => {
             // QEMU's default vcpu-dirty-limit is 1 MB/s (DEFAULT_MIGRATE_VCPU_DIRTY_LIMIT).
-            let cap = opt("dirty-limit", &args.dirty_limit, units::parse_byte_rate)?
-                .unwrap_or(DIRTY_LIMIT_MB);
-            if cap <= 0.0 {
-                return Err(usage("--dirty-limit must be more than zero"));
-            }
+            let cap = opt("dirty-limit", &args.dirty_limit, |s| {
+                units::parse_byte_rate_in(s, &units::DIRTY_LIMIT)
+            })?
+            .unwrap_or(DIRTY_LIMIT_MB);
             Throttle::DirtyLimit {
                 bytes_per_sec_per_vcpu: cap,
             }
@@ -551,9 +567,12 @@ fn parse_limits(
         ..SettingsContext::default()
     };
     let mem = workload.mem;
-    let limits = if let Some(d) = opt("deadline", &args.deadline, units::parse_duration)? {
+    let deadline = opt("deadline", &args.deadline, |s| {
+        units::parse_secs_in(s, &units::DEADLINE)
+    })?;
+    let limits = if let Some(d) = deadline {
         Limits {
-            deadline_s: Some(d.as_secs_f64()),
+            deadline_s: Some(d),
             ..Limits::default()
         }
     } else if args.kubevirt {

@@ -435,7 +435,8 @@ fn qemu_settings(
     // The model assumes the link is the only limit; QEMU's own default `max-bandwidth` is
     // 128 MiB/s (MAX_THROTTLE in migration/options.c), so it must be raised to the link.
     let link_bytes = (base.link_bits / 8.0).round() as u64;
-    let link_mib = link_bytes / (1024 * 1024);
+    // Whole MiB/s for libvirt, KubeVirt and Nova, where 0 means "no limit": at least 1.
+    let link_mib = (link_bytes / (1024 * 1024)).max(1);
     let mut q = QemuSettings {
         capabilities: Vec::new(),
         parameters: QmpParameters {

@@ -41,7 +41,7 @@ impl Curve {
             Curve::Sweep { rate, wws } => (rate * t).min(*wws).max(0.0),
             Curve::Measured { profile, cap } => {
                 let page = profile.target.page_size.max(1) as f64;
-                (profile.unique_pages_in(t) * page).min(*cap).max(0.0)
+                (unique_pages_in(profile, t) * page).min(*cap).max(0.0)
             }
         }
     }
@@ -61,6 +61,62 @@ impl Curve {
             Curve::Measured { profile, .. } => profile.growth.last().map(|p| p.window_s),
         }
     }
+}
+
+/// [`Profile::unique_pages_in`] with the segment found by bisection: the same points and
+/// the same arithmetic, in log time, since the model asks for every writer in every pass
+/// and a profile may hold thousands of points.
+fn unique_pages_in(p: &Profile, window_s: f64) -> f64 {
+    let cap = (p.target.writable_bytes / p.target.page_size.max(1)) as f64;
+    let pts = &p.growth;
+    let v = if pts.is_empty() {
+        p.dirty.pages_per_sec * window_s
+    } else if window_s <= pts[0].window_s {
+        pts[0].unique_pages * window_s / pts[0].window_s
+    } else {
+        // The first point at or past the window, as `windows(2).find(..)` finds it.
+        match pts.partition_point(|g| g.window_s < window_s) {
+            j if j > 0 && j < pts.len() => {
+                let (a, b) = (&pts[j - 1], &pts[j]);
+                a.unique_pages
+                    + (b.unique_pages - a.unique_pages) * (window_s - a.window_s)
+                        / (b.window_s - a.window_s)
+            }
+            _ => pts[pts.len() - 1].unique_pages,
+        }
+    };
+    if cap > 0.0 {
+        v.min(cap)
+    } else {
+        v
+    }
+}
+
+/// Above this many writers, [`Workload::from_profile`] merges those of (nearly) the same busy
+/// share: the model steps through every writer in every pass, and a profile may carry 16384
+/// threads. Profiles with fewer writers are modelled thread by thread, exactly.
+pub const MERGE_ABOVE: usize = 64;
+
+/// Writers with busy shares within 0.25 % of each other (relative; all under 0.01 % of a
+/// CPU together, which no CPU throttle slows) as one writer each: their shares summed, their
+/// busy shares averaged by share. A CPU throttle slows a writer by its busy share only, so
+/// writers of the same busy share are one writer to the model; at most about 1850 remain.
+fn merge_writers(writers: &[Writer]) -> Vec<Writer> {
+    let mut groups: std::collections::BTreeMap<i64, (f64, f64)> = Default::default();
+    for w in writers {
+        let key = (w.busy.max(1e-4).ln() * 200.0).round() as i64;
+        let g = groups.entry(key).or_default();
+        g.0 += w.share;
+        g.1 += w.share * w.busy;
+    }
+    groups
+        .into_values()
+        .filter(|(share, _)| *share > 0.0)
+        .map(|(share, busy_sum)| Writer {
+            share,
+            busy: (busy_sum / share).clamp(0.0, 1.0),
+        })
+        .collect()
 }
 
 /// One writer (a vCPU or a writing thread): its share of the dirtying and the fraction of
@@ -187,6 +243,9 @@ impl Workload {
             w.share /= sum;
             w.busy = w.busy.clamp(0.0, 1.0);
         }
+        if writers.len() > MERGE_ABOVE {
+            writers = merge_writers(&writers);
+        }
         Workload {
             mem,
             page,
@@ -274,6 +333,74 @@ mod tests {
         let half = w.dirtied(10.0, &[0.5, 0.5]);
         assert!((half - w.dirtied(5.0, &[1.0, 1.0])).abs() < 1e-6);
         assert!(half < full);
+    }
+
+    /// The bisection finds the segment the linear scan of `Profile::unique_pages_in` finds.
+    #[test]
+    fn bisection_matches_the_profile_curve() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/profiles/busy-vm.json"
+        ))
+        .unwrap();
+        let p = Profile::parse(&text, "busy-vm").unwrap();
+        let last = p.growth.last().unwrap().window_s;
+        for i in 0..2000 {
+            let t = last * 1.5 * i as f64 / 1999.0;
+            assert_eq!(unique_pages_in(&p, t), p.unique_pages_in(t), "t = {t}");
+        }
+        for g in &p.growth {
+            assert_eq!(
+                unique_pages_in(&p, g.window_s),
+                p.unique_pages_in(g.window_s)
+            );
+        }
+    }
+
+    /// Thousands of threads become at most a few thousand writers, with the same total
+    /// share and nearly the same dirtying under a throttle.
+    #[test]
+    fn many_threads_are_merged_by_busy_share() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/profiles/busy-vm.json"
+        ))
+        .unwrap();
+        let mut p = Profile::parse(&text, "busy-vm").unwrap();
+        let few = Workload::from_profile(&p, None, None, None, None);
+        assert_eq!(few.writers.len(), p.threads.len());
+        let t = p.threads[0].clone();
+        p.threads = (0..16384u32)
+            .map(|i| crate::profile::ThreadShare {
+                tid: i + 1,
+                busy_share: Some(f64::from(i % 1000) / 999.0),
+                share: 1.0 / 16384.0,
+                ..t.clone()
+            })
+            .collect();
+        let many = Workload::from_profile(&p, None, None, None, None);
+        assert!(many.writers.len() <= 1900, "{}", many.writers.len());
+        let total: f64 = many.writers.iter().map(|w| w.share).sum();
+        assert!((total - 1.0).abs() < 1e-9);
+        let slowed = |w: &Workload| {
+            let f: Vec<f64> = w
+                .writers
+                .iter()
+                .map(|x| (0.5 / x.busy.max(1e-9)).min(1.0))
+                .collect();
+            w.dirtied(3.0, &f)
+        };
+        let mut exact = many.clone();
+        exact.writers = p
+            .threads
+            .iter()
+            .map(|t| Writer {
+                share: t.share,
+                busy: t.busy_share.unwrap_or(1.0),
+            })
+            .collect();
+        let (a, b) = (slowed(&many), slowed(&exact));
+        assert!((a - b).abs() <= 0.005 * b, "{a} vs {b}");
     }
 
     #[test]

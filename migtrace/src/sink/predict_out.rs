@@ -13,6 +13,27 @@ use crate::model::workload::{Curve, Workload};
 use crate::model::{completes, explain, Explanation, GridInput, Prediction};
 use crate::units::{fmt_bytes, fmt_link, fmt_secs};
 
+/// A string a profile controls (its path, `comm`, backend, caveats), as the text report
+/// shows it: control characters escaped ([`crate::sink::clean`]), and so are the Unicode
+/// controls that reorder or hide text on a terminal (bidirectional overrides and isolates,
+/// zero-width marks), so a profile cannot draw lines, move the cursor or disguise itself.
+pub fn escaped(s: &str) -> String {
+    let s = crate::sink::clean(s);
+    let hidden = |c: char| matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{061c}' | '\u{feff}');
+    if !s.chars().any(hidden) {
+        return s.into_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if hidden(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// What the command knows about its inputs, for the report.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -233,7 +254,7 @@ fn header(w: &Workload, input: &GridInput, r: &Report, cells: &[Prediction]) -> 
         "migtrace predict: {} guest, {}\n  source: {}\n  policy {}, throttle {}, efficiency {:.2}, {} writer(s) busy {}, zero pages {:.0} %\n",
         fmt_bytes(w.mem),
         curve_words(w),
-        crate::sink::clean(&r.source),
+        escaped(&r.source),
         r.policy.name(),
         throttle_words(&input.throttle),
         input.efficiency,
@@ -249,7 +270,7 @@ fn header(w: &Workload, input: &GridInput, r: &Report, cells: &[Prediction]) -> 
         s.push('\n');
     }
     for c in r.caveats.iter().chain(result_caveats(w, cells).iter()) {
-        s.push_str(&format!("  note: {}\n", crate::sink::clean(c)));
+        s.push_str(&format!("  note: {}\n", escaped(c)));
     }
     s
 }
