@@ -118,7 +118,7 @@ fn info(
             }),
         }
     }
-    excluded.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    excluded.sort_by_key(|e| std::cmp::Reverse(e.bytes));
     GuestInfo {
         name,
         accel,

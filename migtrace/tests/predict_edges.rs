@@ -67,6 +67,7 @@ fn sample_profile() -> Profile {
             comm: "writer".into(),
             rss_bytes: 1 << 30,
             writable_bytes: 1 << 30,
+            shared_writable_bytes: 0,
             page_size: 4096,
         },
         backend: "fault".into(),
@@ -101,6 +102,7 @@ fn sample_profile() -> Profile {
         thread_counts: ThreadCounts::DirtiedPages,
         busy_share: Some(0.9),
         zero_page_share: Some(0.1),
+        guest: None,
     }
 }
 
