@@ -212,7 +212,17 @@ impl Workload {
             }
         });
         let top_busy = busy.or(p.busy_share).unwrap_or(1.0);
+        let guest_vcpus = p.guest.as_ref().map(|g| g.vcpus.as_slice()).unwrap_or(&[]);
         let mut writers: Vec<Writer> = match (vcpus, p.threads.is_empty()) {
+            // A guest's writers are its vCPUs, each with its own time on CPU; without
+            // attribution of the dirtying to them, they share it equally.
+            (None, _) if !guest_vcpus.is_empty() => guest_vcpus
+                .iter()
+                .map(|v| Writer {
+                    share: 1.0 / guest_vcpus.len() as f64,
+                    busy: busy.or(v.busy_share).unwrap_or(top_busy),
+                })
+                .collect(),
             (None, false) => p
                 .threads
                 .iter()
