@@ -169,6 +169,8 @@ impl Watch {
             match v["type"].as_str() {
                 Some("interval") => intervals.push(v),
                 Some("summary") => summary = v,
+                // QEMU's own measurements (`--qmp`) come between the intervals.
+                Some("qemu_dirty_rate") => {}
                 other => panic!("unexpected line type {other:?}"),
             }
         }
