@@ -143,6 +143,7 @@ fn scope(
     if let Some(g) = &guest {
         opts.ranges = g.ranges();
         opts.range = g.bounding_range();
+        opts.accel = Some(g.info.accel.clone());
     }
     Ok((opts, guest))
 }

@@ -158,6 +158,7 @@ fn watch_config(a: &DemoArgs, pid: u32, profile_out: PathBuf) -> WatchConfig {
             interval: Duration::from_secs(1),
             range: None,
             ranges: Vec::new(),
+            accel: None,
             sample_error: 0.05,
             sample_pages: None,
             epoch: Duration::from_millis(100),

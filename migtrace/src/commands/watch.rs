@@ -109,6 +109,7 @@ pub fn config(a: &WatchArgs) -> Result<WatchConfig> {
             interval: a.interval,
             range: a.range,
             ranges: Vec::new(),
+            accel: None,
             sample_error: a.sample_error,
             sample_pages: a.sample_pages,
             epoch: a.epoch,

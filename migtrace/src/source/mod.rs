@@ -211,6 +211,8 @@ pub struct SourceOptions {
     pub range: Option<(u64, u64)>,
     /// A guest's RAM blocks: when set, the memory every backend measures (else `range`).
     pub ranges: Vec<(u64, u64)>,
+    /// The guest's accelerator (`kvm`, `tcg`) when the target is a QEMU guest.
+    pub accel: Option<String>,
     /// Target relative error of the sampled rate (95 % half-width / estimate).
     pub sample_error: f64,
     /// Fixed sample size (overrides `sample_error`).
@@ -265,21 +267,35 @@ pub fn select(choice: BackendChoice, opts: &SourceOptions) -> Result<Selection> 
 /// `auto`: softdirty where the kernel has soft-dirty and eBPF works; else sampling with
 /// eBPF fault counts; else sampling alone. The reason names what decided.
 fn auto(opts: &SourceOptions) -> Result<Selection> {
+    let kvm = opts.accel.as_deref() == Some("kvm");
     let sd = match (softdirty::kernel_support(), ebpf::availability()) {
         (Ok(()), Ok(())) => {
+            let reason = if kvm {
+                "this kernel tracks soft-dirty pages, and KVM write-protects guest RAM again after each clear: exact dirty sets per epoch from pagemap (the host fault events do not see a KVM guest's writes)"
+            } else {
+                "this kernel tracks soft-dirty pages: exact dirty sets per epoch"
+            };
             return Ok(Selection {
                 source: Box::new(softdirty::SoftDirtySource::new(opts)?),
-                reason: "this kernel tracks soft-dirty pages: exact dirty sets per epoch".into(),
-            })
+                reason: reason.into(),
+            });
         }
         (Ok(()), Err(_)) => "this kernel has soft-dirty but eBPF is unavailable".to_string(),
         (Err(why), _) => why.to_string(),
     };
     match ebpf::availability() {
-        Ok(()) => Ok(Selection {
+        // A KVM guest writes its RAM through the EPT/NPT: no host page fault shows it, so
+        // fault counts would only add noise next to the sampled rate.
+        Ok(()) if !kvm => Ok(Selection {
             source: Box::new(combined::Combined::new(opts)?),
             reason: format!(
                 "{sd}; sampling measures rewrites of existing pages, eBPF adds fault counts and per-thread shares"
+            ),
+        }),
+        Ok(()) => Ok(Selection {
+            source: Box::new(sample::SampleSource::new(opts)?),
+            reason: format!(
+                "{sd}; a KVM guest's writes take no host page fault, so sampling only (it sees every write that changes a page)"
             ),
         }),
         Err(why) => Ok(Selection {
