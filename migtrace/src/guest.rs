@@ -35,12 +35,12 @@ impl Guest {
 /// The guest behind `pid`, or `None` when `pid` is not a QEMU system emulator. With a QMP
 /// connection, QEMU's own view of its memory backends and vCPUs is used too.
 pub async fn detect(pid: u32, qmp: Option<&mut Qmp>) -> Result<Option<Guest>> {
+    // Anything that is not a readable QEMU command line is not a guest: the process is
+    // watched as it is (a missing privilege is still said).
     let cmdline = match qemu::read_cmdline(pid) {
         Ok(c) => c,
-        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Unsupported(_))) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
+        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Privilege(_))) => return Err(e),
+        Err(_) => return Ok(None),
     };
     let (memdevs, cpus) = match qmp {
         Some(q) => (

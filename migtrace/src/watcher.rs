@@ -89,6 +89,8 @@ pub fn watch(cfg: &WatchConfig, sink: &mut dyn Sink) -> Result<Summary> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    // The pid is checked first: a kernel thread or a missing process gets its own message.
+    let target = Target::open(cfg.source.pid)?;
     let mut qmp = match &cfg.qmp {
         Some(p) => Some(
             rt.block_on(Qmp::connect(p, QMP_TIMEOUT))
@@ -97,7 +99,7 @@ pub fn watch(cfg: &WatchConfig, sink: &mut dyn Sink) -> Result<Summary> {
         None => None,
     };
     let (opts, guest) = scope(cfg, &rt, qmp.as_mut())?;
-    let target = Target::open(opts.pid)?.with_ranges(opts.scope());
+    let target = target.with_ranges(opts.scope());
     let sel = source::select(cfg.backend, &opts)?;
     let first = read_state(&target);
     let mut start = start_record(cfg, &target, sel.source.as_ref(), &sel.reason, &first.0);
