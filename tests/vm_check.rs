@@ -413,16 +413,19 @@ fn thp_rate(pattern: &str, rate_mib: f64, memory: &str) -> Result<(), String> {
         s["dirty_pages_per_sec"].as_f64().unwrap_or(0.0)
     );
     println!("backend stats: {}", s["backend_stats"]);
-    let st = &s["backend_stats"];
-    if st["thp_huge_pages_resolved"].as_u64().unwrap_or(0) == 0 {
-        return Err("no huge page was resolved by sampling".into());
-    }
     if err.abs() > tol {
         return Err(format!(
             "error {:+.2} % exceeds ±{:.0} %",
             err * 100.0,
             tol * 100.0
         ));
+    }
+    if s["backend_stats"]["thp_huge_pages_resolved"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        return Err("no huge page was resolved by sampling".into());
     }
     if !(lo * 0.98 <= truth && truth <= hi * 1.02) {
         return Err(format!(
