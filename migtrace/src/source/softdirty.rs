@@ -54,6 +54,10 @@ const MAX_EPOCH_TICKS: u32 = 20;
 const PM_SOFT_DIRTY: u64 = 1 << 55;
 const PM_PRESENT: u64 = 1 << 63;
 const ADAPT_INTERVALS: u32 = 3;
+/// migtrace's own CPU for hashing huge pages' subpages may be this many times
+/// `--max-overhead` (that budget is the target's; hashing costs the target nothing but a
+/// shared read of its memory-map lock).
+const THP_HASH_BUDGET: f64 = 10.0;
 
 /// Probes soft-dirty support on this kernel: a freshly written page must read soft-dirty in
 /// pagemap (bit 55 is always 0 on kernels without `CONFIG_MEM_SOFT_DIRTY`).
@@ -325,6 +329,8 @@ pub struct SoftDirtySource {
     sd_full: HashMap<u64, f64>,
     sd_partial: HashMap<u64, f64>,
     any_full: bool,
+    /// THP hashing time at the end of the previous interval.
+    hash_mark: Duration,
     mismatch_event_only: u64,
     pagemap_only: u64,
     new_mapping_only: u64,
@@ -386,6 +392,7 @@ impl SoftDirtySource {
             sd_full: HashMap::new(),
             sd_partial: HashMap::new(),
             any_full: false,
+            hash_mark: Duration::ZERO,
             mismatch_event_only: 0,
             pagemap_only: 0,
             new_mapping_only: 0,
@@ -399,6 +406,7 @@ impl SoftDirtySource {
             overhead_pct: 0.0,
         };
         s.take_thp_baseline()?;
+        s.hash_mark = s.thp.counters.hash_time;
         s.arm()?;
         s.interval_arm_ns = s.arm_ns;
         Ok(s)
@@ -542,6 +550,34 @@ impl SoftDirtySource {
         // A huge page of a new mapping is resolved too: it was not mapped at the previous
         // scan, so its subpages compare with zeros and only written ones count.
         self.thp.resolve(&pm.huge, pm.mapped, &mut self.epoch);
+    }
+
+    /// Lengthens the epoch, during the first intervals only, while the target's overhead is
+    /// above `--max-overhead` or migtrace's own THP hashing above `THP_HASH_BUDGET` times
+    /// it (hashing costs once per epoch per dirty huge page, so longer epochs cost less).
+    fn adapt(&mut self, secs: f64) {
+        let hashed = self.thp.counters.hash_time;
+        let hash_pct = hashed.saturating_sub(self.hash_mark).as_secs_f64() / secs * 100.0;
+        self.hash_mark = hashed;
+        let over =
+            self.overhead_pct > self.max_overhead || hash_pct > THP_HASH_BUDGET * self.max_overhead;
+        if self.intervals > ADAPT_INTERVALS || !over {
+            return;
+        }
+        if let Some(&longer) = self.choices.iter().find(|&&c| c > self.epoch_ticks) {
+            log::info!(
+                "softdirty: overhead {:.2} % (budget {:.2} %), THP hashing {:.1} % of a CPU (budget {:.1} %): epoch {} -> {} ms",
+                self.overhead_pct,
+                self.max_overhead,
+                hash_pct,
+                THP_HASH_BUDGET * self.max_overhead,
+                self.epoch_ticks * 50,
+                longer * 50
+            );
+            self.epoch_ticks = longer;
+            // The growth curve is per epoch length: start it afresh.
+            self.levels = GrowthWindows::new(LEVELS);
+        }
     }
 
     /// The interval's 4 KiB estimate (exact where no huge page was sampled); remembers each
@@ -755,21 +791,7 @@ impl DirtySource for SoftDirtySource {
             * 100.0;
         self.arm_time_interval = Duration::ZERO;
         self.intervals += 1;
-        // Lengthen the epoch while over budget, during the first intervals only.
-        if self.intervals <= ADAPT_INTERVALS && self.overhead_pct > self.max_overhead {
-            if let Some(&longer) = self.choices.iter().find(|&&c| c > self.epoch_ticks) {
-                log::info!(
-                    "softdirty: overhead {:.2} % is above {:.2} %: epoch {} -> {} ms",
-                    self.overhead_pct,
-                    self.max_overhead,
-                    self.epoch_ticks * 50,
-                    longer * 50
-                );
-                self.epoch_ticks = longer;
-                // The growth curve is per epoch length: start it afresh.
-                self.levels = GrowthWindows::new(LEVELS);
-            }
-        }
+        self.adapt(secs);
         let est = self.interval_estimate(secs);
         let mut report =
             IntervalReport::exact((window_ns > 0).then_some(window), est.pages, faults, drops);
