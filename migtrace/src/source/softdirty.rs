@@ -9,12 +9,15 @@
 //!    target — write-protect or first touch — to a ring buffer: page, thread, time;
 //! 3. at the epoch's end user space reads pagemap bit 55 of the present pages, re-arms, and
 //!    drains the events recorded before the arm. The epoch's dirty set is the union of both:
-//!    the kernel's soft-dirty view catches writes no fault of the target shows (the other
-//!    511 pages of a transparent huge page made writable by one fault, vhost kernel threads
-//!    writing guest RAM), and the events catch writes the pagemap read raced with. Pages of
-//!    mappings that did not exist at the previous arm are taken from events only, because the
-//!    kernel reports a new mapping soft-dirty as a whole, written or not. The two one-sided
-//!    differences are counted and reported, never hidden.
+//!    the kernel's soft-dirty view catches writes no fault of the target shows (vhost kernel
+//!    threads writing guest RAM, `process_vm_writev`), and the events catch writes the
+//!    pagemap read raced with. Pages of mappings that did not exist at the previous arm are
+//!    taken from events only, because the kernel reports a new mapping soft-dirty as a whole,
+//!    written or not. The two one-sided differences are counted and reported, never hidden.
+//! 4. a transparent huge page is soft-dirty per 2 MiB, not per 4 KiB: a dirty one is resolved
+//!    after the re-arm by hashing a fixed sample of its subpages ([`super::thp`]), so every
+//!    count (interval, growth window, run) is in 4 KiB pages, exact or estimated with a 95 %
+//!    interval; a huge page that cannot be resolved is kept apart, never counted as 4 KiB.
 //!
 //! Cost: every page written in an epoch takes one extra fault, and each arm holds the
 //! target's memory-map lock while it write-protects (the target cannot fault meanwhile). The
