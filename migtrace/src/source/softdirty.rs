@@ -532,7 +532,7 @@ impl SoftDirtySource {
     /// Adds a pagemap scan to the epoch's events: 4 KiB pages by the cross-check rules, and
     /// the dirty huge pages resolved by sampling (the re-arm has already happened).
     fn merge_scan(&mut self, pm: Scan, late: &HashSet<u64>) {
-        let huge: HashSet<u64> = pm.huge.iter().copied().collect();
+        let huge: HashSet<u64> = pm.huge.iter().chain(&pm.clipped_huge).copied().collect();
         self.mismatch_event_only += self
             .epoch
             .exact
@@ -550,9 +550,28 @@ impl SoftDirtySource {
                 self.new_mapping_only += 1;
             }
         }
+        // A fault that raced with the scan (the huge page was not yet mapped, or not yet
+        // soft-dirty, when read) may have let a whole huge page be written before the re-arm:
+        // such a page is resolved too.
+        let (mut resolve, mut mapped) = (pm.huge, pm.mapped);
+        let raced: HashSet<u64> = self
+            .epoch
+            .exact
+            .iter()
+            .filter(|&p| !pm.dirty.contains(p))
+            .map(|&p| p & !(HUGE - 1))
+            .filter(|b| !huge.contains(b))
+            .collect();
+        for b in raced {
+            if self.thp.huge_now(&self.pagemap, b) {
+                resolve.push(b);
+                mapped.insert(b);
+            }
+        }
         // A huge page of a new mapping is resolved too: it was not mapped at the previous
         // scan, so its subpages compare with zeros and only written ones count.
-        self.thp.resolve(&pm.huge, pm.mapped, &mut self.epoch);
+        self.thp
+            .resolve((&resolve, &pm.clipped_huge), mapped, &mut self.epoch);
     }
 
     /// Lengthens the epoch, during the first intervals only, while the target's overhead is

@@ -195,6 +195,8 @@ pub struct Scan {
     pub huge: Vec<u64>,
     /// THP-backed huge pages with clear bits (collected for the baseline only).
     pub clean_huge: Vec<u64>,
+    /// Huge pages only partly scanned (cut by `--range`), all of that part soft-dirty.
+    pub clipped_huge: Vec<u64>,
     /// 2 MiB blocks with any present or swapped page.
     pub mapped: HashSet<u64>,
 }
@@ -346,7 +348,44 @@ impl ThpTracker {
             }
             return;
         }
+        // A huge page cut by `--range` (or by a region edge): its visible entries all
+        // soft-dirty and its frames THP say nothing per 4 KiB page, and a part cannot be
+        // sampled against the whole's strata. It is known only at 2 MiB.
+        if !b.full() && b.n > 1 && b.dirty.len() == b.n && self.kpageflags_thp(b.first_pfn) {
+            out.clipped_huge.push(b.base);
+            return;
+        }
         out.dirty.extend(b.dirty.iter().copied());
+    }
+
+    /// Whether the block at `base` is a whole THP-backed huge page now (for a fault event
+    /// that raced with the scan: the block was not soft-dirty, or not yet mapped, when read).
+    pub fn huge_now(&mut self, pagemap: &File, base: u64) -> bool {
+        let mut buf = vec![0u8; SUBPAGES * 8];
+        if pagemap.read_exact_at(&mut buf, base / PAGE * 8).is_err() {
+            return false;
+        }
+        let mut b = Block::default();
+        b.start(base);
+        for (i, c) in buf.chunks_exact(8).enumerate() {
+            b.push(
+                base + i as u64 * PAGE,
+                u64::from_le_bytes(c.try_into().unwrap()),
+            );
+        }
+        b.full() && b.first_pfn != 0 && self.thp_backed(&b)
+    }
+
+    /// Whether kpageflags says the frame is part of a transparent huge page (false when it
+    /// cannot be read).
+    fn kpageflags_thp(&self, pfn: u64) -> bool {
+        let mut x = [0u8; 8];
+        pfn != 0
+            && self
+                .kpageflags
+                .as_ref()
+                .is_some_and(|f| f.read_exact_at(&mut x, pfn * 8).is_ok())
+            && u64::from_le_bytes(x) & KPF_THP != 0
     }
 
     /// Reads pagemap for `regions`: 4 KiB soft-dirty pages, dirty huge pages, mapped blocks.
@@ -400,7 +439,15 @@ impl ThpTracker {
 
     /// Resolves the dirty huge pages of a scan into `out` (call after the re-arm), and
     /// remembers which blocks were mapped.
-    pub fn resolve(&mut self, huge: &[u64], mapped: HashSet<u64>, out: &mut DirtySet) {
+    pub fn resolve(
+        &mut self,
+        scan_huge: (&[u64], &[u64]),
+        mapped: HashSet<u64>,
+        out: &mut DirtySet,
+    ) {
+        let (huge, clipped) = scan_huge;
+        self.counters.unresolved += clipped.len() as u64;
+        out.unresolved.extend(clipped.iter().copied());
         let t = Instant::now();
         for chunk in huge.chunks(BATCH / K) {
             let hashes = self.read_blocks(chunk);
