@@ -757,8 +757,13 @@ impl DirtySource for SoftDirtySource {
     fn caveats(&self) -> Vec<String> {
         let mut c = vec![
             format!(
-                "softdirty is exact per epoch ({} ms) on 4 KiB pages: every page written takes one extra write-protect fault per epoch",
-                self.epoch_ticks as u64 * TICK.as_millis() as u64
+                "softdirty is exact per epoch ({} ms) on 4 KiB pages{}: every page written takes one extra write-protect fault per epoch",
+                self.epoch_ticks as u64 * TICK.as_millis() as u64,
+                if self.thp.counters.resolved > 0 {
+                    " (transparent huge pages: estimated, see below)"
+                } else {
+                    ""
+                }
             ),
             "pages of a mapping created or grown during an epoch count only where a fault was seen; hugetlbfs memory is not tracked by soft-dirty".into(),
         ];
