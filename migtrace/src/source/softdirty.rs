@@ -108,7 +108,7 @@ fn clear_refs(pid: u32) -> std::io::Result<()> {
         .write_all(b"4")
 }
 
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -469,9 +469,18 @@ impl SoftDirtySource {
             if late_ns.is_some_and(|l| e.time_ns >= l) {
                 late.insert(e.page);
             }
-            if self.epoch.exact.insert(e.page) {
+            // (What `take_event` does, on the fields: the ring buffer borrows the probe.)
+            if self.thp.seen_by_hash(e.page, e.time_ns) || self.epoch.exact.insert(e.page) {
                 *self.threads.entry(e.tid).or_default() += 1;
             }
+        }
+    }
+
+    /// Adds a fault event to the epoch. A write to a sampled subpage of a huge page that the
+    /// previous epoch's resolution hashed after it was made is that epoch's: its hash saw it.
+    fn take_event(&mut self, e: &PageEvent) {
+        if self.thp.seen_by_hash(e.page, e.time_ns) || self.epoch.exact.insert(e.page) {
+            *self.threads.entry(e.tid).or_default() += 1;
         }
     }
 
@@ -523,9 +532,7 @@ impl SoftDirtySource {
             self.levels.restart_windows();
         }
         for e in carry {
-            if self.epoch.exact.insert(e.page) {
-                *self.threads.entry(e.tid).or_default() += 1;
-            }
+            self.take_event(&e);
         }
     }
 

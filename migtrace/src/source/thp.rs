@@ -296,6 +296,8 @@ pub struct ThpTracker {
     mapped_prev: HashSet<u64>,
     zero: u64,
     buf: Vec<u8>,
+    /// When each huge page resolved at the last epoch's end was read (CLOCK_MONOTONIC).
+    hashed_at: HashMap<u64, u64>,
     pub counters: ThpCounters,
 }
 
@@ -308,6 +310,7 @@ impl ThpTracker {
             mapped_prev: HashSet::new(),
             zero: xxh3_64(&[0u8; PAGE as usize]),
             buf: vec![0u8; BATCH * PAGE as usize],
+            hashed_at: HashMap::new(),
             counters: ThpCounters::default(),
         }
     }
@@ -316,6 +319,7 @@ impl ThpTracker {
     pub fn reset(&mut self) {
         self.baseline.clear();
         self.mapped_prev.clear();
+        self.hashed_at.clear();
     }
 
     /// Whether the block's memory is a transparent huge page.
@@ -449,9 +453,12 @@ impl ThpTracker {
         self.counters.unresolved += clipped.len() as u64;
         out.unresolved.extend(clipped.iter().copied());
         let t = Instant::now();
+        self.hashed_at.clear();
         for chunk in huge.chunks(BATCH / K) {
+            let read_ns = super::softdirty::monotonic_ns();
             let hashes = self.read_blocks(chunk);
             for (&b, now) in chunk.iter().zip(hashes) {
+                self.hashed_at.insert(b, read_ns);
                 let Some(now) = now else {
                     self.counters.unresolved += 1;
                     out.unresolved.insert(b);
@@ -477,6 +484,15 @@ impl ThpTracker {
         self.counters.hash_time += t.elapsed();
         self.baseline.retain(|b, _| mapped.contains(b));
         self.mapped_prev = mapped;
+    }
+
+    /// Whether a write to `page` at `time_ns` was already seen by the last resolution: the
+    /// page is a sampled subpage of a huge page that was read after that time. (The write
+    /// faulted after the re-arm, so it would count again in the next epoch.)
+    pub fn seen_by_hash(&self, page: u64, time_ns: u64) -> bool {
+        let b = page & !(HUGE - 1);
+        let i = ((page - b) / PAGE) as usize;
+        self.hashed_at.get(&b).is_some_and(|&h| time_ns < h) && subpage(b, i / STRATUM) == i
     }
 
     /// Hashes of the sampled subpages of `blocks` (at most `BATCH / K`); `None` for a
