@@ -17,7 +17,9 @@
 //!   the mean of 5 intervals about ±4 %; the rest is margin for the guest's pacing), and the
 //!   truth inside the summary's 95 % interval widened by 2 %; a sequential writer within
 //!   ±3 % (stratified sampling of a contiguous run errs by at most one stratum per run end).
-//!   Soft-dirty alone counts 2 MiB per huge page written: +350 % and +11 % on these two.
+//!   Soft-dirty alone counts 2 MiB per huge page written: +369 % and +10 to +20 % on these
+//!   two in the guest. The hot/cold growth curve on huge pages: ±10 %. A huge page cut by
+//!   `--range` must be reported as known only at 2 MiB, never counted as 4 KiB pages.
 use std::process::ExitCode;
 
 use migtrace::workload::{expected_unique, Pattern};
