@@ -20,6 +20,7 @@ pub mod fault;
 pub mod growth;
 pub mod sample;
 pub mod softdirty;
+pub mod thp;
 
 use std::time::Duration;
 

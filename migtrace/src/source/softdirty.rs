@@ -9,12 +9,15 @@
 //!    target — write-protect or first touch — to a ring buffer: page, thread, time;
 //! 3. at the epoch's end user space reads pagemap bit 55 of the present pages, re-arms, and
 //!    drains the events recorded before the arm. The epoch's dirty set is the union of both:
-//!    the kernel's soft-dirty view catches writes no fault of the target shows (the other
-//!    511 pages of a transparent huge page made writable by one fault, vhost kernel threads
-//!    writing guest RAM), and the events catch writes the pagemap read raced with. Pages of
-//!    mappings that did not exist at the previous arm are taken from events only, because the
-//!    kernel reports a new mapping soft-dirty as a whole, written or not. The two one-sided
-//!    differences are counted and reported, never hidden.
+//!    the kernel's soft-dirty view catches writes no fault of the target shows (vhost kernel
+//!    threads writing guest RAM, `process_vm_writev`), and the events catch writes the
+//!    pagemap read raced with. Pages of mappings that did not exist at the previous arm are
+//!    taken from events only, because the kernel reports a new mapping soft-dirty as a whole,
+//!    written or not. The two one-sided differences are counted and reported, never hidden.
+//! 4. a transparent huge page is soft-dirty per 2 MiB, not per 4 KiB: a dirty one is resolved
+//!    after the re-arm by hashing a fixed sample of its subpages ([`super::thp`]), so every
+//!    count (interval, growth window, run) is in 4 KiB pages, exact or estimated with a 95 %
+//!    interval; a huge page that cannot be resolved is kept apart, never counted as 4 KiB.
 //!
 //! Cost: every page written in an epoch takes one extra fault, and each arm holds the
 //! target's memory-map lock while it write-protects (the target cannot fault meanwhile). The
@@ -42,10 +45,11 @@ use migtrace_common::PageEvent;
 
 use super::{
     ebpf::{FaultProbe, ProbeOptions},
-    growth::GrowthWindows,
+    growth::{GrowthWindows, PageSet},
+    thp::{DirtySet, Scan, ThpTracker, HUGE, K},
     BackendStats, DirtySource, FinalReport, IntervalReport, SourceOptions,
 };
-use crate::{error::Error, target::page_size};
+use crate::{error::Error, model::summary::FULL_SHARE, target::page_size};
 
 /// The base tick: epochs are whole multiples of it.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -53,6 +57,10 @@ const MAX_EPOCH_TICKS: u32 = 20;
 const PM_SOFT_DIRTY: u64 = 1 << 55;
 const PM_PRESENT: u64 = 1 << 63;
 const ADAPT_INTERVALS: u32 = 3;
+/// migtrace's own CPU for hashing huge pages' subpages may be this many times
+/// `--max-overhead` (that budget is the target's; hashing costs the target nothing but a
+/// shared read of its memory-map lock).
+const THP_HASH_BUDGET: f64 = 10.0;
 
 /// Probes soft-dirty support on this kernel: a freshly written page must read soft-dirty in
 /// pagemap (bit 55 is always 0 on kernels without `CONFIG_MEM_SOFT_DIRTY`).
@@ -100,7 +108,7 @@ fn clear_refs(pid: u32) -> std::io::Result<()> {
         .write_all(b"4")
 }
 
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -188,7 +196,7 @@ fn claim(pid: u32) -> std::result::Result<(File, bool), Error> {
 
 /// Calls `f(page address, pagemap entry)` for every page of `regions`, reading pagemap in
 /// 64 KiB chunks, until `f` returns false.
-fn walk_pagemap(
+pub(super) fn walk_pagemap(
     pagemap: &File,
     regions: &[crate::target::Region],
     mut f: impl FnMut(u64, u64) -> bool,
@@ -311,11 +319,21 @@ pub struct SoftDirtySource {
     armed_regions: Vec<crate::target::Region>,
     /// `--range`: the pagemap side is clipped to it, as the kernel side is.
     range: Option<(u64, u64)>,
-    epoch: HashSet<u64>,
-    interval_set: HashSet<u64>,
-    all: HashSet<u64>,
+    epoch: DirtySet,
+    interval_set: DirtySet,
+    all: DirtySet,
     threads: HashMap<u32, u64>,
-    levels: GrowthWindows<HashSet<u64>>,
+    levels: GrowthWindows<DirtySet>,
+    /// Resolves dirty transparent huge pages to 4 KiB by content sampling.
+    thp: ThpTracker,
+    interval: Duration,
+    /// Per sampled huge page, the sum over intervals of its estimate's standard deviation:
+    /// over full intervals, and over partial ones (for when only those are counted).
+    sd_full: HashMap<u64, f64>,
+    sd_partial: HashMap<u64, f64>,
+    any_full: bool,
+    /// THP hashing time at the end of the previous interval.
+    hash_mark: Duration,
     mismatch_event_only: u64,
     pagemap_only: u64,
     new_mapping_only: u64,
@@ -367,11 +385,17 @@ impl SoftDirtySource {
             interval_arm_ns: 0,
             armed_regions: Vec::new(),
             range: opts.range,
-            epoch: HashSet::new(),
-            interval_set: HashSet::new(),
-            all: HashSet::new(),
+            epoch: DirtySet::default(),
+            interval_set: DirtySet::default(),
+            all: DirtySet::default(),
             threads: HashMap::new(),
             levels: GrowthWindows::new(LEVELS),
+            thp: ThpTracker::new(opts.pid),
+            interval: opts.interval,
+            sd_full: HashMap::new(),
+            sd_partial: HashMap::new(),
+            any_full: false,
+            hash_mark: Duration::ZERO,
             mismatch_event_only: 0,
             pagemap_only: 0,
             new_mapping_only: 0,
@@ -384,6 +408,8 @@ impl SoftDirtySource {
             gone: false,
             overhead_pct: 0.0,
         };
+        s.take_thp_baseline()?;
+        s.hash_mark = s.thp.counters.hash_time;
         s.arm()?;
         s.interval_arm_ns = s.arm_ns;
         Ok(s)
@@ -394,6 +420,14 @@ impl SoftDirtySource {
         crate::target::Target::open(self.pid)?
             .with_range(self.range)
             .writable_regions()
+    }
+
+    /// Hashes the sampled subpages of every huge page, for the first epoch to compare with.
+    fn take_thp_baseline(&mut self) -> Result<()> {
+        let regions = self.regions()?;
+        self.thp
+            .take_baseline(&self.pagemap, &regions)
+            .context("reading the target's pagemap for its huge pages")
     }
 
     fn arm(&mut self) -> Result<()> {
@@ -435,22 +469,25 @@ impl SoftDirtySource {
             if late_ns.is_some_and(|l| e.time_ns >= l) {
                 late.insert(e.page);
             }
-            if self.epoch.insert(e.page) {
+            // (What `take_event` does, on the fields: the ring buffer borrows the probe.)
+            if self.thp.seen_by_hash(e.page, e.time_ns) || self.epoch.exact.insert(e.page) {
                 *self.threads.entry(e.tid).or_default() += 1;
             }
         }
     }
 
-    /// Present soft-dirty pages of the writable mappings.
-    fn soft_dirty_pages(&self) -> Result<HashSet<u64>> {
-        let mut out = HashSet::new();
-        walk_pagemap(&self.pagemap, &self.regions()?, |addr, e| {
-            if e & PM_PRESENT != 0 && e & PM_SOFT_DIRTY != 0 {
-                out.insert(addr);
-            }
-            true
-        })?;
-        Ok(out)
+    /// Adds a fault event to the epoch. A write to a sampled subpage of a huge page that the
+    /// previous epoch's resolution hashed after it was made is that epoch's: its hash saw it.
+    fn take_event(&mut self, e: &PageEvent) {
+        if self.thp.seen_by_hash(e.page, e.time_ns) || self.epoch.exact.insert(e.page) {
+            *self.threads.entry(e.tid).or_default() += 1;
+        }
+    }
+
+    /// Present soft-dirty pages of the writable mappings, with the dirty huge pages apart.
+    fn soft_dirty_pages(&mut self) -> Result<Scan> {
+        let regions = self.regions()?;
+        Ok(self.thp.scan(&self.pagemap, &regions, false)?)
     }
 
     fn in_armed_regions(&self, page: u64) -> bool {
@@ -479,27 +516,14 @@ impl SoftDirtySource {
             }
             self.drain(Some(self.arm_ns), Some(pm_start), &mut carry, &mut late);
             if let Ok(pm) = pm {
-                self.mismatch_event_only += self
-                    .epoch
-                    .difference(&pm)
-                    .filter(|p| !late.contains(p))
-                    .count() as u64;
-                let extra: Vec<u64> = pm.difference(&self.epoch).copied().collect();
-                for p in extra {
-                    if self.in_armed_regions(p) {
-                        self.pagemap_only += 1;
-                        self.epoch.insert(p);
-                    } else {
-                        self.new_mapping_only += 1;
-                    }
-                }
+                self.merge_scan(pm, &late);
             }
         } else {
             self.drain(None, None, &mut carry, &mut late);
         }
         let epoch = std::mem::take(&mut self.epoch);
-        self.interval_set.extend(epoch.iter().copied());
-        self.all.extend(epoch.iter().copied());
+        self.interval_set.unite(&epoch);
+        self.all.unite(&epoch);
         if full {
             // The epoch ran from the previous arm to this one.
             let secs = self.arm_ns.saturating_sub(prev_arm_ns) as f64 / 1e9;
@@ -508,10 +532,112 @@ impl SoftDirtySource {
             self.levels.restart_windows();
         }
         for e in carry {
-            if self.epoch.insert(e.page) {
-                *self.threads.entry(e.tid).or_default() += 1;
+            self.take_event(&e);
+        }
+    }
+
+    /// Adds a pagemap scan to the epoch's events: 4 KiB pages by the cross-check rules, and
+    /// the dirty huge pages resolved by sampling (the re-arm has already happened).
+    fn merge_scan(&mut self, pm: Scan, late: &HashSet<u64>) {
+        let huge: HashSet<u64> = pm.huge.iter().chain(&pm.clipped_huge).copied().collect();
+        self.mismatch_event_only += self
+            .epoch
+            .exact
+            .iter()
+            .filter(|&&p| {
+                !pm.dirty.contains(&p) && !huge.contains(&(p & !(HUGE - 1))) && !late.contains(&p)
+            })
+            .count() as u64;
+        let extra: Vec<u64> = pm.dirty.difference(&self.epoch.exact).copied().collect();
+        for p in extra {
+            if self.in_armed_regions(p) {
+                self.pagemap_only += 1;
+                self.epoch.exact.insert(p);
+            } else {
+                self.new_mapping_only += 1;
             }
         }
+        // A fault that raced with the scan (the huge page was not yet mapped, or not yet
+        // soft-dirty, when read) may have let a whole huge page be written before the re-arm:
+        // such a page is resolved too.
+        let (mut resolve, mut mapped) = (pm.huge, pm.mapped);
+        let raced: HashSet<u64> = self
+            .epoch
+            .exact
+            .iter()
+            .filter(|&p| !pm.dirty.contains(p))
+            .map(|&p| p & !(HUGE - 1))
+            .filter(|b| !huge.contains(b))
+            .collect();
+        for b in raced {
+            if self.thp.huge_now(&self.pagemap, b) {
+                resolve.push(b);
+                mapped.insert(b);
+            }
+        }
+        // A huge page of a new mapping is resolved too: it was not mapped at the previous
+        // scan, so its subpages compare with zeros and only written ones count.
+        self.thp
+            .resolve((&resolve, &pm.clipped_huge), mapped, &mut self.epoch);
+    }
+
+    /// Lengthens the epoch, during the first intervals only, while the target's overhead is
+    /// above `--max-overhead` or migtrace's own THP hashing above `THP_HASH_BUDGET` times
+    /// it (hashing costs once per epoch per dirty huge page, so longer epochs cost less).
+    fn adapt(&mut self, secs: f64) {
+        let hashed = self.thp.counters.hash_time;
+        let hash_pct = hashed.saturating_sub(self.hash_mark).as_secs_f64() / secs * 100.0;
+        self.hash_mark = hashed;
+        let over =
+            self.overhead_pct > self.max_overhead || hash_pct > THP_HASH_BUDGET * self.max_overhead;
+        if self.intervals > ADAPT_INTERVALS || !over {
+            return;
+        }
+        if let Some(&longer) = self.choices.iter().find(|&&c| c > self.epoch_ticks) {
+            log::info!(
+                "softdirty: overhead {:.2} % (budget {:.2} %), THP hashing {:.1} % of a CPU (budget {:.1} %): epoch {} -> {} ms",
+                self.overhead_pct,
+                self.max_overhead,
+                hash_pct,
+                THP_HASH_BUDGET * self.max_overhead,
+                self.epoch_ticks * 50,
+                longer * 50
+            );
+            self.epoch_ticks = longer;
+            // The growth curve is per epoch length: start it afresh.
+            self.levels = GrowthWindows::new(LEVELS);
+        }
+    }
+
+    /// The interval's 4 KiB estimate (exact where no huge page was sampled); remembers each
+    /// sampled huge page's standard deviation for the run's interval. Clears the set.
+    fn interval_estimate(&mut self, secs: f64) -> super::thp::Estimate {
+        let full = secs >= FULL_SHARE * self.interval.as_secs_f64();
+        self.any_full |= full;
+        let acc = if full {
+            &mut self.sd_full
+        } else {
+            &mut self.sd_partial
+        };
+        let est = self
+            .interval_set
+            .estimate_with(|b, sd| *acc.entry(b).or_default() += sd);
+        self.interval_set = DirtySet::default();
+        est
+    }
+
+    /// Standard deviation of the summed intervals' pages when huge pages were sampled. A
+    /// huge page keeps its sample, so its errors may repeat from interval to interval: its
+    /// standard deviations add (the bound whatever the correlation); huge pages are
+    /// independent, so their variances add.
+    fn total_pages_sd(&self) -> Option<f64> {
+        let acc = if self.any_full {
+            &self.sd_full
+        } else {
+            &self.sd_partial
+        };
+        let touched = self.thp.counters.resolved + self.thp.counters.unresolved > 0;
+        touched.then(|| acc.values().map(|s| s * s).sum::<f64>().sqrt())
     }
 
     pub fn stats(&self) -> SoftDirtyStats {
@@ -528,14 +654,55 @@ impl SoftDirtySource {
             pages_from_pagemap_only: self.pagemap_only,
             new_mapping_pages_without_event: self.new_mapping_only,
             events_not_soft_dirty: self.mismatch_event_only,
+            ..self.thp_stats(el)
         }
+    }
+
+    /// What the transparent huge pages did to the count, once there were dirty ones.
+    fn thp_caveats(&self) -> Vec<String> {
+        let t = &self.thp.counters;
+        let mut c = Vec::new();
+        if t.resolved > 0 {
+            c.push(format!(
+                "transparent huge pages: soft-dirty marks 2 MiB at a time, so {} dirty huge pages (summed over epochs) were resolved to 4 KiB by hashing {K} of their 512 subpages: those pages are an estimate, with its 95 % interval; a write that leaves a subpage's content unchanged is not seen there",
+                t.resolved
+            ));
+        }
+        if t.unresolved > 0 {
+            c.push(format!(
+                "{} dirty huge pages (summed over epochs, {} MiB) were known only at 2 MiB granularity (no earlier hashes, or unreadable): they are left out of the rate and only widen the upper end of its 95 % interval",
+                t.unresolved,
+                t.unresolved * 2
+            ));
+        }
+        c
+    }
+
+    /// The THP figures, shown only once the target had a huge page.
+    fn thp_stats(&self, el: f64) -> SoftDirtyStats {
+        let c = &self.thp.counters;
+        let mut s = SoftDirtyStats::default();
+        if c.hashed_pages == 0 {
+            return s;
+        }
+        let all = self.all.estimate();
+        s.pages_exact_4k = Some(all.exact_pages);
+        s.thp_pages_estimated_4k = Some(all.huge_estimated);
+        s.thp_huge_pages_resolved = Some(c.resolved);
+        s.thp_huge_pages_2m_only = Some(c.unresolved);
+        s.thp_detection = Some(c.detect);
+        s.thp_sampled_per_huge_page = Some(K as u64);
+        s.thp_hashed_pages = Some(c.hashed_pages);
+        s.thp_baseline_pages = Some(c.baseline_pages);
+        s.thp_hash_cpu_pct = Some(c.hash_time.as_secs_f64() / el * 100.0);
+        s
     }
 }
 
 /// What the softdirty backend reports about itself: its epoch, the cost it imposed on the
 /// target, and the cross-check of the fault events against pagemap. Fields are in the
 /// order they are shown (alphabetical, as the output has always listed them).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SoftDirtyStats {
     /// Time spent write-protecting the target (clear_refs), seconds.
     pub arm_time_s: f64,
@@ -556,8 +723,37 @@ pub struct SoftDirtyStats {
     pub new_mapping_pages_without_event: u64,
     /// CPU spent reading pagemap, percent of one CPU.
     pub pagemap_scan_cpu_pct: f64,
+    /// Unique pages over the run counted exactly, page by page (THP figures: only shown
+    /// once the target had a transparent huge page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages_exact_4k: Option<u64>,
     /// Pages pagemap showed soft-dirty without a fault event (kernel-thread writes, THP).
     pub pages_from_pagemap_only: u64,
+    /// Subpages read for the huge pages' first hashes (at start, after an exec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp_baseline_pages: Option<u64>,
+    /// How THP backing was told: kpageflags, pfn-run, pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp_detection: Option<super::thp::Detect>,
+    /// CPU spent reading and hashing subpages, percent of one CPU (migtrace's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp_hash_cpu_pct: Option<f64>,
+    /// Subpages read and hashed in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp_hashed_pages: Option<u64>,
+    /// Dirty huge pages (summed over epochs) known only at 2 MiB: left out of the rate,
+    /// inside the upper end of its 95 % interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp_huge_pages_2m_only: Option<u64>,
+    /// Dirty huge pages (summed over epochs) resolved to 4 KiB by content sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp_huge_pages_resolved: Option<u64>,
+    /// Unique 4 KiB pages over the run estimated inside sampled huge pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp_pages_estimated_4k: Option<f64>,
+    /// Subpages sampled per huge page (one per stratum of 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp_sampled_per_huge_page: Option<u64>,
 }
 
 impl DirtySource for SoftDirtySource {
@@ -566,13 +762,20 @@ impl DirtySource for SoftDirtySource {
     }
 
     fn caveats(&self) -> Vec<String> {
-        vec![
+        let mut c = vec![
             format!(
-                "softdirty is exact per epoch ({} ms): every page written takes one extra write-protect fault per epoch",
-                self.epoch_ticks as u64 * TICK.as_millis() as u64
+                "softdirty is exact per epoch ({} ms) on 4 KiB pages{}: every page written takes one extra write-protect fault per epoch",
+                self.epoch_ticks as u64 * TICK.as_millis() as u64,
+                if self.thp.counters.resolved > 0 {
+                    " (transparent huge pages: estimated, see below)"
+                } else {
+                    ""
+                }
             ),
             "pages of a mapping created or grown during an epoch count only where a fault was seen; hugetlbfs memory is not tracked by soft-dirty".into(),
-        ]
+        ];
+        c.extend(self.thp_caveats());
+        c
     }
 
     fn tick_every(&self) -> Option<Duration> {
@@ -596,6 +799,8 @@ impl DirtySource for SoftDirtySource {
         // every page soft-dirty, so it is armed afresh. The epoch in progress is not full.
         self.pagemap = File::open(format!("/proc/{}/pagemap", self.pid))
             .context("opening the target's pagemap after its exec")?;
+        self.thp.reset();
+        self.take_thp_baseline()?;
         self.arm()?;
         self.levels.restart_windows();
         Ok(())
@@ -620,43 +825,27 @@ impl DirtySource for SoftDirtySource {
             * 100.0;
         self.arm_time_interval = Duration::ZERO;
         self.intervals += 1;
-        // Lengthen the epoch while over budget, during the first intervals only.
-        if self.intervals <= ADAPT_INTERVALS && self.overhead_pct > self.max_overhead {
-            if let Some(&longer) = self.choices.iter().find(|&&c| c > self.epoch_ticks) {
-                log::info!(
-                    "softdirty: overhead {:.2} % is above {:.2} %: epoch {} -> {} ms",
-                    self.overhead_pct,
-                    self.max_overhead,
-                    self.epoch_ticks * 50,
-                    longer * 50
-                );
-                self.epoch_ticks = longer;
-                // The growth curve is per epoch length: start it afresh.
-                self.levels = GrowthWindows::new(LEVELS);
-            }
-        }
-        let unique = self.interval_set.len() as f64;
-        self.interval_set.clear();
-        Ok(IntervalReport::exact(
-            (window_ns > 0).then_some(window),
-            unique,
-            faults,
-            drops,
-        ))
+        self.adapt(secs);
+        let est = self.interval_estimate(secs);
+        let mut report =
+            IntervalReport::exact((window_ns > 0).then_some(window), est.pages, faults, drops);
+        report.ci95 = est.ci95();
+        Ok(report)
     }
 
     fn finish(&mut self) -> Result<FinalReport> {
         self.probe.stop()?;
+        let all = self.all.estimate();
         let growth = self.levels.curve();
         let mut threads: Vec<(u32, u64)> = self.threads.iter().map(|(&t, &n)| (t, n)).collect();
         threads.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         Ok(FinalReport {
             growth,
-            unique_pages_total: Some(self.all.len() as f64),
+            unique_pages_total: Some(all.pages),
             threads,
             zero_page_share: None,
             backend_stats: Some(BackendStats::Softdirty(self.stats())),
-            total_pages_sd: None,
+            total_pages_sd: self.total_pages_sd(),
             warmup_pages_sd: None,
             threads_attribute_dirtying: true,
         })
