@@ -163,14 +163,11 @@ fn calibrate_fault_ns() -> Result<f64> {
 /// that cleared bits were migtrace's own doing and not another tool's.
 fn claim(pid: u32) -> std::result::Result<(File, bool), Error> {
     let no = |m: String| Error::Unsupported(m);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|e| no(format!("/proc/{pid}/stat: {e}")))?;
-    // Field 22 (starttime) tells this process from a later one with the same pid.
-    let start = stat
-        .rsplit_once(')')
-        .and_then(|(_, r)| r.split_whitespace().nth(19))
-        .unwrap_or("0")
-        .to_string();
+    // The start time tells this process from a later one with the same pid.
+    let start = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .map_err(|e| no(format!("/proc/{pid}/stat: {e}")))?
+        .starttime;
     let dir = std::path::Path::new("/run/migtrace/softdirty");
     std::fs::create_dir_all(dir).map_err(|e| no(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(format!("{pid}-{start}"));
@@ -225,17 +222,14 @@ pub(super) fn walk_pagemap(
 /// Refuses when another tool seems to use the target's soft-dirty bits.
 fn check_not_in_use(pid: u32) -> std::result::Result<(), Error> {
     let no = |m: String| Error::Unsupported(m);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    if let Some(tracer) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))
-        .map(|v| v.trim().to_string())
-    {
-        if tracer != "0" {
-            return Err(no(format!(
-                "pid {pid} is being traced by pid {tracer} (a CRIU dump or debugger?); arming soft-dirty would corrupt its view (--force overrides)"
-            )));
-        }
+    let tracer = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .map(|s| s.tracerpid)
+        .unwrap_or(0);
+    if tracer != 0 {
+        return Err(no(format!(
+            "pid {pid} is being traced by pid {tracer} (a CRIU dump or debugger?); arming soft-dirty would corrupt its view (--force overrides)"
+        )));
     }
     // A process whose soft-dirty bits were never cleared has them set on every present page
     // (new mappings start soft-dirty). Many present pages with the bit clear mean someone
@@ -317,8 +311,9 @@ pub struct SoftDirtySource {
     interval_arm_ns: u64,
     /// Writable mappings at the last arm (pages outside them come from events only).
     armed_regions: Vec<crate::target::Region>,
-    /// `--range`: the pagemap side is clipped to it, as the kernel side is.
-    range: Option<(u64, u64)>,
+    /// `--range`, or a guest's RAM blocks: the pagemap side is clipped to them, as the
+    /// kernel side is to the range around them.
+    ranges: Vec<(u64, u64)>,
     epoch: DirtySet,
     interval_set: DirtySet,
     all: DirtySet,
@@ -384,7 +379,7 @@ impl SoftDirtySource {
             arm_ns: 0,
             interval_arm_ns: 0,
             armed_regions: Vec::new(),
-            range: opts.range,
+            ranges: opts.scope(),
             epoch: DirtySet::default(),
             interval_set: DirtySet::default(),
             all: DirtySet::default(),
@@ -415,10 +410,10 @@ impl SoftDirtySource {
         Ok(s)
     }
 
-    /// The target's writable mappings, clipped to `--range`.
+    /// The target's writable mappings, clipped to `--range` or the guest's RAM.
     fn regions(&self) -> Result<Vec<crate::target::Region>> {
         crate::target::Target::open(self.pid)?
-            .with_range(self.range)
+            .with_ranges(self.ranges.clone())
             .writable_regions()
     }
 
