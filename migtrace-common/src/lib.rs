@@ -221,6 +221,9 @@ pub struct SendState {
 pub struct ThreadSend {
     pub bytes: u64,
     pub calls: u64,
+    /// The thread's name at its first send (`bpf_get_current_comm`), NUL-padded: QEMU names
+    /// its threads before they send, and the name survives the thread's exit.
+    pub comm: [u8; 16],
 }
 
 #[cfg(feature = "user")]

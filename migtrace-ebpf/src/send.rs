@@ -2,7 +2,7 @@
 //! accounting (per CPU and per thread). A full thread map is counted, never silent.
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use migtrace_common::{send_counter, SendState, ThreadSend, SEND_FLAG_PROCESS};
 
 use crate::maps::{SEND_CONFIG, SEND_STATE, SEND_THREADS};
@@ -45,7 +45,11 @@ fn credit_thread(st: &mut SendState, tid: u32, bytes: u64) {
     if add_to_thread(tid, bytes) {
         return;
     }
-    let first = ThreadSend { bytes, calls: 1 };
+    let first = ThreadSend {
+        bytes,
+        calls: 1,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
     // BPF_NOEXIST: if another CPU created the entry meanwhile, add to it instead.
     if SEND_THREADS.insert(tid, first, BPF_NOEXIST).is_ok() || add_to_thread(tid, bytes) {
         return;

@@ -327,7 +327,7 @@ impl SendProbe {
             if bytes == 0 {
                 continue;
             }
-            let comm = self.comm(tid);
+            let comm = self.comm(tid, &t.comm);
             v.push(ThreadBytes {
                 tid,
                 migration: is_migration_thread(&comm),
@@ -340,12 +340,16 @@ impl SendProbe {
         v
     }
 
-    /// The thread's name, cached from the first time it was seen.
-    fn comm(&mut self, tid: u32) -> String {
+    /// The thread's name: as the kernel saw it at its first send, else from /proc; cached.
+    fn comm(&mut self, tid: u32, kernel: &[u8; 16]) -> String {
         let pid = self.pid.unwrap_or(0);
         self.comms
             .entry(tid)
             .or_insert_with(|| {
+                let n = kernel.iter().position(|&b| b == 0).unwrap_or(16);
+                if n > 0 {
+                    return String::from_utf8_lossy(&kernel[..n]).into_owned();
+                }
                 std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
                     .map(|s| s.trim_end().to_string())
                     .unwrap_or_else(|_| "?".into())
