@@ -261,3 +261,63 @@ fn loopback_without_link_says_so_and_bad_flags_are_usage_errors() {
         );
     }
 }
+
+/// A real QEMU 7.2 migration on loopback: the bytes of QEMU's migration threads, as the
+/// kernel counted their sends, against QMP's `transferred`.
+#[tokio::test]
+async fn qemu_migration_threads_send_what_qmp_says_it_transferred() {
+    use migtrace::qemu::qmp::{MigrateParameters, Qmp};
+    use migtrace_e2e::qemu_guest::{GuestOptions, QemuGuest};
+    require_root();
+    let Some(src) = QemuGuest::boot(&GuestOptions::default()) else {
+        return;
+    };
+    let opts = SendOptions {
+        iface: Some("lo".into()),
+        ..SendOptions::default()
+    };
+    let mut p = SendProbe::attach(Some(src.pid()), &opts).expect("attach");
+    let mut qmp = Qmp::connect(&src.qmp_socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let params = MigrateParameters {
+        max_bandwidth: Some(64 << 20),
+        downtime_limit: Some(300),
+        ..MigrateParameters::default()
+    };
+    qmp.migrate_set_parameters(&params).await.unwrap();
+    let (_dst, uri) = src.boot_destination();
+    qmp.migrate(&uri).await.unwrap();
+    let ram = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let info = qmp.query_migrate().await.unwrap();
+        assert_ne!(info.status.as_deref(), Some("failed"), "{info:?}");
+        if info.status.as_deref() == Some("completed") {
+            break info.ram.unwrap();
+        }
+    };
+    let d = p.take_deltas().unwrap();
+    let threads = p.take_thread_bytes().unwrap();
+    let mig: u64 = threads
+        .iter()
+        .filter(|t| t.migration)
+        .map(|t| t.bytes)
+        .sum();
+    eprintln!(
+        "QMP transferred {}; migration threads {mig}; all sends {}; lo tx {}; threads {threads:?}",
+        ram.transferred, d.send_bytes, d.if_bytes
+    );
+    assert_eq!(d.migration_bytes, mig);
+    assert_eq!(d.thread_map_full, 0);
+    assert!(
+        threads.iter().any(|t| t.comm == "live_migration"),
+        "{threads:?}"
+    );
+    let err = (mig as f64 - ram.transferred as f64).abs() / ram.transferred as f64;
+    assert!(
+        err <= 0.03,
+        "migration threads {mig} vs QMP transferred {}",
+        ram.transferred
+    );
+    assert!(d.if_bytes >= mig);
+}
