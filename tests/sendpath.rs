@@ -266,7 +266,50 @@ fn loopback_without_link_says_so_and_bad_flags_are_usage_errors() {
 /// kernel counted their sends, against QMP's `transferred`.
 #[tokio::test]
 async fn qemu_migration_threads_send_what_qmp_says_it_transferred() {
+    migrate_and_compare(None).await;
+}
+
+/// The same with multifd (2 channels): the `multifdsend_N` threads carry the pages.
+#[tokio::test]
+async fn qemu_multifd_threads_send_what_qmp_says_it_transferred() {
+    migrate_and_compare(Some(2)).await;
+}
+
+/// Sets up a migration of a fresh guest to a fresh destination (multifd with `channels`).
+async fn start_migration(
+    src: &migtrace_e2e::qemu_guest::QemuGuest,
+    channels: Option<u8>,
+) -> (
+    migtrace_e2e::qemu_guest::QemuGuest,
+    migtrace::qemu::qmp::Qmp,
+) {
     use migtrace::qemu::qmp::{MigrateParameters, Qmp};
+    let connect = |p: std::path::PathBuf| async move {
+        Qmp::connect(&p, Duration::from_secs(10)).await.unwrap()
+    };
+    let mut qmp = connect(src.qmp_socket.clone()).await;
+    let (dst, uri) = src.boot_destination();
+    let params = MigrateParameters {
+        max_bandwidth: Some(64 << 20),
+        downtime_limit: Some(300),
+        multifd_channels: channels,
+        ..MigrateParameters::default()
+    };
+    if channels.is_some() {
+        let mut dq = connect(dst.qmp_socket.clone()).await;
+        for q in [&mut qmp, &mut dq] {
+            q.migrate_set_capabilities(&[("multifd", true)])
+                .await
+                .unwrap();
+            q.migrate_set_parameters(&params).await.unwrap();
+        }
+    }
+    qmp.migrate_set_parameters(&params).await.unwrap();
+    qmp.migrate(&uri).await.unwrap();
+    (dst, qmp)
+}
+
+async fn migrate_and_compare(channels: Option<u8>) {
     use migtrace_e2e::qemu_guest::{GuestOptions, QemuGuest};
     require_root();
     let Some(src) = QemuGuest::boot(&GuestOptions::default()) else {
@@ -277,17 +320,7 @@ async fn qemu_migration_threads_send_what_qmp_says_it_transferred() {
         ..SendOptions::default()
     };
     let mut p = SendProbe::attach(Some(src.pid()), &opts).expect("attach");
-    let mut qmp = Qmp::connect(&src.qmp_socket, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let params = MigrateParameters {
-        max_bandwidth: Some(64 << 20),
-        downtime_limit: Some(300),
-        ..MigrateParameters::default()
-    };
-    qmp.migrate_set_parameters(&params).await.unwrap();
-    let (_dst, uri) = src.boot_destination();
-    qmp.migrate(&uri).await.unwrap();
+    let (_dst, mut qmp) = start_migration(&src, channels).await;
     let ram = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let info = qmp.query_migrate().await.unwrap();
@@ -304,7 +337,7 @@ async fn qemu_migration_threads_send_what_qmp_says_it_transferred() {
         .map(|t| t.bytes)
         .sum();
     eprintln!(
-        "QMP transferred {}; migration threads {mig}; all sends {}; lo tx {}; threads {threads:?}",
+        "multifd {channels:?}: QMP transferred {}; migration threads {mig}; all sends {}; lo tx {}; threads {threads:?}",
         ram.transferred, d.send_bytes, d.if_bytes
     );
     assert_eq!(d.migration_bytes, mig);
@@ -313,6 +346,13 @@ async fn qemu_migration_threads_send_what_qmp_says_it_transferred() {
         threads.iter().any(|t| t.comm == "live_migration"),
         "{threads:?}"
     );
+    if channels.is_some() {
+        let n = threads
+            .iter()
+            .filter(|t| t.comm.starts_with("multifdsend_"))
+            .count();
+        assert!(n >= 1, "{threads:?}");
+    }
     let err = (mig as f64 - ram.transferred as f64).abs() / ram.transferred as f64;
     assert!(
         err <= 0.03,
