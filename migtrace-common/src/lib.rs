@@ -159,6 +159,73 @@ pub struct PageEvent {
     pub error_code: u32,
 }
 
+/// Slots of [`SendState::counters`] (the send-path programs). Like the fault counters they
+/// only grow; user space takes deltas.
+pub mod send_counter {
+    /// Bytes of packets handed to the watched interface's driver with `NETDEV_TX_OK`
+    /// (`net/net_dev_xmit`, skb length: headers included, one GSO super-packet per event).
+    pub const IF_BYTES: u32 = 0;
+    /// Those packets (skbs; a GSO skb counts once).
+    pub const IF_PACKETS: u32 = 1;
+    /// Bytes the target's sendmsg calls returned (`sock_send_length`: payload accepted by
+    /// the socket, any family).
+    pub const SEND_BYTES: u32 = 2;
+    /// The target's sendmsg calls that sent at least one byte.
+    pub const SEND_CALLS: u32 = 3;
+    /// The target's sendmsg calls that failed (negative return, e.g. EAGAIN).
+    pub const SEND_ERRORS: u32 = 4;
+    /// Sends whose per-thread attribution was lost because `SEND_THREADS` was full.
+    pub const THREAD_MAP_FULL: u32 = 5;
+    /// Number of slots.
+    pub const SLOTS: u32 = 6;
+}
+
+/// `SendConfig::flags`: count `net_dev_xmit` on the interface named in `SendConfig`.
+pub const SEND_FLAG_IFACE: u32 = 1;
+/// `SendConfig::flags`: count the sends of `SendConfig::tgid`.
+pub const SEND_FLAG_PROCESS: u32 = 2;
+
+/// The one entry of the `SEND_CONFIG` array, written by user space. The tracepoint field
+/// offsets come from `/sys/kernel/tracing/events/net/net_dev_xmit/format` at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendConfig {
+    /// Process whose sends are counted (initial pid namespace). 0 = none.
+    pub tgid: u32,
+    /// `SEND_FLAG_*` bits.
+    pub flags: u32,
+    /// Offset of `len` (u32) in the `net_dev_xmit` record.
+    pub len_off: u32,
+    /// Offset of `rc` (i32) in the record.
+    pub rc_off: u32,
+    /// Offset of the `__data_loc char[] name` word (u32: length << 16 | offset).
+    pub name_off: u32,
+    /// Length of the interface name including its NUL, as the `__data_loc` word says it.
+    pub name_len: u32,
+    /// The interface name, NUL-padded to 16 bytes (IFNAMSIZ), as two little-endian words.
+    pub name: [u64; 2],
+    /// Which bytes of `name` to compare (the name and its NUL), as two words.
+    pub name_mask: [u64; 2],
+}
+
+/// Send-path counters, one entry per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendState {
+    pub counters: [u64; send_counter::SLOTS as usize],
+}
+
+/// Value of the `SEND_THREADS` hash map (key: thread id): what the thread sent so far.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadSend {
+    pub bytes: u64,
+    pub calls: u64,
+    /// The thread's name at its first send (`bpf_get_current_comm`), NUL-padded: QEMU names
+    /// its threads before they send, and the name survives the thread's exit.
+    pub comm: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)], Copy, and valid for any bit pattern.
@@ -167,6 +234,9 @@ mod pod {
     unsafe impl aya::Pod for super::ThreadRun {}
     unsafe impl aya::Pod for super::CpuState {}
     unsafe impl aya::Pod for super::PageEvent {}
+    unsafe impl aya::Pod for super::SendConfig {}
+    unsafe impl aya::Pod for super::SendState {}
+    unsafe impl aya::Pod for super::ThreadSend {}
 }
 
 #[cfg(test)]

@@ -17,6 +17,12 @@
 //! - `THREADS` (hash map tid -> write faults);
 //! - `EVENTS` (ring buffer of `PageEvent`, only with `FLAG_RECORD_PAGES`).
 //!
+//! Send path (the link side of the race, `watch --iface`), in [`send`]:
+//! - [`net_dev_xmit`]: classic tracepoint `net/net_dev_xmit`, bytes and packets the watched
+//!   interface transmitted;
+//! - [`sock_send_length`]: raw tracepoint `sock_send_length`, the target's socket sends,
+//!   per CPU (`SEND_STATE`) and per thread (`SEND_THREADS`), configured by `SEND_CONFIG`.
+//!
 //! Their layouts are `migtrace-common`'s, shared with the user-space loader.
 //!
 //! Hot-path budget: every fault of every process on the machine enters these programs, so
@@ -33,8 +39,11 @@
 
 mod fault;
 mod maps;
+mod net_dev_xmit;
 mod page_fault_kernel;
 mod page_fault_user;
+mod send;
+mod sock_send_length;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use migtrace_common::{Config, CpuState, Hll};
+use migtrace_common::{Config, CpuState, Hll, SendConfig, SendState, ThreadSend};
 
 /// The target and what to record, written by user space, read on every fault.
 #[map]
@@ -25,3 +25,15 @@ pub static THREADS: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 /// Page events (only with `FLAG_RECORD_PAGES`). User space may resize it at load time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// The send-path programs' settings (interface, field offsets, target), written by user space.
+#[map]
+pub static SEND_CONFIG: Array<SendConfig> = Array::with_max_entries(1, 0);
+
+/// Send-path counters, one entry per CPU.
+#[map]
+pub static SEND_STATE: PerCpuArray<SendState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bytes and calls sent per thread of the target. User space may resize it at load time.
+#[map]
+pub static SEND_THREADS: HashMap<u32, ThreadSend> = HashMap::with_max_entries(4096, 0);

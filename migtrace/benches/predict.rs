@@ -66,6 +66,7 @@ fn profile(busy: f64) -> Profile {
         busy_share: Some(busy),
         zero_page_share: Some(0.2),
         guest: None,
+        link: None,
     }
 }
 

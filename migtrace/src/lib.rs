@@ -11,12 +11,14 @@
 //! - [`commands`]: one module per CLI subcommand, kept thin;
 //! - [`watcher`]: the watch loop that drives a source over time;
 //! - [`qemu`]: a QEMU target: its command line, guest-RAM mappings, vCPU threads, QMP;
+//! - [`link`]: the link side during a watch (interface traffic, headroom; `--iface`);
 //! - [`target`], [`workload`]: the watched process, and the built-in writer.
 pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod estimate;
 pub mod guest;
+pub mod link;
 pub mod model;
 pub mod profile;
 pub mod qemu;

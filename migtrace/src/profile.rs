@@ -57,6 +57,37 @@ pub struct Profile {
     /// vCPUs with their busy shares. Absent for other processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<crate::report::GuestInfo>,
+    /// The link measured beside the dirtying (`watch --iface`): `predict --profile` without
+    /// `--link` takes its headroom as the link. Absent when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkInfo>,
+}
+
+/// The link side of a watch (docs/sendpath.md).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LinkInfo {
+    pub iface: Option<String>,
+    /// Nominal link, bits per second, and where it came from (`--link` or sysfs).
+    pub link_bits: Option<f64>,
+    pub link_from: Option<String>,
+    pub efficiency: f64,
+    /// Mean interface tx over the watch (other traffic), bytes per second.
+    pub tx_bytes_per_sec: Option<f64>,
+    /// link x efficiency - tx, bytes per second: what a migration would get.
+    pub headroom_bytes_per_sec: Option<f64>,
+}
+
+impl From<&crate::report::LinkSummary> for LinkInfo {
+    fn from(l: &crate::report::LinkSummary) -> Self {
+        LinkInfo {
+            iface: l.iface.clone(),
+            link_bits: l.link_bits,
+            link_from: l.link_from.clone(),
+            efficiency: l.efficiency,
+            tx_bytes_per_sec: l.tx_bytes_per_sec,
+            headroom_bytes_per_sec: l.headroom_bytes_per_sec,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -301,6 +332,7 @@ impl Profile {
             busy_share: s.busy_share,
             zero_page_share: s.zero_page_share,
             guest: s.guest.clone(),
+            link: s.link.as_ref().map(LinkInfo::from),
         }
     }
 
@@ -675,6 +707,7 @@ mod tests {
             busy_share: Some(0.5),
             zero_page_share: None,
             guest: None,
+            link: None,
         }
     }
 

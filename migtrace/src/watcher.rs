@@ -17,6 +17,7 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use crate::{
     error::Error,
     guest::{self, Guest},
+    link::{LinkConfig, LinkWatch},
     model::summary::{summarize, SummaryInput, TargetState, Totals},
     profile::Profile,
     qemu::qmp::Qmp,
@@ -40,6 +41,8 @@ pub struct WatchConfig {
     pub qmp: Option<PathBuf>,
     /// Measure all of a QEMU process, not only its guest RAM.
     pub whole_process: bool,
+    /// The send path (`--iface`, `--link`): link traffic and headroom beside the rate.
+    pub link: Option<LinkConfig>,
 }
 
 /// How long a QMP command may take before the watch gives up on QMP.
@@ -81,6 +84,8 @@ struct Watch<'a> {
     /// The guest, when the target is QEMU.
     guest: Option<GuestInfo>,
     qemu: QemuRates,
+    /// The send path, with `--iface`.
+    link: Option<LinkWatch>,
 }
 
 /// Measures until the end condition and returns the summary (also given to `sink`).
@@ -104,6 +109,13 @@ pub fn watch(cfg: &WatchConfig, sink: &mut dyn Sink) -> Result<Summary> {
     let first = read_state(&target);
     let mut start = start_record(cfg, &target, sel.source.as_ref(), &sel.reason, &first.0);
     start.guest = guest.map(|g| g.info);
+    let link = match &cfg.link {
+        Some(l) => Some(LinkWatch::attach(opts.pid, l.clone())?),
+        None => None,
+    };
+    start
+        .warnings
+        .extend(link.iter().flat_map(|l| l.notes().to_vec()));
     sink.start(&start);
     let pidfd = target.pidfd().ok();
     let now = Instant::now();
@@ -122,6 +134,7 @@ pub fn watch(cfg: &WatchConfig, sink: &mut dyn Sink) -> Result<Summary> {
         note: None,
         guest: start.guest,
         qemu: QemuRates::default(),
+        link,
     };
     w.exec_id = w.target.exec_id();
     let _guard = rt.enter();
@@ -372,6 +385,10 @@ impl Watch<'_> {
         }
         if let Some(rec) = rec {
             self.sink.interval(&rec);
+            if let Some(l) = &mut self.link {
+                let li = l.end_interval(rec.dirty_bytes_per_sec, wall_s, t_s)?;
+                self.sink.link(&li);
+            }
         }
         Ok(())
     }
@@ -411,6 +428,9 @@ impl Watch<'_> {
             },
         );
         summary.qemu_dirty_rate = self.qemu_summary();
+        if let Some(l) = &mut self.link {
+            summary.link = Some(l.summary(summary.dirty_bytes_per_sec)?);
+        }
         let unmeasured = self.totals.intervals() == 0;
         if unmeasured {
             // A profile without a measured rate would tell predict "0 B/s": write none.

@@ -351,6 +351,7 @@ fn sample_profile(busy: Option<f64>) -> Profile {
         busy_share: busy,
         zero_page_share: Some(0.25),
         guest: None,
+        link: None,
     }
 }
 

@@ -103,6 +103,7 @@ fn sample_profile() -> Profile {
         busy_share: Some(0.9),
         zero_page_share: Some(0.1),
         guest: None,
+        link: None,
     }
 }
 

@@ -149,6 +149,7 @@ fn start_writer(a: &DemoArgs) -> Result<(WriterChild, BufReader<ChildStdout>, se
 /// The watch `demo` runs: 1 s intervals, the demo's backend and duration.
 fn watch_config(a: &DemoArgs, pid: u32, profile_out: PathBuf) -> WatchConfig {
     WatchConfig {
+        link: None,
         interval: Duration::from_secs(1),
         duration: Some(a.duration),
         backend: a.backend,

@@ -307,7 +307,8 @@ struct Numbers {
 
 /// Checks the arguments and builds the model inputs. All errors are [`Error`]s.
 pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
-    let links = parse_links(&args.link)?;
+    let mut caveats = Vec::new();
+    let links = links_or_profile_headroom(args, &mut caveats)?;
     let policy = Policy::from(args.policy);
     let kind = ThrottleKind::from(args.throttle);
     let downtimes = parse_downtimes(&args.downtime, policy)?;
@@ -321,7 +322,6 @@ pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
         .into());
     }
     let n = parse_numbers(args)?;
-    let mut caveats = Vec::new();
     let (workload, source) = match (&args.profile, &args.dirty_rate) {
         (Some(_), Some(_)) => {
             return Err(usage("give either --profile or --dirty-rate (with --mem), not both").into())
@@ -362,6 +362,39 @@ pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
         input,
         report,
     })
+}
+
+/// `--link`; without it, a profile's measured headroom (`watch --iface`) as the one link:
+/// the model sends at link x efficiency, so the link is headroom / efficiency.
+fn links_or_profile_headroom(
+    args: &PredictOpts,
+    caveats: &mut Vec<String>,
+) -> anyhow::Result<Vec<f64>> {
+    let (Some(path), true) = (&args.profile, args.link.is_empty()) else {
+        return Ok(parse_links(&args.link)?);
+    };
+    let p = Profile::load(path).map_err(|e| Error::Input(e.to_string()))?;
+    let Some((l, h)) = p
+        .link
+        .as_ref()
+        .and_then(|l| Some((l, l.headroom_bytes_per_sec.filter(|&h| h > 0.0)?)))
+    else {
+        return Err(usage(
+            "missing --link: give the link rate, e.g. --link 10g (the profile has no measured link headroom; `watch --iface IF` records one)",
+        )
+        .into());
+    };
+    let eff = parse_numbers(args)?.efficiency;
+    caveats.push(format!(
+        "no --link: the link is the profile's measured headroom on {}, {}/s ({} x {:.2} - {}/s of other traffic), taken as a {} link at efficiency {eff:.2}",
+        l.iface.as_deref().unwrap_or("?"),
+        units::fmt_bytes(h),
+        l.link_bits.map_or("?".into(), units::fmt_link),
+        l.efficiency,
+        units::fmt_bytes(l.tx_bytes_per_sec.unwrap_or(0.0)),
+        units::fmt_link(h * 8.0 / eff),
+    ));
+    Ok(vec![h * 8.0 / eff])
 }
 
 fn parse_links(args: &[String]) -> Result<Vec<f64>, Error> {

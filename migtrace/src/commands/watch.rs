@@ -10,6 +10,7 @@ use clap::Args;
 
 use crate::{
     error::Error,
+    link::LinkConfig,
     profile::Profile,
     sink::{json::JsonSink, terminal::TerminalSink, Sink},
     source::{BackendChoice, SourceOptions},
@@ -63,6 +64,14 @@ pub struct WatchArgs {
     /// For a QEMU process, measure all of its memory, not only the guest's RAM.
     #[arg(long)]
     pub whole_process: bool,
+    /// Send path: show this interface's tx beside the link, the headroom a migration would
+    /// get and the dirty rate over it (eBPF, `net/net_dev_xmit`; docs/sendpath.md).
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+    /// The nominal link of `--iface` in bits/s (10g, 1000m), as `predict --link`; default:
+    /// /sys/class/net/IF/speed where the driver reports one (loopback does not).
+    #[arg(long, value_name = "RATE")]
+    pub link: Option<String>,
 }
 
 /// Parses `START-END` (hex, `0x` optional).
@@ -118,7 +127,39 @@ pub fn config(a: &WatchArgs) -> Result<WatchConfig> {
         },
         qmp: a.qmp.clone(),
         whole_process: a.whole_process,
+        link: link_config(a)?,
     })
+}
+
+/// `--iface` and `--link`, checked: the interface must exist, `--link` needs `--iface`.
+fn link_config(a: &WatchArgs) -> Result<Option<LinkConfig>> {
+    let link_bits = match &a.link {
+        Some(l) => Some(crate::units::parse_link(l).map_err(|e| usage(format!("--link: {e}")))?),
+        None => None,
+    };
+    let Some(iface) = &a.iface else {
+        if link_bits.is_some() {
+            return Err(usage(
+                "--link needs --iface: the interface whose traffic shares the link".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let valid = !iface.is_empty()
+        && iface.len() < 16
+        && !iface.contains(['/', '\0'])
+        && iface != "."
+        && iface != "..";
+    if !valid || !std::path::Path::new("/sys/class/net").join(iface).exists() {
+        return Err(usage(format!(
+            "--iface {iface:?}: no such network interface (see ip link)"
+        )));
+    }
+    Ok(Some(LinkConfig {
+        iface: Some(iface.clone()),
+        link_bits,
+        efficiency: crate::commands::predict::DEFAULT_EFFICIENCY,
+    }))
 }
 
 fn usage(msg: String) -> anyhow::Error {

@@ -317,6 +317,7 @@ pub fn summarize(t: &Totals, inp: SummaryInput<'_>) -> Summary {
         profile_out: inp.profile_out,
         guest,
         qemu_dirty_rate: None,
+        link: None,
     }
 }
 

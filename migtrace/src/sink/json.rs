@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::{Interval, QemuRate, Sink, Start, Summary};
+use super::{Interval, LinkInterval, QemuRate, Sink, Start, Summary};
 
 pub struct JsonSink<W: Write> {
     out: W,
@@ -41,5 +41,8 @@ impl<W: Write> Sink for JsonSink<W> {
     }
     fn qemu(&mut self, r: &QemuRate) {
         self.emit("qemu_dirty_rate", r)
+    }
+    fn link(&mut self, l: &LinkInterval) {
+        self.emit("link", l)
     }
 }

@@ -7,7 +7,7 @@ pub mod predict_out;
 pub mod terminal;
 
 pub use crate::report::{
-    EndReason, Interval, QemuRate, RatePercentiles, Start, Summary, ThreadLine,
+    EndReason, Interval, LinkInterval, QemuRate, RatePercentiles, Start, Summary, ThreadLine,
 };
 
 /// Text that a target or an input file controls (process and thread names, paths, caveats
@@ -37,6 +37,8 @@ pub trait Sink {
     fn summary(&mut self, s: &Summary);
     /// QEMU's own `calc-dirty-rate` measurement, beside ours (`--qmp`).
     fn qemu(&mut self, _r: &QemuRate) {}
+    /// The link side of the interval just shown (`--iface`).
+    fn link(&mut self, _l: &LinkInterval) {}
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 use std::io::Write;
 
 use super::{clean, Interval, Sink, Start, Summary};
-use crate::report::{GuestInfo, MappingGroup, QemuRate};
+use crate::report::{GuestInfo, LinkInterval, LinkSummary, MappingGroup, QemuRate};
 use crate::units::fmt_bytes as bytes;
 
 pub struct TerminalSink<W: Write> {
@@ -123,9 +123,15 @@ impl<W: Write> Sink for TerminalSink<W> {
         let _ = self.out.flush();
     }
 
+    fn link(&mut self, l: &LinkInterval) {
+        let _ = writeln!(self.out, "{}", link_line(l));
+        let _ = self.out.flush();
+    }
+
     fn summary(&mut self, s: &Summary) {
         let o = &mut self.out;
         let _ = summary_rates(o, s)
+            .and_then(|()| summary_link(o, s.link.as_ref()))
             .and_then(|()| summary_target(o, s))
             .and_then(|()| summary_growth(o, s))
             .and_then(|()| summary_threads(o, s))
@@ -395,6 +401,92 @@ fn summary_backend(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
     }
     if let Some(p) = &s.profile_out {
         writeln!(o, "  profile        written to {}", clean(p))?;
+    }
+    Ok(())
+}
+
+/// A bytes-per-second figure or `-`.
+fn rate_or_dash(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{}/s", bytes(r)))
+}
+
+/// One interval's link line: tx beside the link, headroom, dirty/headroom.
+fn link_line(l: &LinkInterval) -> String {
+    let iface = l.iface.as_deref().map(clean).unwrap_or_default();
+    let link = l.link_bits.map_or("link ?".into(), |b| {
+        format!("of {}", crate::units::fmt_link(b))
+    });
+    let ratio = l.dirty_to_headroom.map_or("-".into(), |r| {
+        format!(
+            "{r:.2}{}",
+            if r > 1.0 {
+                " (> 1: cannot converge unthrottled)"
+            } else {
+                ""
+            }
+        )
+    });
+    let mut s = format!(
+        "  link {iface}: tx {} {link}, headroom {}, dirty/headroom {ratio}, sends {}",
+        rate_or_dash(l.tx_bytes_per_sec),
+        rate_or_dash(l.headroom_bytes_per_sec),
+        rate_or_dash(l.send_bytes_per_sec),
+    );
+    if l.migration_bytes > 0 {
+        s.push_str(&format!(", migration {}", bytes(l.migration_bytes as f64)));
+    }
+    if l.thread_map_full > 0 {
+        s.push_str(&format!(
+            ", {} sends unattributed (thread map full)",
+            l.thread_map_full
+        ));
+    }
+    s
+}
+
+/// The summary's link section (`--iface`).
+fn summary_link(o: &mut impl Write, l: Option<&LinkSummary>) -> std::io::Result<()> {
+    let Some(l) = l else { return Ok(()) };
+    let iface = l.iface.as_deref().map(clean).unwrap_or_default();
+    let link = match (l.link_bits, &l.link_from) {
+        (Some(b), Some(f)) => format!("{} ({})", crate::units::fmt_link(b), clean(f)),
+        _ => "unknown (give --link)".into(),
+    };
+    writeln!(
+        o,
+        "  link {iface}: {link}, efficiency {:.2}; tx mean {} (peak {}), {} in all",
+        l.efficiency,
+        rate_or_dash(l.tx_bytes_per_sec),
+        rate_or_dash(l.tx_peak_bytes_per_sec),
+        bytes(l.tx_bytes as f64)
+    )?;
+    let ratio = l
+        .dirty_to_headroom
+        .map_or("-".into(), |r| format!("{r:.2}"));
+    writeln!(
+        o,
+        "  headroom {} (lowest interval {}), dirty/headroom {ratio}",
+        rate_or_dash(l.headroom_bytes_per_sec),
+        rate_or_dash(l.headroom_min_bytes_per_sec)
+    )?;
+    writeln!(
+        o,
+        "  target sends: {} in {} calls ({} errors), migration threads {}, drops {}",
+        bytes(l.send_bytes as f64),
+        count(l.send_calls as f64),
+        l.send_errors,
+        bytes(l.migration_bytes as f64),
+        l.thread_map_full
+    )?;
+    for t in l.threads.iter().take(8) {
+        writeln!(
+            o,
+            "    tid {:>7} {:<16} {}{}",
+            t.tid,
+            clean(&t.comm),
+            bytes(t.bytes as f64),
+            if t.migration { " (migration)" } else { "" }
+        )?;
     }
     Ok(())
 }

@@ -13,9 +13,10 @@ use super::{Drops, FaultCounts};
 use crate::error::Error;
 
 #[cfg(migtrace_has_ebpf)]
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/migtrace.bpf.o"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/migtrace.bpf.o"));
 #[cfg(not(migtrace_has_ebpf))]
-static OBJECT: &[u8] = &[];
+pub(crate) static OBJECT: &[u8] = &[];
 
 /// True when this binary was built with its kernel programs.
 pub fn built_in() -> bool {
@@ -94,7 +95,7 @@ pub struct ProbeOptions {
 /// Turns a load or attach failure into an error: EPERM (found by errno in the error's
 /// causes, not by its text) is a missing privilege the user must fix; anything else is a
 /// runtime failure.
-fn load_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
+pub(crate) fn load_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
     if crate::error::os_errno(&e) == Some(libc::EPERM) {
         Error::Privilege(format!(
             "the kernel refused to load the eBPF program ({e}): run as root or with CAP_BPF and CAP_PERFMON"

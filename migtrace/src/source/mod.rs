@@ -18,6 +18,7 @@ pub mod combined;
 pub mod ebpf;
 pub mod fault;
 pub mod growth;
+pub mod netsend;
 pub mod sample;
 pub mod softdirty;
 pub mod thp;
