@@ -169,8 +169,9 @@ impl Watch {
             match v["type"].as_str() {
                 Some("interval") => intervals.push(v),
                 Some("summary") => summary = v,
-                // QEMU's own measurements (`--qmp`) come between the intervals.
-                Some("qemu_dirty_rate") => {}
+                // QEMU's own measurements (`--qmp`) and link lines (`--iface`) come
+                // between the intervals.
+                Some("qemu_dirty_rate") | Some("link") => {}
                 other => panic!("unexpected line type {other:?}"),
             }
         }

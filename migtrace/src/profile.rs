@@ -312,7 +312,7 @@ impl Profile {
                 ci95_bytes_per_sec: s.ci95_bytes_per_sec,
                 peak_bytes_per_sec: s.peak_bytes_per_sec,
             },
-            growth: s.growth.clone(),
+            growth: monotone_growth(&s.growth),
             threads: s
                 .threads
                 .iter()
@@ -651,6 +651,22 @@ impl Profile {
     }
 }
 
+/// The growth curve as a profile states it: never decreasing. A longer window holds every
+/// page a shorter one does; a sampled estimate of a near-idle target can dip by noise, and
+/// `predict` refuses a curve that decreases.
+fn monotone_growth(g: &[GrowthPoint]) -> Vec<GrowthPoint> {
+    let mut top = 0.0f64;
+    g.iter()
+        .map(|p| {
+            top = top.max(p.unique_pages);
+            GrowthPoint {
+                unique_pages: top,
+                ..p.clone()
+            }
+        })
+        .collect()
+}
+
 /// A temporary name in the folder of `path`, unique to this process.
 fn temp_beside(path: &std::path::Path) -> std::path::PathBuf {
     let name = path
@@ -739,6 +755,18 @@ mod tests {
         q.version = VERSION + 1;
         reject(&q, "reads versions up to");
         reject_text("{\"format\":\"other\"}", "expected");
+    }
+
+    #[test]
+    fn written_growth_never_decreases() {
+        let p = |w: f64, u: f64| GrowthPoint {
+            window_s: w,
+            unique_pages: u,
+            windows: 1,
+        };
+        let g = monotone_growth(&[p(1.0, 10.0), p(2.0, 8.0), p(4.0, 900.0)]);
+        let u: Vec<f64> = g.iter().map(|x| x.unique_pages).collect();
+        assert_eq!(u, vec![10.0, 10.0, 900.0]);
     }
 
     fn reject_text(text: &str, needle: &str) {
