@@ -1,0 +1,426 @@
+//! Prometheus metrics: a registry of what watches measure, a [`Sink`] that feeds it from
+//! the watch records, and a `/metrics` endpoint (one thread, `tiny_http`).
+//!
+//! The registry ([`Metrics`]) holds every family once; each watched target is one label
+//! set ([`TargetLabels`]: pid, comm, guest). `watch --listen` has one target; the exporter
+//! many, and removes a target's series when its watch ends ([`Metrics::forget`]), so the
+//! state stays bounded however many targets come and go. Names follow the Prometheus
+//! rules (base units, `_bytes`, `_seconds`, `_total`); `docs/monitoring.md` lists them.
+//!
+//! The format is chosen by the client's `Accept` header: OpenMetrics when asked for
+//! (`application/openmetrics-text`, what Prometheus asks first), else the classic text
+//! format 0.0.4 (what `curl` and `promtool check metrics` read), converted from the same
+//! encoding by [`to_text_004`].
+use std::{
+    net::{SocketAddr, TcpListener},
+    sync::Arc,
+};
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use super::{Interval, QemuRate, Sink, Start, Summary};
+use crate::error::Error;
+
+/// Who a series is about: one watched process (for QEMU, its guest's `-name`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet, Default)]
+pub struct TargetLabels {
+    pub pid: String,
+    pub comm: String,
+    /// The guest name for a QEMU target; empty otherwise.
+    pub guest: String,
+}
+
+/// A target and one more label (the fault kind, the drop reason).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub pid: String,
+    pub comm: String,
+    pub guest: String,
+    pub kind: String,
+}
+
+/// Fault kinds, as `kind` label values.
+pub const FAULT_KINDS: [&str; 4] = ["write_not_present", "write_protect", "read", "out_of_range"];
+/// Drop reasons, as `kind` label values.
+pub const DROP_KINDS: [&str; 3] = ["thread_map_full", "ringbuf_full", "sample_misses"];
+
+type GaugeF = Gauge<f64, std::sync::atomic::AtomicU64>;
+type CounterF = Counter<f64, std::sync::atomic::AtomicU64>;
+type Hist = Family<TargetLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric migtrace serves, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub dirty_rate: Family<TargetLabels, GaugeF>,
+    pub dirty_rate_hist: Hist,
+    pub interval_pages_hist: Hist,
+    /// Pass durations: registered, left empty until a source of passes is wired in.
+    pub pass_duration_hist: Hist,
+    pub dirty_pages: Family<TargetLabels, CounterF>,
+    pub intervals: Family<TargetLabels, Counter>,
+    pub faults: Family<KindLabels, Counter>,
+    pub dropped: Family<KindLabels, Counter>,
+    pub writable: Family<TargetLabels, GaugeF>,
+    pub rss: Family<TargetLabels, GaugeF>,
+    pub qemu_rate: Family<TargetLabels, GaugeF>,
+    pub targets: Gauge,
+}
+
+/// Dirty-rate buckets, bytes per second: 1 MiB/s to 32 GiB/s, doubling.
+fn rate_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1048576.0, 2.0, 16,
+    ))
+}
+
+/// Unique-pages buckets: 16 pages to 256 Mi pages, by fours.
+fn pages_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        16.0, 4.0, 12,
+    ))
+}
+
+/// Pass-duration buckets, seconds: 10 ms to about 10 min.
+fn pass_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.01, 3.0, 11,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All families, registered under the `migtrace` prefix.
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("migtrace"),
+            dirty_rate: Family::default(),
+            dirty_rate_hist: Family::new_with_constructor(rate_histogram as fn() -> Histogram),
+            interval_pages_hist: Family::new_with_constructor(pages_histogram as fn() -> Histogram),
+            pass_duration_hist: Family::new_with_constructor(pass_histogram as fn() -> Histogram),
+            dirty_pages: Family::default(),
+            intervals: Family::default(),
+            faults: Family::default(),
+            dropped: Family::default(),
+            writable: Family::default(),
+            rss: Family::default(),
+            qemu_rate: Family::default(),
+            targets: Gauge::default(),
+        };
+        m.register();
+        m
+    }
+
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        let bytes = || Unit::Bytes;
+        r.register(
+            "dirty_rate_bytes_per_second",
+            "Unique bytes dirtied per second in the last interval",
+            self.dirty_rate.clone(),
+        );
+        r.register(
+            "interval_dirty_rate_bytes_per_second",
+            "Distribution of the per-interval dirty rate",
+            self.dirty_rate_hist.clone(),
+        );
+        r.register(
+            "interval_dirty_pages",
+            "Distribution of the unique pages dirtied per interval",
+            self.interval_pages_hist.clone(),
+        );
+        r.register_with_unit(
+            "pass_duration",
+            "Duration of pre-copy passes (empty: no source of passes is wired in yet)",
+            Unit::Seconds,
+            self.pass_duration_hist.clone(),
+        );
+        r.register(
+            "dirty_pages",
+            "Sum over intervals of the unique pages dirtied in each interval",
+            self.dirty_pages.clone(),
+        );
+        r.register("intervals", "Intervals measured", self.intervals.clone());
+        r.register(
+            "page_faults",
+            "Page faults seen, by kind",
+            self.faults.clone(),
+        );
+        r.register(
+            "dropped_events",
+            "Events lost, by reason",
+            self.dropped.clone(),
+        );
+        r.register_with_unit(
+            "target_writable",
+            "Writable memory measured",
+            bytes(),
+            self.writable.clone(),
+        );
+        r.register_with_unit(
+            "target_resident",
+            "Resident memory of the target",
+            bytes(),
+            self.rss.clone(),
+        );
+        r.register(
+            "qemu_dirty_rate_bytes_per_second",
+            "QEMU's own calc-dirty-rate measurement (watch --qmp)",
+            self.qemu_rate.clone(),
+        );
+        r.register("targets", "Targets being watched now", self.targets.clone());
+    }
+
+    /// Removes every series of one target (its watch ended).
+    pub fn forget(&self, l: &TargetLabels) {
+        for f in [&self.dirty_rate, &self.writable, &self.rss, &self.qemu_rate] {
+            f.remove(l);
+        }
+        for h in [
+            &self.dirty_rate_hist,
+            &self.interval_pages_hist,
+            &self.pass_duration_hist,
+        ] {
+            h.remove(l);
+        }
+        self.dirty_pages.remove(l);
+        self.intervals.remove(l);
+        for k in FAULT_KINDS {
+            self.faults.remove(&kind(l, k));
+        }
+        for k in DROP_KINDS {
+            self.dropped.remove(&kind(l, k));
+        }
+    }
+
+    /// The OpenMetrics text of everything registered.
+    pub fn openmetrics(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+}
+
+/// A target's labels with a `kind`.
+fn kind(l: &TargetLabels, k: &str) -> KindLabels {
+    KindLabels {
+        pid: l.pid.clone(),
+        comm: l.comm.clone(),
+        guest: l.guest.clone(),
+        kind: k.into(),
+    }
+}
+
+/// Converts the OpenMetrics text into the classic text format 0.0.4: no `# EOF` or
+/// `# UNIT`, and a counter family is named as its samples are (`..._total`).
+pub fn to_text_004(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut counters = std::collections::HashSet::new();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name.to_string());
+            }
+        }
+    }
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        if let Some((head, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or("");
+            if counters.contains(name) {
+                out.push_str(&format!("{head}{name}_total{}\n", &rest[name.len()..]));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Feeds one target's series from the watch records.
+pub struct PromSink {
+    metrics: Arc<Metrics>,
+    labels: TargetLabels,
+}
+
+impl PromSink {
+    /// A sink for one target; its labels come from the start record.
+    pub fn new(metrics: Arc<Metrics>) -> PromSink {
+        PromSink {
+            metrics,
+            labels: TargetLabels::default(),
+        }
+    }
+
+    /// This target's labels (set by the start record).
+    pub fn labels(&self) -> &TargetLabels {
+        &self.labels
+    }
+}
+
+impl Sink for PromSink {
+    fn start(&mut self, s: &Start) {
+        self.labels = TargetLabels {
+            pid: s.pid.to_string(),
+            comm: s.comm.clone(),
+            guest: s
+                .guest
+                .as_ref()
+                .and_then(|g| g.name.clone())
+                .unwrap_or_default(),
+        };
+        let m = &self.metrics;
+        m.writable
+            .get_or_create(&self.labels)
+            .set(s.writable_bytes as f64);
+        m.rss
+            .get_or_create(&self.labels)
+            .set(s.target_rss_bytes as f64);
+    }
+
+    fn interval(&mut self, i: &Interval) {
+        let (m, l) = (&self.metrics, &self.labels);
+        m.intervals.get_or_create(l).inc();
+        if let Some(f) = &i.faults {
+            let by_kind = [f.write_not_present, f.write_protect, f.read, f.out_of_range];
+            for (k, n) in FAULT_KINDS.iter().zip(by_kind) {
+                m.faults.get_or_create(&kind(l, k)).inc_by(n);
+            }
+        }
+        let d = &i.drops;
+        for (k, n) in DROP_KINDS
+            .iter()
+            .zip([d.thread_map_full, d.ringbuf_full, d.sample_misses])
+        {
+            m.dropped.get_or_create(&kind(l, k)).inc_by(n);
+        }
+        // A partial interval (the watch ended mid-way) is no rate; a warm-up one is.
+        if i.partial || !i.dirty_bytes_per_sec.is_finite() {
+            return;
+        }
+        m.dirty_rate.get_or_create(l).set(i.dirty_bytes_per_sec);
+        m.dirty_rate_hist
+            .get_or_create(l)
+            .observe(i.dirty_bytes_per_sec);
+        m.interval_pages_hist
+            .get_or_create(l)
+            .observe(i.dirty_pages);
+        m.dirty_pages
+            .get_or_create(l)
+            .inc_by(i.dirty_pages.max(0.0));
+    }
+
+    fn summary(&mut self, s: &Summary) {
+        self.metrics
+            .rss
+            .get_or_create(&self.labels)
+            .set(s.target_rss_bytes as f64);
+    }
+
+    fn qemu(&mut self, r: &QemuRate) {
+        self.metrics
+            .qemu_rate
+            .get_or_create(&self.labels)
+            .set(r.bytes_per_sec);
+    }
+}
+
+/// Parses and checks `--listen`: ADDR:PORT, loopback unless `any`, and binds it now so that
+/// a bad or busy address is an error before measuring starts.
+pub fn bind(listen: &str, any: bool) -> Result<TcpListener, Error> {
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--listen {listen:?}: expected ADDR:PORT, e.g. 127.0.0.1:9464 or [::1]:9464"
+        ))
+    })?;
+    if !addr.ip().is_loopback() && !any {
+        return Err(Error::Usage(format!(
+            "--listen {addr}: not a loopback address; add --listen-any to serve metrics beyond this host"
+        )));
+    }
+    TcpListener::bind(addr).map_err(|e| Error::Usage(format!("--listen {addr}: cannot bind: {e}")))
+}
+
+/// Serves `/metrics` from `listener` in a background thread for the life of the process.
+pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| anyhow::anyhow!("starting the metrics server: {e}"))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let resp = respond(&req, &metrics);
+                let _ = req.respond(resp);
+            }
+        })?;
+    Ok(())
+}
+
+/// The response to one request: the metrics in the format asked for, or 404.
+fn respond(req: &tiny_http::Request, m: &Metrics) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let path = req.url().split('?').next().unwrap_or("");
+    if path != "/metrics" || !matches!(req.method(), tiny_http::Method::Get) {
+        return tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404);
+    }
+    let openmetrics = req.headers().iter().any(|h| {
+        h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
+    });
+    let (body, ctype) = if openmetrics {
+        (
+            m.openmetrics(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            to_text_004(&m.openmetrics()),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let header = tiny_http::Header::from_bytes("Content-Type", ctype).expect("static header");
+    tiny_http::Response::from_string(body).with_header(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_renamed_for_text_004() {
+        let m = Metrics::new();
+        let l = TargetLabels {
+            pid: "1".into(),
+            comm: "x".into(),
+            guest: String::new(),
+        };
+        m.intervals.get_or_create(&l).inc();
+        let t = to_text_004(&m.openmetrics());
+        assert!(t.contains("# TYPE migtrace_intervals_total counter"), "{t}");
+        assert!(t.contains("migtrace_intervals_total{pid=\"1\""), "{t}");
+        assert!(!t.contains("# EOF") && !t.contains("# UNIT"));
+        m.forget(&l);
+        assert!(!m.openmetrics().contains("pid=\"1\""));
+    }
+
+    #[test]
+    fn listen_is_checked() {
+        assert!(matches!(bind("nonsense", false), Err(Error::Usage(_))));
+        assert!(matches!(bind("8.8.8.8:9464", false), Err(Error::Usage(_))));
+        assert!(bind("127.0.0.1:0", false).is_ok());
+    }
+}
