@@ -68,6 +68,8 @@ pub struct Metrics {
     pub rss: Family<TargetLabels, GaugeF>,
     pub qemu_rate: Family<TargetLabels, GaugeF>,
     pub targets: Gauge,
+    /// The exporter's own resident memory (set by `migtrace exporter`).
+    pub exporter_rss: Gauge,
 }
 
 /// Dirty-rate buckets, bytes per second: 1 MiB/s to 32 GiB/s, doubling.
@@ -114,6 +116,7 @@ impl Metrics {
             rss: Family::default(),
             qemu_rate: Family::default(),
             targets: Gauge::default(),
+            exporter_rss: Gauge::default(),
         };
         m.register();
         m
