@@ -180,6 +180,32 @@ impl Metrics {
             self.qemu_rate.clone(),
         );
         r.register("targets", "Targets being watched now", self.targets.clone());
+        r.register_with_unit(
+            "exporter_resident",
+            "Resident memory of the exporter itself (migtrace exporter only)",
+            bytes(),
+            self.exporter_rss.clone(),
+        );
+    }
+
+    /// Every series name this registry can serve (histograms with their `_bucket`, `_sum`
+    /// and `_count`, counters with `_total`), whether or not it has samples now: families
+    /// without samples (pass durations, QEMU's rate without `--qmp`) are left out of a scrape.
+    pub fn served_names() -> std::collections::BTreeSet<String> {
+        let m = Metrics::new();
+        let l = TargetLabels::default();
+        m.dirty_rate.get_or_create(&l);
+        m.dirty_rate_hist.get_or_create(&l);
+        m.interval_pages_hist.get_or_create(&l);
+        m.pass_duration_hist.get_or_create(&l);
+        m.dirty_pages.get_or_create(&l);
+        m.intervals.get_or_create(&l);
+        m.faults.get_or_create(&kind(&l, "read"));
+        m.dropped.get_or_create(&kind(&l, "ringbuf_full"));
+        m.writable.get_or_create(&l);
+        m.rss.get_or_create(&l);
+        m.qemu_rate.get_or_create(&l);
+        family_names(&to_text_004(&m.openmetrics()))
     }
 
     /// Removes every series of one target (its watch ended).
@@ -211,6 +237,24 @@ impl Metrics {
         let _ = encode(&mut s, &self.registry);
         s
     }
+}
+
+/// The series names in a text-format scrape, from its `# TYPE` lines.
+pub fn family_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for rest in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let mut it = rest.split(' ');
+        let (Some(name), Some(kind)) = (it.next(), it.next()) else {
+            continue;
+        };
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                out.insert(format!("{name}{suffix}"));
+            }
+        }
+        out.insert(name.to_string());
+    }
+    out
 }
 
 /// A target's labels with a `kind`.
