@@ -194,17 +194,17 @@ impl Metrics {
     pub fn served_names() -> std::collections::BTreeSet<String> {
         let m = Metrics::new();
         let l = TargetLabels::default();
-        m.dirty_rate.get_or_create(&l);
-        m.dirty_rate_hist.get_or_create(&l);
-        m.interval_pages_hist.get_or_create(&l);
-        m.pass_duration_hist.get_or_create(&l);
-        m.dirty_pages.get_or_create(&l);
-        m.intervals.get_or_create(&l);
-        m.faults.get_or_create(&kind(&l, "read"));
-        m.dropped.get_or_create(&kind(&l, "ringbuf_full"));
-        m.writable.get_or_create(&l);
-        m.rss.get_or_create(&l);
-        m.qemu_rate.get_or_create(&l);
+        let _ = m.dirty_rate.get_or_create(&l);
+        let _ = m.dirty_rate_hist.get_or_create(&l);
+        let _ = m.interval_pages_hist.get_or_create(&l);
+        let _ = m.pass_duration_hist.get_or_create(&l);
+        let _ = m.dirty_pages.get_or_create(&l);
+        let _ = m.intervals.get_or_create(&l);
+        let _ = m.faults.get_or_create(&kind(&l, "read"));
+        let _ = m.dropped.get_or_create(&kind(&l, "ringbuf_full"));
+        let _ = m.writable.get_or_create(&l);
+        let _ = m.rss.get_or_create(&l);
+        let _ = m.qemu_rate.get_or_create(&l);
         family_names(&to_text_004(&m.openmetrics()))
     }
 
