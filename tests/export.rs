@@ -531,3 +531,56 @@ fn plots_render_each_kind_as_svg() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not available"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `exporter --qemu` finds a real QEMU guest by name, labels it with its `-name`, and
+/// drops its series when QEMU exits. The `sample` backend only reads memory, so other QEMU
+/// processes on a shared machine are not disturbed (softdirty would clear their bits).
+#[test]
+fn exporter_finds_qemu_guests_and_labels_them_by_name() {
+    use migtrace_e2e::qemu_guest::{GuestOptions, QemuGuest};
+    require_root();
+    let Some(mut g) = QemuGuest::boot(&GuestOptions::default()) else {
+        return;
+    };
+    let port = free_port();
+    let mut exp = Command::new(bin())
+        .args([
+            "exporter",
+            "--qemu",
+            "--backend",
+            "sample",
+            "--rescan",
+            "1s",
+        ])
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    wait_http(port, "/metrics", Duration::from_secs(5));
+    let series = format!("migtrace_dirty_rate_bytes_per_second{{pid=\"{}\",", g.pid());
+    let t = Instant::now();
+    let line = loop {
+        let (_, m) = http_get(port, "/metrics", None);
+        if let Some(l) = m.lines().find(|l| l.starts_with(&series)) {
+            break l.to_string();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no series for QEMU {}: {m}",
+            g.pid()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(line.contains("guest=\"migtrace-e2e\""), "{line}");
+    let rate: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(rate > 0.0, "{line}");
+    let pid = g.pid();
+    g.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, m) = http_get(port, "/metrics", None);
+    assert!(
+        !m.contains(&format!("pid=\"{pid}\"")),
+        "series of exited QEMU kept: {m}"
+    );
+    signal(exp.id(), libc::SIGTERM);
+    assert!(exp.wait().unwrap().success());
+}
