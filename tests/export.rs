@@ -166,7 +166,16 @@ fn prometheus_scrapes_watch_histograms_and_rate() {
     let pid = w.pid().to_string();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let watch = Watch::start(&["--pid", &pid, "--duration", "16s", "--listen", &listen]);
+    let watch = Watch::start(&[
+        "--pid",
+        &pid,
+        "--duration",
+        "16s",
+        "--listen",
+        &listen,
+        "--predict-link",
+        "1g",
+    ]);
     wait_http(port, "/metrics", Duration::from_secs(5));
     let server = Prometheus::start(&prom, &dir, port);
     std::thread::sleep(Duration::from_secs(9));
@@ -204,6 +213,15 @@ fn prometheus_scrapes_watch_histograms_and_rate() {
         "avg_over_time(migtrace_dirty_rate_bytes_per_second{sel}[6s])"
     ));
     let measured = value(&rate[0]);
+    // The model on the live rate: at least one bulk pass of the measured memory.
+    let total = value(&server.query(&format!("migtrace_predicted_total_time_seconds{sel}"))[0]);
+    let writable = value(&server.query(&format!("migtrace_target_writable_bytes{sel}"))[0]);
+    assert!(
+        total >= writable / (1e9 / 8.0 * 0.94) * 0.99,
+        "{total} s for {writable} bytes"
+    );
+    let verdict = value(&server.query(&format!("migtrace_predicted_converges{sel}"))[0]);
+    assert!(verdict == 0.0 || verdict == 1.0);
 
     // promtool lints a scrape in the classic text format; OpenMetrics when asked for.
     let (_, text) = http_get(port, "/metrics", None);

@@ -55,6 +55,10 @@ pub struct ExporterArgs {
     /// Restart each watch this often, which bounds its memory (series carry on).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub cycle: Duration,
+    /// Also serve the pre-copy model's time, downtime and verdict over this link (e.g. 10g)
+    /// at each target's live rate.
+    #[arg(long, value_name = "LINK", value_parser = crate::units::parse_link)]
+    pub predict_link: Option<f64>,
     /// Dirty-tracking backend for every target.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
@@ -69,7 +73,7 @@ struct Running {
 pub fn run(a: ExporterArgs) -> Result<()> {
     validate(&a)?;
     let listener = prometheus::bind(&a.listen, a.listen_any)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::predicting(a.predict_link));
     prometheus::serve(listener, metrics.clone())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -112,6 +116,7 @@ fn watch_args(a: &ExporterArgs, pid: u32) -> WatchArgs {
         listen: None,
         listen_any: false,
         hdr_log: None,
+        predict_link: None,
     }
 }
 

@@ -76,6 +76,10 @@ pub struct WatchArgs {
     /// Allow --listen on a non-loopback address.
     #[arg(long)]
     pub listen_any: bool,
+    /// With --listen: also serve the pre-copy model's time, downtime and verdict for a
+    /// migration over this link (e.g. 10g) at the live rate.
+    #[arg(long, value_name = "LINK", value_parser = crate::units::parse_link)]
+    pub predict_link: Option<f64>,
     /// Write the per-interval dirty rate as an HdrHistogram interval log (V2, compressed).
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
@@ -122,7 +126,7 @@ fn extra_sinks(a: &WatchArgs) -> Result<Vec<Box<dyn Sink>>> {
     let mut out: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(l) = &a.listen {
         let listener = prometheus::bind(l, a.listen_any)?;
-        let metrics = std::sync::Arc::new(Metrics::new());
+        let metrics = std::sync::Arc::new(Metrics::predicting(a.predict_link));
         metrics.targets.set(1);
         prometheus::serve(listener, metrics.clone())?;
         out.push(Box::new(PromSink::new(metrics)));
@@ -196,8 +200,10 @@ fn validate(a: &WatchArgs) -> Result<()> {
     if !(a.max_overhead > 0.0 && a.max_overhead <= 100.0) {
         return Err(usage("--max-overhead must be a percentage above 0".into()));
     }
-    if a.listen_any && a.listen.is_none() {
-        return Err(usage("--listen-any needs --listen ADDR:PORT".into()));
+    if a.listen.is_none() && (a.listen_any || a.predict_link.is_some()) {
+        return Err(usage(
+            "--listen-any and --predict-link need --listen ADDR:PORT".into(),
+        ));
     }
     if a.sample_pages == Some(0) {
         return Err(usage("--sample-pages must be at least 1".into()));

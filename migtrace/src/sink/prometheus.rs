@@ -43,6 +43,15 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// A target and the link a prediction is for (bits per second).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabels {
+    pub pid: String,
+    pub comm: String,
+    pub guest: String,
+    pub link_bits: String,
+}
+
 /// Fault kinds, as `kind` label values.
 pub const FAULT_KINDS: [&str; 4] = ["write_not_present", "write_protect", "read", "out_of_range"];
 /// Drop reasons, as `kind` label values.
@@ -70,6 +79,11 @@ pub struct Metrics {
     pub targets: Gauge,
     /// The exporter's own resident memory (set by `migtrace exporter`).
     pub exporter_rss: Gauge,
+    /// `--predict-link`: the link (bits per second) the live predictions are for.
+    pub predict_link: Option<f64>,
+    pub predicted_total: Family<LinkLabels, GaugeF>,
+    pub predicted_downtime: Family<LinkLabels, GaugeF>,
+    pub predicted_converges: Family<LinkLabels, Gauge>,
 }
 
 /// Dirty-rate buckets, bytes per second: 1 MiB/s to 32 GiB/s, doubling.
@@ -117,6 +131,10 @@ impl Metrics {
             qemu_rate: Family::default(),
             targets: Gauge::default(),
             exporter_rss: Gauge::default(),
+            predict_link: None,
+            predicted_total: Family::default(),
+            predicted_downtime: Family::default(),
+            predicted_converges: Family::default(),
         };
         m.register();
         m
@@ -181,11 +199,36 @@ impl Metrics {
         );
         r.register("targets", "Targets being watched now", self.targets.clone());
         r.register_with_unit(
+            "predicted_total_time",
+            "Modelled pre-copy migration time over --predict-link at the live rate (QEMU policy, 300 ms downtime target)",
+            Unit::Seconds,
+            self.predicted_total.clone(),
+        );
+        r.register_with_unit(
+            "predicted_downtime",
+            "Modelled downtime over --predict-link at the live rate",
+            Unit::Seconds,
+            self.predicted_downtime.clone(),
+        );
+        r.register(
+            "predicted_converges",
+            "1 when the modelled migration over --predict-link converges within the downtime target, else 0",
+            self.predicted_converges.clone(),
+        );
+        r.register_with_unit(
             "exporter_resident",
             "Resident memory of the exporter itself (migtrace exporter only)",
             bytes(),
             self.exporter_rss.clone(),
         );
+    }
+
+    /// The same, with live predictions for a link of `link_bits` (`--predict-link`).
+    pub fn predicting(link_bits: Option<f64>) -> Metrics {
+        Metrics {
+            predict_link: link_bits,
+            ..Metrics::new()
+        }
     }
 
     /// Every series name this registry can serve (histograms with their `_bucket`, `_sum`
@@ -205,6 +248,10 @@ impl Metrics {
         let _ = m.writable.get_or_create(&l);
         let _ = m.rss.get_or_create(&l);
         let _ = m.qemu_rate.get_or_create(&l);
+        let ll = link(&l, 1.0);
+        let _ = m.predicted_total.get_or_create(&ll);
+        let _ = m.predicted_downtime.get_or_create(&ll);
+        let _ = m.predicted_converges.get_or_create(&ll);
         family_names(&to_text_004(&m.openmetrics()))
     }
 
@@ -227,6 +274,12 @@ impl Metrics {
         }
         for k in DROP_KINDS {
             self.dropped.remove(&kind(l, k));
+        }
+        if let Some(b) = self.predict_link {
+            let ll = link(l, b);
+            self.predicted_total.remove(&ll);
+            self.predicted_downtime.remove(&ll);
+            self.predicted_converges.remove(&ll);
         }
     }
 
@@ -255,6 +308,38 @@ pub fn family_names(text: &str) -> std::collections::BTreeSet<String> {
         out.insert(name.to_string());
     }
     out
+}
+
+/// A target's labels with a link.
+fn link(l: &TargetLabels, bits: f64) -> LinkLabels {
+    LinkLabels {
+        pid: l.pid.clone(),
+        comm: l.comm.clone(),
+        guest: l.guest.clone(),
+        link_bits: format!("{bits:.0}"),
+    }
+}
+
+/// How many recent intervals the live prediction averages.
+const PREDICT_WINDOW: usize = 10;
+
+/// The pre-copy model ([`crate::model::sim`]) run on a live rate: `mem` bytes dirtied at
+/// `rate` bytes/s, the dirty set growing up to the whole memory (the growth curve is only
+/// known at the end of a watch), QEMU's policy with its 300 ms default downtime target, no
+/// throttle, the default link efficiency.
+pub fn predict_live(mem: f64, rate: f64, link_bits: f64) -> crate::model::sim::Outcome {
+    use crate::model::{sim, workload::Workload};
+    let w = Workload::synthetic(mem.max(4096.0), rate.max(0.0), None, 1, 1.0, 0.0);
+    let policy = sim::Policy::Qemu;
+    let sc = sim::Scenario {
+        link_bits,
+        efficiency: crate::commands::predict::DEFAULT_EFFICIENCY,
+        downtime_s: policy.default_downtime_s(),
+        policy,
+        throttle: sim::Throttle::None,
+        limits: sim::Limits::default(),
+    };
+    sim::simulate(&w, &sc)
 }
 
 /// A target's labels with a `kind`.
@@ -304,6 +389,10 @@ pub fn to_text_004(om: &str) -> String {
 pub struct PromSink {
     metrics: Arc<Metrics>,
     labels: TargetLabels,
+    /// Writable memory measured, bytes (for the live prediction).
+    writable: f64,
+    /// The latest interval rates, for the live prediction.
+    recent: std::collections::VecDeque<f64>,
 }
 
 impl PromSink {
@@ -312,12 +401,36 @@ impl PromSink {
         PromSink {
             metrics,
             labels: TargetLabels::default(),
+            writable: 0.0,
+            recent: std::collections::VecDeque::with_capacity(PREDICT_WINDOW),
         }
     }
 
     /// This target's labels (set by the start record).
     pub fn labels(&self) -> &TargetLabels {
         &self.labels
+    }
+}
+
+impl PromSink {
+    /// `--predict-link`: the model on the mean of the latest interval rates.
+    fn predict(&mut self, rate: f64) {
+        let Some(bits) = self.metrics.predict_link else {
+            return;
+        };
+        if self.recent.len() == PREDICT_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(rate);
+        let mean = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
+        let o = predict_live(self.writable, mean, bits);
+        let ll = link(&self.labels, bits);
+        let m = &self.metrics;
+        m.predicted_total.get_or_create(&ll).set(o.total_time_s);
+        m.predicted_downtime.get_or_create(&ll).set(o.downtime_s);
+        m.predicted_converges
+            .get_or_create(&ll)
+            .set(i64::from(o.converges));
     }
 }
 
@@ -333,6 +446,7 @@ impl Sink for PromSink {
                 .unwrap_or_default(),
         };
         let m = &self.metrics;
+        self.writable = s.writable_bytes as f64;
         m.writable
             .get_or_create(&self.labels)
             .set(s.writable_bytes as f64);
@@ -371,6 +485,7 @@ impl Sink for PromSink {
         m.dirty_pages
             .get_or_create(l)
             .inc_by(i.dirty_pages.max(0.0));
+        self.predict(i.dirty_bytes_per_sec);
     }
 
     fn summary(&mut self, s: &Summary) {
