@@ -181,6 +181,63 @@ fn prometheus_scrapes_watch_histograms_and_rate() {
     std::thread::sleep(Duration::from_secs(9));
 
     let sel = format!("{{pid=\"{pid}\"}}");
+    let count = check_rate_histogram(&server, &sel);
+    let rate = server.query(&format!(
+        "avg_over_time(migtrace_dirty_rate_bytes_per_second{sel}[6s])"
+    ));
+    let measured = value(&rate[0]);
+    // The model on the live rate: at least one bulk pass of the measured memory.
+    let total = value(&server.query(&format!("migtrace_predicted_total_time_seconds{sel}"))[0]);
+    let writable = value(&server.query(&format!("migtrace_target_writable_bytes{sel}"))[0]);
+    assert!(
+        total >= writable / (1e9 / 8.0 * 0.94) * 0.99,
+        "{total} s for {writable} bytes"
+    );
+    let verdict = value(&server.query(&format!("migtrace_predicted_converges{sel}"))[0]);
+    assert!(verdict == 0.0 || verdict == 1.0);
+
+    let text = check_scrape_formats(port, &promtool);
+    check_dashboard(&text);
+
+    let done = w.stop();
+    let (_, s, st) = watch.finish();
+    assert!(st.success());
+    let truth = random_truth_bytes(64.0 * 256.0, done["pages_per_sec"].as_f64().unwrap());
+    let err = (measured - truth) / truth;
+    eprintln!(
+        "prometheus: backend {}, rate gauge {:.1} MiB/s vs truth {:.1} MiB/s ({:+.1} %), histogram count {}",
+        s["backend"],
+        measured / 1048576.0,
+        truth / 1048576.0,
+        err * 100.0,
+        count
+    );
+    assert!(err.abs() <= 0.20, "rate {measured} vs truth {truth}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// promtool lints a scrape in the classic text format; OpenMetrics comes when asked for.
+/// Returns the classic scrape.
+fn check_scrape_formats(port: u16, promtool: &Path) -> String {
+    let (_, text) = http_get(port, "/metrics", None);
+    let lint = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .output_with_stdin(text.as_bytes());
+    assert!(lint.0.success(), "promtool check metrics: {}", lint.1);
+    let (head, om) = http_get(
+        port,
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(om.trim_end().ends_with("# EOF"));
+    text
+}
+
+/// The scrape is up and the dirty-rate and pages histograms arrived whole: returns the
+/// dirty-rate histogram's count.
+fn check_rate_histogram(server: &Prometheus, sel: &str) -> f64 {
     let up = server.query("up{job=\"migtrace\"}");
     assert_eq!(up.len(), 1, "{up:?}");
     assert_eq!(value(&up[0]), 1.0, "{up:?}");
@@ -209,51 +266,7 @@ fn prometheus_scrapes_watch_histograms_and_rate() {
     assert_eq!(by_le.last().unwrap().1, value(&count[0]));
     let pages = server.query(&format!("migtrace_interval_dirty_pages_count{sel}"));
     assert!(value(&pages[0]) >= 2.0, "{pages:?}");
-    let rate = server.query(&format!(
-        "avg_over_time(migtrace_dirty_rate_bytes_per_second{sel}[6s])"
-    ));
-    let measured = value(&rate[0]);
-    // The model on the live rate: at least one bulk pass of the measured memory.
-    let total = value(&server.query(&format!("migtrace_predicted_total_time_seconds{sel}"))[0]);
-    let writable = value(&server.query(&format!("migtrace_target_writable_bytes{sel}"))[0]);
-    assert!(
-        total >= writable / (1e9 / 8.0 * 0.94) * 0.99,
-        "{total} s for {writable} bytes"
-    );
-    let verdict = value(&server.query(&format!("migtrace_predicted_converges{sel}"))[0]);
-    assert!(verdict == 0.0 || verdict == 1.0);
-
-    // promtool lints a scrape in the classic text format; OpenMetrics when asked for.
-    let (_, text) = http_get(port, "/metrics", None);
-    let lint = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .output_with_stdin(text.as_bytes());
-    assert!(lint.0.success(), "promtool check metrics: {}", lint.1);
-    let (head, om) = http_get(
-        port,
-        "/metrics",
-        Some("application/openmetrics-text; version=1.0.0"),
-    );
-    assert!(head.contains("application/openmetrics-text"), "{head}");
-    assert!(om.trim_end().ends_with("# EOF"));
-    check_dashboard(&text);
-
-    let done = w.stop();
-    let (_, s, st) = watch.finish();
-    assert!(st.success());
-    let truth = random_truth_bytes(64.0 * 256.0, done["pages_per_sec"].as_f64().unwrap());
-    let err = (measured - truth) / truth;
-    eprintln!(
-        "prometheus: backend {}, rate gauge {:.1} MiB/s vs truth {:.1} MiB/s ({:+.1} %), histogram count {}",
-        s["backend"],
-        measured / 1048576.0,
-        truth / 1048576.0,
-        err * 100.0,
-        value(&count[0])
-    );
-    assert!(err.abs() <= 0.20, "rate {measured} vs truth {truth}");
-    let _ = std::fs::remove_dir_all(&dir);
+    value(&count[0])
 }
 
 /// Feeding a child's stdin and collecting its status and output.

@@ -142,7 +142,6 @@ impl Metrics {
 
     fn register(&mut self) {
         let r = &mut self.registry;
-        let bytes = || Unit::Bytes;
         r.register(
             "dirty_rate_bytes_per_second",
             "Unique bytes dirtied per second in the last interval",
@@ -164,6 +163,13 @@ impl Metrics {
             Unit::Seconds,
             self.pass_duration_hist.clone(),
         );
+        self.register_counts();
+    }
+
+    /// The counters, the target's memory and the exporter's own figures.
+    fn register_counts(&mut self) {
+        let r = &mut self.registry;
+        let bytes = || Unit::Bytes;
         r.register(
             "dirty_pages",
             "Sum over intervals of the unique pages dirtied in each interval",
