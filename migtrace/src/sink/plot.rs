@@ -189,7 +189,7 @@ fn short(v: f64) -> String {
     } else {
         (1.0, "")
     };
-    let n = format!("{:.3}", v / d);
+    let n = format!("{:.2}", v / d);
     let n = n.trim_end_matches('0').trim_end_matches('.');
     format!("{n}{s}")
 }

@@ -527,6 +527,9 @@ pub fn bind(listen: &str, any: bool) -> Result<TcpListener, Error> {
 
 /// Serves `/metrics` from `listener` in a background thread for the life of the process.
 pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    if let Ok(a) = listener.local_addr() {
+        eprintln!("migtrace: serving metrics on http://{a}/metrics");
+    }
     let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| anyhow::anyhow!("starting the metrics server: {e}"))?;
     std::thread::Builder::new()
