@@ -345,7 +345,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 }
 
 #[test]
-fn listen_must_be_loopback_addr_port() {
+fn bad_listen_or_hdr_log_is_a_usage_error_before_watching() {
     let me = std::process::id().to_string();
     for (listen, any, want) in [
         ("0.0.0.0:9464", false, "--listen-any"),
@@ -361,6 +361,20 @@ fn listen_must_be_loopback_addr_port() {
         assert_eq!(o.status.code(), Some(2), "{listen}: {err}");
         assert!(err.contains(want), "{listen}: {err}");
     }
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap().to_string();
+    let o = run(&["watch", "--pid", &me, "--listen", &taken]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot bind"));
+    let o = run(&[
+        "watch",
+        "--pid",
+        &me,
+        "--hdr-log",
+        "/nonexistent/dir/x.hlog",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--hdr-log"));
 }
 
 #[test]
