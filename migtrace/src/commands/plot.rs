@@ -243,3 +243,35 @@ fn passes(title: &str, v: &Value) -> Result<String> {
         .collect();
     pass_timeline(title, &bars)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_told_apart() {
+        assert!(matches!(
+            detect(r#"{"format":"migtrace-profile","growth":[]}"#),
+            Ok(Input::Profile(_))
+        ));
+        assert!(matches!(
+            detect(r#"{"format":"migtrace-predict","results":[]}"#),
+            Ok(Input::Predict(_))
+        ));
+        assert!(matches!(
+            detect(r#"{"passes":[{"duration_s":1}]}"#),
+            Ok(Input::Passes(_))
+        ));
+        let log = "{\"type\":\"start\"}\n{\"type\":\"interval\",\"t_s\":1}\n";
+        assert!(matches!(detect(log), Ok(Input::WatchLog(l)) if l.len() == 2));
+        assert!(detect("{\"type\":\"start\"}\n{\"x\":1}\n").is_err());
+        assert!(detect("not json").is_err());
+    }
+
+    #[test]
+    fn a_kind_the_input_lacks_is_a_usage_error() {
+        let p = detect(r#"{"format":"migtrace-profile","growth":[]}"#).unwrap();
+        let e = render(&p, Some(PlotKind::Passes), None).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), 2);
+    }
+}

@@ -111,3 +111,48 @@ impl Sink for HdrLogSink {
         self.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Drops;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    fn interval(t_s: f64, rate: f64, partial: bool) -> Interval {
+        Interval {
+            t_s,
+            duration_s: 1.0,
+            dirty_pages: rate / 4096.0,
+            dirty_pages_per_sec: rate / 4096.0,
+            dirty_bytes_per_sec: rate,
+            ci95_bytes_per_sec: None,
+            faults: None,
+            drops: Drops::default(),
+            sample: None,
+            warmup: false,
+            partial,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn one_entry_per_full_interval_with_its_rate() {
+        let path = std::env::temp_dir().join(format!("migtrace-hdr-{}.hlog", std::process::id()));
+        let mut sink = HdrLogSink::new(File::create(&path).unwrap());
+        sink.interval(&interval(1.0, 32e6, false));
+        sink.interval(&interval(2.0, 64e6, false));
+        sink.interval(&interval(2.3, 99e6, true));
+        drop(sink);
+        let text = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let entries: Vec<(f64, f64)> = IntervalLogIterator::new(&text)
+            .filter_map(|e| match e.unwrap() {
+                LogEntry::Interval(h) => Some((h.start_timestamp().as_secs_f64(), h.max())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(entries[0].0, 0.0);
+        assert!((entries[1].1 - 64e6).abs() / 64e6 < 1e-3, "{entries:?}");
+    }
+}
