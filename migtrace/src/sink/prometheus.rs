@@ -445,10 +445,13 @@ impl Sink for PromSink {
         self.labels = TargetLabels {
             pid: s.pid.to_string(),
             comm: s.comm.clone(),
+            // The guest found by the watch; else QEMU's `-name` read from its command
+            // line (a QEMU process watched whole, or whose guest RAM was not found).
             guest: s
                 .guest
                 .as_ref()
                 .and_then(|g| g.name.clone())
+                .or_else(|| crate::qemu::read_cmdline(s.pid).ok()?.name)
                 .unwrap_or_default(),
         };
         let m = &self.metrics;
