@@ -312,6 +312,12 @@ fn check_dashboard(scrape: &str) {
     }
 }
 
+/// The dashboard against the registry alone: runs without root or Prometheus.
+#[test]
+fn dashboard_queries_only_metrics_migtrace_serves() {
+    check_dashboard("");
+}
+
 fn collect_exprs(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
