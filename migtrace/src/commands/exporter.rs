@@ -159,12 +159,19 @@ async fn main_loop(a: &ExporterArgs, metrics: Arc<Metrics>) -> Result<()> {
         metrics.exporter_rss.set(self_rss_bytes());
     }
     stop.store(true, Ordering::SeqCst);
-    for (_, r) in running {
-        // Each watch received the same signal and ends with its summary.
-        let _ = r.thread.join();
+    // Each watch received the same signal and ends with its summary. One that was between
+    // two cycles when it came would run a whole cycle more: the wait is bounded, and
+    // leaving it to the process exit loses nothing (its only sink is the registry).
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    while running.values().any(|r| !r.thread.is_finished()) && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }
+
+/// How long the exporter waits for its watches to end after a signal.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Watches one target, cycle after cycle, until it exits, a signal arrives or a watch
 /// fails; then removes its series.
