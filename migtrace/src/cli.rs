@@ -22,6 +22,10 @@ pub enum Command {
     Predict(crate::commands::predict::PredictArgs),
     /// Run a built-in writer with a known rate, watch it, and compare measured with true.
     Demo(crate::commands::demo::DemoArgs),
+    /// Serve Prometheus metrics for several processes or every QEMU VM, long-running.
+    Exporter(crate::commands::exporter::ExporterArgs),
+    /// Draw a watch profile, a `watch --json` log or `predict --json` output as SVG.
+    Plot(crate::commands::plot::PlotArgs),
     /// The built-in writer workload (used by `demo`, the tests and the benchmarks).
     #[command(hide = true)]
     Writer(crate::workload::WriterArgs),

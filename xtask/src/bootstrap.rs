@@ -22,8 +22,15 @@ use crate::{
 /// bpf-linker release built against LLVM 22 (the nightly's).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the test suite needs.
-pub const TEST_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "util-linux"];
+/// Debian packages the test suite needs. `prometheus` (the server and `promtool`) is run
+/// directly by `tests/export.rs`, with its own config and storage in a temporary directory.
+pub const TEST_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "util-linux",
+    "prometheus",
+];
 
 pub struct EbpfToolchain {
     pub bin_dir: PathBuf,

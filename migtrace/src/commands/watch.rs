@@ -12,7 +12,13 @@ use crate::{
     error::Error,
     link::LinkConfig,
     profile::Profile,
-    sink::{json::JsonSink, terminal::TerminalSink, Sink},
+    sink::{
+        hdrlog::HdrLogSink,
+        json::JsonSink,
+        prometheus::{self, Metrics, PromSink},
+        terminal::TerminalSink,
+        FanOut, Sink,
+    },
     source::{BackendChoice, SourceOptions},
     units::parse_duration,
     watcher::{self, WatchConfig},
@@ -72,6 +78,20 @@ pub struct WatchArgs {
     /// /sys/class/net/IF/speed where the driver reports one (loopback does not).
     #[arg(long, value_name = "RATE")]
     pub link: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics while watching (loopback only
+    /// unless --listen-any; docs/monitoring.md).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Allow --listen on a non-loopback address.
+    #[arg(long)]
+    pub listen_any: bool,
+    /// With --listen: also serve the pre-copy model's time, downtime and verdict for a
+    /// migration over this link (e.g. 10g) at the live rate.
+    #[arg(long, value_name = "LINK", value_parser = crate::units::parse_link)]
+    pub predict_link: Option<f64>,
+    /// Write the per-interval dirty rate as an HdrHistogram interval log (V2, compressed).
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
 }
 
 /// Parses `START-END` (hex, `0x` optional).
@@ -101,8 +121,31 @@ pub fn run(a: WatchArgs) -> Result<()> {
     } else {
         Box::new(TerminalSink::new(std::io::stdout()))
     };
-    watcher::watch(&cfg, sink.as_mut())?;
+    let mut extra = extra_sinks(&a)?;
+    let mut all = FanOut(vec![sink.as_mut()]);
+    all.0
+        .extend(extra.iter_mut().map(|b| b.as_mut() as &mut dyn Sink));
+    watcher::watch(&cfg, &mut all)?;
     Ok(())
+}
+
+/// The sinks beside the output: the metrics endpoint and the HdrHistogram log. Both are
+/// opened now, so that a busy port or a bad path is an error before measuring starts.
+fn extra_sinks(a: &WatchArgs) -> Result<Vec<Box<dyn Sink>>> {
+    let mut out: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(l) = &a.listen {
+        let listener = prometheus::bind(l, a.listen_any)?;
+        let metrics = std::sync::Arc::new(Metrics::predicting(a.predict_link));
+        metrics.targets.set(1);
+        prometheus::serve(listener, metrics.clone())?;
+        out.push(Box::new(PromSink::new(metrics)));
+    }
+    if let Some(p) = &a.hdr_log {
+        let f = std::fs::File::create(p)
+            .map_err(|e| usage(format!("--hdr-log {}: {e}", p.display())))?;
+        out.push(Box::new(HdrLogSink::new(f)));
+    }
+    Ok(out)
 }
 
 /// Checks the flags and lowers them into the typed configuration.
@@ -198,6 +241,11 @@ fn validate(a: &WatchArgs) -> Result<()> {
     }
     if !(a.max_overhead > 0.0 && a.max_overhead <= 100.0) {
         return Err(usage("--max-overhead must be a percentage above 0".into()));
+    }
+    if a.listen.is_none() && (a.listen_any || a.predict_link.is_some()) {
+        return Err(usage(
+            "--listen-any and --predict-link need --listen ADDR:PORT".into(),
+        ));
     }
     if a.sample_pages == Some(0) {
         return Err(usage("--sample-pages must be at least 1".into()));

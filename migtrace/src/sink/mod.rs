@@ -2,8 +2,11 @@
 //! terminal sink ([`terminal`]) writes lines for people, the JSON sink ([`json`]) one JSON
 //! object per line for programs.
 pub mod demo_out;
+pub mod hdrlog;
 pub mod json;
+pub mod plot;
 pub mod predict_out;
+pub mod prometheus;
 pub mod terminal;
 
 pub use crate::report::{
@@ -39,6 +42,27 @@ pub trait Sink {
     fn qemu(&mut self, _r: &QemuRate) {}
     /// The link side of the interval just shown (`--iface`).
     fn link(&mut self, _l: &LinkInterval) {}
+}
+
+/// Hands every record to several sinks in turn (`watch --listen`, `--hdr-log`).
+pub struct FanOut<'a>(pub Vec<&'a mut dyn Sink>);
+
+impl Sink for FanOut<'_> {
+    fn start(&mut self, s: &Start) {
+        self.0.iter_mut().for_each(|k| k.start(s))
+    }
+    fn interval(&mut self, i: &Interval) {
+        self.0.iter_mut().for_each(|k| k.interval(i))
+    }
+    fn summary(&mut self, s: &Summary) {
+        self.0.iter_mut().for_each(|k| k.summary(s))
+    }
+    fn qemu(&mut self, r: &QemuRate) {
+        self.0.iter_mut().for_each(|k| k.qemu(r))
+    }
+    fn link(&mut self, l: &LinkInterval) {
+        self.0.iter_mut().for_each(|k| k.link(l))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,277 @@
+//! `migtrace plot FILE -o out.svg`: draws what migtrace wrote, detecting which it is:
+//! - a `watch --json` log (JSON lines): the dirty rate over time, against `--link`'s
+//!   goodput when given (`--kind growth`: the growth curve of its summary);
+//! - a watch profile (`--profile-out`): the dirty-set growth curve;
+//! - `predict --json`: the link x downtime grid (total time per link, one line per
+//!   downtime target; `--kind passes`: the modelled passes of the first cell);
+//! - a passes report (`{"passes": [{"index", "start_s", "duration_s", "bytes"}]}`): the
+//!   pass timeline.
+//!
+//! Asking for a picture the input does not hold is an [`Error::Usage`].
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use crate::{
+    error::Error,
+    sink::plot::{line_chart, pass_timeline, LineChart, PassBar, Series},
+    units::parse_link,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlotKind {
+    /// Dirty rate over time (a watch --json log).
+    Rate,
+    /// Dirty-set growth: unique pages against the window (a profile or a watch log).
+    Growth,
+    /// Total migration time per link and downtime target (predict --json).
+    Grid,
+    /// Pass timeline (a passes report, or predict's modelled passes).
+    Passes,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// A watch --json log, a profile, predict --json output or a passes report.
+    pub file: PathBuf,
+    /// Where to write the SVG.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Which picture; default: the one the input is for.
+    #[arg(long, value_enum)]
+    pub kind: Option<PlotKind>,
+    /// A link to draw the rate against, e.g. 10g (bits per second; drawn in bytes/s).
+    #[arg(long, value_parser = parse_link)]
+    pub link: Option<f64>,
+}
+
+/// What the input file is.
+enum Input {
+    WatchLog(Vec<Value>),
+    Profile(Value),
+    Predict(Value),
+    Passes(Value),
+}
+
+pub fn run(a: PlotArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.file)
+        .map_err(|e| Error::Input(format!("{}: {e}", a.file.display())))?;
+    let input = detect(&text).map_err(|m| Error::Input(format!("{}: {m}", a.file.display())))?;
+    let svg = render(&input, a.kind, a.link)?;
+    std::fs::write(&a.output, svg).with_context(|| format!("writing {}", a.output.display()))
+}
+
+/// Tells the inputs apart by their `format` field, their `passes`, or JSON lines.
+fn detect(text: &str) -> Result<Input, String> {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return match v["format"].as_str() {
+            Some("migtrace-profile") => Ok(Input::Profile(v)),
+            Some("migtrace-predict") => Ok(Input::Predict(v)),
+            _ if v["passes"].is_array() => Ok(Input::Passes(v)),
+            _ if v["type"].is_string() => Ok(Input::WatchLog(vec![v])),
+            _ => Err(
+                "not a migtrace profile, predict --json output, passes report or watch --json log"
+                    .into(),
+            ),
+        };
+    }
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not JSON or JSON lines: {e}"))?;
+    if lines.iter().any(|l| l["type"] == "interval") {
+        Ok(Input::WatchLog(lines))
+    } else {
+        Err("JSON lines without an interval record: not a watch --json log".into())
+    }
+}
+
+fn render(input: &Input, kind: Option<PlotKind>, link: Option<f64>) -> Result<String> {
+    let unavailable = |k: PlotKind, what: &str| -> anyhow::Error {
+        Error::Usage(format!("--kind {k:?}: not available from {what}").to_lowercase()).into()
+    };
+    match (input, kind) {
+        (Input::WatchLog(l), None | Some(PlotKind::Rate)) => rate(l, link),
+        (Input::WatchLog(l), Some(PlotKind::Growth)) => {
+            let s = l
+                .iter()
+                .find(|v| v["type"] == "summary")
+                .ok_or_else(|| Error::Input("the log has no summary, so no growth curve".into()))?;
+            growth(s)
+        }
+        (Input::Profile(p), None | Some(PlotKind::Growth)) => growth(p),
+        (Input::Predict(p), None | Some(PlotKind::Grid)) => grid(p),
+        (Input::Predict(p), Some(PlotKind::Passes)) => {
+            let cell = &p["results"][0];
+            passes(
+                "Modelled pre-copy passes (predict, first cell)",
+                &cell["passes"],
+            )
+        }
+        (Input::Passes(p), None | Some(PlotKind::Passes)) => {
+            passes("Pre-copy passes", &p["passes"])
+        }
+        (Input::WatchLog(_), Some(k)) => Err(unavailable(k, "a watch log")),
+        (Input::Profile(_), Some(k)) => Err(unavailable(k, "a profile")),
+        (Input::Predict(_), Some(k)) => Err(unavailable(k, "predict output")),
+        (Input::Passes(_), Some(k)) => Err(unavailable(k, "a passes report")),
+    }
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// The dirty rate of each interval, against the link's goodput when given.
+fn rate(lines: &[Value], link_bits: Option<f64>) -> Result<String> {
+    let mut ours = Vec::new();
+    let mut qemu = Vec::new();
+    for l in lines {
+        match l["type"].as_str() {
+            Some("interval") if l["partial"] != true => {
+                ours.push((num(&l["t_s"]), num(&l["dirty_bytes_per_sec"])))
+            }
+            Some("qemu_dirty_rate") => qemu.push((num(&l["t_s"]), num(&l["bytes_per_sec"]))),
+            _ => {}
+        }
+    }
+    let mut series = vec![Series {
+        name: "dirty rate (migtrace), bytes/s".into(),
+        points: ours,
+    }];
+    if !qemu.is_empty() {
+        series.push(Series {
+            name: "QEMU calc-dirty-rate, bytes/s".into(),
+            points: qemu,
+        });
+    }
+    line_chart(&LineChart {
+        title: "Dirty rate over time",
+        x_desc: "time, s",
+        y_desc: "bytes/s",
+        series,
+        hline: link_bits.map(|b| (format!("link {:.1} Gbit/s, bytes/s", b / 1e9), b / 8.0)),
+    })
+}
+
+/// Unique pages dirtied against the window length.
+fn growth(v: &Value) -> Result<String> {
+    let points: Vec<(f64, f64)> = v["growth"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .map(|p| (num(&p["window_s"]), num(&p["unique_pages"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    if points.is_empty() {
+        return Err(Error::Input("no growth curve in the input".into()).into());
+    }
+    line_chart(&LineChart {
+        title: "Dirty-set growth",
+        x_desc: "window, s",
+        y_desc: "unique pages dirtied",
+        series: vec![Series {
+            name: "unique pages".into(),
+            points,
+        }],
+        hline: None,
+    })
+}
+
+/// Total time per link, one line per downtime target; cells that do not complete are
+/// left out (the line stops), and said so in the series name.
+fn grid(p: &Value) -> Result<String> {
+    let cells = p["results"].as_array().cloned().unwrap_or_default();
+    let mut downtimes: Vec<f64> = cells.iter().map(|c| num(&c["downtime_limit_s"])).collect();
+    downtimes.sort_by(f64::total_cmp);
+    downtimes.dedup();
+    let series = downtimes
+        .iter()
+        .map(|&dt| {
+            let mine: Vec<&Value> = cells
+                .iter()
+                .filter(|c| num(&c["downtime_limit_s"]) == dt)
+                .collect();
+            let done: Vec<(f64, f64)> = mine
+                .iter()
+                .filter(|c| matches!(c["ending"].as_str(), Some("converged" | "forced-stop")))
+                .map(|c| (num(&c["link_bits_per_sec"]) / 1e9, num(&c["total_time_s"])))
+                .collect();
+            let missing = mine.len() - done.len();
+            let mut name = format!("downtime {} ms: total time, s", (dt * 1000.0).round());
+            if missing > 0 {
+                name += &format!(" ({missing} links do not complete)");
+            }
+            Series { name, points: done }
+        })
+        .collect();
+    line_chart(&LineChart {
+        title: "Predicted total migration time by link",
+        x_desc: "link, Gbit/s",
+        y_desc: "total time, s",
+        series,
+        hline: None,
+    })
+}
+
+/// The pass timeline; a pass without `start_s` starts when the one before ended.
+fn passes(title: &str, v: &Value) -> Result<String> {
+    let list = v
+        .as_array()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| Error::Input("no passes in the input".into()))?;
+    let mut t = 0.0;
+    let bars: Vec<PassBar> = list
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let start = p["start_s"].as_f64().unwrap_or(t);
+            let d = num(&p["duration_s"]);
+            t = start + d;
+            PassBar {
+                index: p["index"].as_u64().unwrap_or(i as u64 + 1) as u32,
+                start_s: start,
+                duration_s: d,
+                bytes: num(&p["bytes"]),
+            }
+        })
+        .collect();
+    pass_timeline(title, &bars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_told_apart() {
+        assert!(matches!(
+            detect(r#"{"format":"migtrace-profile","growth":[]}"#),
+            Ok(Input::Profile(_))
+        ));
+        assert!(matches!(
+            detect(r#"{"format":"migtrace-predict","results":[]}"#),
+            Ok(Input::Predict(_))
+        ));
+        assert!(matches!(
+            detect(r#"{"passes":[{"duration_s":1}]}"#),
+            Ok(Input::Passes(_))
+        ));
+        let log = "{\"type\":\"start\"}\n{\"type\":\"interval\",\"t_s\":1}\n";
+        assert!(matches!(detect(log), Ok(Input::WatchLog(l)) if l.len() == 2));
+        assert!(detect("{\"type\":\"start\"}\n{\"x\":1}\n").is_err());
+        assert!(detect("not json").is_err());
+    }
+
+    #[test]
+    fn a_kind_the_input_lacks_is_a_usage_error() {
+        let p = detect(r#"{"format":"migtrace-profile","growth":[]}"#).unwrap();
+        let e = render(&p, Some(PlotKind::Passes), None).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), 2);
+    }
+}

@@ -1,0 +1,158 @@
+//! `--hdr-log FILE`: the per-interval dirty rate as an HdrHistogram interval log (the
+//! standard format: V2 histograms, deflate-compressed, base64, one line per interval), as
+//! written by the `hdrhistogram` crate and read by HdrHistogram's tools in any language.
+//!
+//! One entry per measured interval, tagged `dirty_rate`, holding that interval's rate in
+//! bytes per second (a histogram of one value: a watch has one rate per interval). Pass
+//! durations would go under their own tag once a source of passes exists. The log writer
+//! borrows its file, so it lives in a thread of its own that the sink feeds; the summary
+//! (or dropping the sink) ends it and flushes the file.
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    sync::mpsc,
+    thread::JoinHandle,
+    time::{Duration, SystemTime},
+};
+
+use hdrhistogram::{
+    serialization::{
+        interval_log::{IntervalLogWriterBuilder, Tag},
+        V2DeflateSerializer,
+    },
+    Histogram,
+};
+
+use super::{Interval, Sink, Start, Summary};
+
+/// The tag of the dirty-rate entries.
+pub const RATE_TAG: &str = "dirty_rate";
+
+/// One entry: start since the log's start time, length, value (bytes per second).
+type Entry = (Duration, Duration, u64);
+
+/// Writes the interval log from a background thread.
+pub struct HdrLogSink {
+    tx: Option<mpsc::Sender<Entry>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HdrLogSink {
+    /// Starts the log in `file` (already created, so a bad path fails before the watch).
+    pub fn new(file: File) -> HdrLogSink {
+        let (tx, rx) = mpsc::channel::<Entry>();
+        let started = SystemTime::now();
+        let thread = std::thread::Builder::new()
+            .name("hdr-log".into())
+            .spawn(move || {
+                if let Err(e) = write_log(file, started, rx) {
+                    log::warn!("--hdr-log: {e}");
+                }
+            })
+            .ok();
+        HdrLogSink {
+            tx: Some(tx),
+            thread,
+        }
+    }
+
+    /// Ends the log: the thread writes what is left and flushes.
+    fn close(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for HdrLogSink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The writer loop: a header, then one histogram per entry received.
+fn write_log(file: File, started: SystemTime, rx: mpsc::Receiver<Entry>) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(file);
+    let mut ser = V2DeflateSerializer::new();
+    let mut w = IntervalLogWriterBuilder::new()
+        .add_comment("migtrace watch: per-interval dirty rate, bytes per second")
+        .with_start_time(started)
+        .with_base_time(started)
+        .with_max_value_divisor(1.0)
+        .begin_log_with(&mut out, &mut ser)?;
+    let tag = Tag::new(RATE_TAG);
+    for (start, len, value) in rx {
+        let mut h = Histogram::<u64>::new(3)?;
+        h.record(value)?;
+        w.write_histogram(&h, start, len, tag)
+            .map_err(|e| anyhow::anyhow!("writing an interval: {e:?}"))?;
+    }
+    drop(w);
+    out.flush()?;
+    Ok(())
+}
+
+impl Sink for HdrLogSink {
+    fn start(&mut self, _s: &Start) {}
+
+    fn interval(&mut self, i: &Interval) {
+        if i.partial || !i.dirty_bytes_per_sec.is_finite() || i.dirty_bytes_per_sec < 0.0 {
+            return;
+        }
+        let start = Duration::from_secs_f64((i.t_s - i.duration_s).max(0.0));
+        let len = Duration::from_secs_f64(i.duration_s.max(0.0));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((start, len, i.dirty_bytes_per_sec.round() as u64));
+        }
+    }
+
+    fn summary(&mut self, _s: &Summary) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Drops;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    fn interval(t_s: f64, rate: f64, partial: bool) -> Interval {
+        Interval {
+            t_s,
+            duration_s: 1.0,
+            dirty_pages: rate / 4096.0,
+            dirty_pages_per_sec: rate / 4096.0,
+            dirty_bytes_per_sec: rate,
+            ci95_bytes_per_sec: None,
+            faults: None,
+            drops: Drops::default(),
+            sample: None,
+            warmup: false,
+            partial,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn one_entry_per_full_interval_with_its_rate() {
+        let path = std::env::temp_dir().join(format!("migtrace-hdr-{}.hlog", std::process::id()));
+        let mut sink = HdrLogSink::new(File::create(&path).unwrap());
+        sink.interval(&interval(1.0, 32e6, false));
+        sink.interval(&interval(2.0, 64e6, false));
+        sink.interval(&interval(2.3, 99e6, true));
+        drop(sink);
+        let text = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let entries: Vec<(f64, f64)> = IntervalLogIterator::new(&text)
+            .filter_map(|e| match e.unwrap() {
+                LogEntry::Interval(h) => Some((h.start_timestamp().as_secs_f64(), h.max())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(entries[0].0, 0.0);
+        assert!((entries[1].1 - 64e6).abs() / 64e6 < 1e-3, "{entries:?}");
+    }
+}
