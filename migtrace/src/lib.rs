@@ -18,6 +18,7 @@ pub mod error;
 pub mod estimate;
 pub mod guest;
 pub mod model;
+pub mod passes;
 pub mod profile;
 pub mod qemu;
 pub mod report;
