@@ -22,6 +22,8 @@ pub enum Command {
     Predict(crate::commands::predict::PredictArgs),
     /// Run a built-in writer with a known rate, watch it, and compare measured with true.
     Demo(crate::commands::demo::DemoArgs),
+    /// Time each pass of a real QEMU migration from QMP; with --profile, back-test the model.
+    Passes(crate::commands::passes::PassesArgs),
     /// The built-in writer workload (used by `demo`, the tests and the benchmarks).
     #[command(hide = true)]
     Writer(crate::workload::WriterArgs),

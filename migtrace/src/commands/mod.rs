@@ -1,6 +1,7 @@
 //! One module per subcommand. They parse nothing themselves (clap did) and hold no model
 //! logic: they wire sources, model and sinks together.
 pub mod demo;
+pub mod passes;
 pub mod predict;
 pub mod watch;
 
@@ -12,6 +13,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch(a) => watch::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Passes(a) => passes::run(a),
         Command::Writer(a) => crate::workload::run(a),
     }
 }

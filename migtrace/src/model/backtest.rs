@@ -131,6 +131,83 @@ pub fn pair_passes(o: &Outcome, actual: &[(f64, u64)]) -> Vec<PassPair> {
         .collect()
 }
 
+/// What QEMU did, as `crate::passes` measured it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActualRun {
+    /// QEMU's status at the end (`completed`, `cancelled`, `failed`, `active` if cut short).
+    pub status: String,
+    pub syncs: u64,
+    pub total_time_s: f64,
+    pub bytes: u64,
+    pub downtime_s: Option<f64>,
+    /// Per pass: (duration, bytes).
+    pub passes: Vec<(f64, u64)>,
+}
+
+/// The prediction beside the migration, in total and pass by pass.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Comparison {
+    /// `converges`, `forced-stop`, `never-converges`, ... (the model's ending).
+    pub predicted_verdict: String,
+    /// `converges` for a completed migration, else QEMU's status.
+    pub actual_verdict: String,
+    pub verdict_agrees: bool,
+    /// The model's live passes (its stop-and-copy not counted).
+    pub model_passes: usize,
+    /// QEMU's dirty-sync-count predicted by [`qemu_syncs`], and the real one.
+    pub predicted_syncs: u64,
+    pub actual_syncs: u64,
+    pub syncs_diff: i64,
+    pub predicted_total_time_s: f64,
+    pub actual_total_time_s: f64,
+    /// (predicted - actual) / actual, when both completed.
+    pub total_time_error: Option<f64>,
+    pub predicted_bytes: f64,
+    pub actual_bytes: u64,
+    pub bytes_error: Option<f64>,
+    pub predicted_downtime_s: f64,
+    pub actual_downtime_s: Option<f64>,
+    pub pairs: Vec<PassPair>,
+}
+
+/// Compares the model's outcome `o` (and its replayed sync count `est`) with `actual`.
+pub fn compare(o: &Outcome, est: &SyncEstimate, actual: &ActualRun) -> Comparison {
+    let pred_done = super::completes(o);
+    let act_done = actual.status == "completed";
+    let predicted_verdict = if pred_done {
+        "converges".to_string()
+    } else {
+        serde_json::to_value(o.ending)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "does-not-complete".into())
+    };
+    let actual_verdict = if act_done {
+        "converges".to_string()
+    } else {
+        actual.status.clone()
+    };
+    let both = pred_done && act_done;
+    Comparison {
+        verdict_agrees: pred_done == act_done,
+        predicted_verdict,
+        actual_verdict,
+        model_passes: o.passes.len(),
+        predicted_syncs: est.syncs,
+        actual_syncs: actual.syncs,
+        syncs_diff: est.syncs as i64 - actual.syncs as i64,
+        predicted_total_time_s: o.total_time_s,
+        actual_total_time_s: actual.total_time_s,
+        total_time_error: rel_error(o.total_time_s, actual.total_time_s).filter(|_| both),
+        predicted_bytes: o.total_bytes,
+        actual_bytes: actual.bytes,
+        bytes_error: rel_error(o.total_bytes, actual.bytes as f64).filter(|_| both),
+        predicted_downtime_s: o.downtime_s,
+        actual_downtime_s: actual.downtime_s,
+        pairs: pair_passes(o, &actual.passes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,8 @@ pub struct Tracker {
     peak_throttle: u64,
     /// `ram.transferred` of the last reply that was not `completed`.
     active_bytes: u64,
+    /// (QEMU time, `ram.transferred`) of every reply before `completed`.
+    samples: Vec<(f64, u64)>,
 }
 
 /// True for the statuses after which QEMU does no more.
@@ -145,6 +147,7 @@ impl Tracker {
         if let Some(ram) = &info.ram {
             if status != "completed" {
                 self.active_bytes = ram.transferred;
+                self.samples.push((t, ram.transferred));
                 self.advance(ram.dirty_sync_count, ram.transferred, t, info);
             }
         }
@@ -243,6 +246,10 @@ impl Tracker {
             }
         }
         self.apply_events();
+        if completed {
+            self.time_stop_copy(last.downtime.map(|ms| total - ms as f64 / 1000.0));
+        }
+        self.recount_bytes(ram.transferred.max(prev_bytes));
         let summary = PassSummary {
             partial: !is_terminal(&status),
             status,
@@ -262,6 +269,45 @@ impl Tracker {
     /// `ram.transferred` of the last reply that was not `completed`.
     fn last_active_bytes(&self) -> u64 {
         self.active_bytes
+    }
+
+    /// The stop-and-copy starts when the guest stopped (`total-time - downtime`), even when
+    /// a reply showed its sync before QEMU said `completed`.
+    fn time_stop_copy(&mut self, stop_start: Option<f64>) {
+        let (Some(t), n) = (stop_start, self.done.len()) else {
+            return;
+        };
+        if n >= 2 {
+            let t = t.max(self.done[n - 2].start_s);
+            self.done[n - 2].end_s = t;
+            self.done[n - 2].duration_s = t - self.done[n - 2].start_s;
+            self.done[n - 1].start_s = t;
+            self.done[n - 1].duration_s = self.done[n - 1].end_s - t;
+            self.done[n - 1].timed_by = "downtime";
+        }
+    }
+
+    /// Bytes of each pass from the replies: `transferred` at its end minus at its start
+    /// (the last reply at or before each time; 0 before the first pass, `final_bytes` at the
+    /// end of the last), so the passes add up to the total exactly.
+    fn recount_bytes(&mut self, final_bytes: u64) {
+        let at = |t: f64| {
+            self.samples
+                .iter()
+                .take_while(|s| s.0 <= t + 1e-9)
+                .last()
+                .map_or(0, |s| s.1)
+        };
+        let n = self.done.len();
+        let mut bytes = Vec::with_capacity(n);
+        for (i, p) in self.done.iter().enumerate() {
+            let start = if i == 0 { 0 } else { at(p.start_s) };
+            let end = if i + 1 == n { final_bytes } else { at(p.end_s) };
+            bytes.push(end.saturating_sub(start));
+        }
+        for (p, b) in self.done.iter_mut().zip(bytes) {
+            p.bytes = b;
+        }
     }
 
     /// Moves each pass start (from 2 on, not the stop-and-copy) to its `MIGRATION_PASS`

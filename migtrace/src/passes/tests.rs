@@ -67,3 +67,22 @@ fn an_earlier_migrations_end_is_not_this_one() {
     t.observe(&info("completed", 900, 4, 100), 1.0);
     assert!(!t.started());
 }
+
+/// Seen on QEMU 7.2: a reply after the last data went out but before `completed` already
+/// shows the completion sync; the stop-and-copy is still timed by the downtime.
+#[test]
+fn a_completion_sync_seen_before_completed_is_still_the_stop_copy() {
+    let mut t = Tracker::new();
+    t.observe(&info("active", 1000, 1, 5000), 101.0);
+    t.observe(&info("active", 1500, 2, 7000), 101.5);
+    t.observe(&info("active", 1790, 3, 9000), 101.79);
+    let mut end = info("completed", 1800, 3, 9000);
+    end.downtime = Some(100);
+    t.observe(&end, 101.9);
+    let (passes, s) = t.finish(EndedBy::Migration);
+    assert_eq!(s.passes, 3);
+    let last = passes.last().unwrap();
+    assert!(last.stop_copy && (last.start_s - 1.7).abs() < 1e-9, "{last:?}");
+    assert_eq!(last.bytes, 2000);
+    assert_eq!(passes.iter().map(|p| p.bytes).sum::<u64>(), 9000);
+}

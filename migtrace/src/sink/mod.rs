@@ -3,6 +3,7 @@
 //! object per line for programs.
 pub mod demo_out;
 pub mod json;
+pub mod passes_out;
 pub mod predict_out;
 pub mod terminal;
 
