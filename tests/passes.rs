@@ -34,10 +34,16 @@ async fn passes_match_qemus_own_counters() {
     assert_eq!(s["status"], "completed");
     assert_eq!(s["partial"], false);
     assert_eq!(s["passes"].as_u64(), Some(ram.dirty_sync_count), "{s}");
-    assert_eq!(r["passes"].as_array().unwrap().len() as u64, ram.dirty_sync_count);
+    assert_eq!(
+        r["passes"].as_array().unwrap().len() as u64,
+        ram.dirty_sync_count
+    );
     let total = s["total_time_s"].as_f64().unwrap();
     let qemu_total = q.total_time.unwrap() as f64 / 1000.0;
-    assert!((total - qemu_total).abs() <= 0.05 * qemu_total, "{total} vs {qemu_total}");
+    assert!(
+        (total - qemu_total).abs() <= 0.05 * qemu_total,
+        "{total} vs {qemu_total}"
+    );
     let bytes: u64 = r["passes"]
         .as_array()
         .unwrap()
@@ -53,10 +59,20 @@ async fn passes_match_qemus_own_counters() {
         .map(|p| p["duration_s"].as_f64().unwrap())
         .sum();
     let setup = s["setup_time_s"].as_f64().unwrap_or(0.0);
-    assert!((pass_time + setup - qemu_total).abs() <= 0.05 * qemu_total, "{pass_time} + {setup}");
-    assert!(r["passes"].as_array().unwrap().iter().all(|p| p["wire_bytes_ebpf"].is_null()));
+    assert!(
+        (pass_time + setup - qemu_total).abs() <= 0.05 * qemu_total,
+        "{pass_time} + {setup}"
+    );
+    assert!(r["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["wire_bytes_ebpf"].is_null()));
     let last = r["passes"].as_array().unwrap().last().unwrap();
     assert_eq!(last["stop_copy"], true);
     assert!(s["downtime_s"].as_f64().unwrap() > 0.0);
-    assert!(s["pass_events"].as_u64().unwrap() >= 2, "events were enabled: {s}");
+    assert!(
+        s["pass_events"].as_u64().unwrap() >= 2,
+        "events were enabled: {s}"
+    );
 }

@@ -64,7 +64,10 @@ pub async fn migrate_under_passes(src: &QemuGuest, plan: &Plan<'_>) -> Run {
             break;
         }
         assert!(child.try_wait().unwrap().is_none(), "passes exited early");
-        assert!(t0.elapsed() < Duration::from_secs(15), "passes did not attach");
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "passes did not attach"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     ctl.migrate(&uri).await.unwrap();

@@ -42,7 +42,12 @@ pub struct PassesArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub timeout: Option<String>,
     /// How often to poll query-migrate (default 20ms).
-    #[arg(long, value_name = "DURATION", default_value = "20ms", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "20ms",
+        allow_hyphen_values = true
+    )]
     pub poll: String,
 }
 
@@ -56,7 +61,11 @@ fn config(a: &PassesArgs) -> Result<Config> {
     let dur = |flag: &str, s: &str| {
         units::parse_duration(s).map_err(|e| Error::Usage(format!("--{flag}: {e}")))
     };
-    let timeout = a.timeout.as_deref().map(|s| dur("timeout", s)).transpose()?;
+    let timeout = a
+        .timeout
+        .as_deref()
+        .map(|s| dur("timeout", s))
+        .transpose()?;
     let poll = dur("poll", &a.poll)?;
     if !(Duration::from_millis(1)..=Duration::from_secs(10)).contains(&poll) {
         return Err(Error::Usage(format!("--poll: {} must be from 1ms to 10s", a.poll)).into());
@@ -72,10 +81,7 @@ fn config(a: &PassesArgs) -> Result<Config> {
     }
     match std::fs::metadata(&a.qmp) {
         Err(e) => Err(Error::Input(format!("--qmp {}: {e}", a.qmp.display())).into()),
-        Ok(_) => Ok(Config {
-            timeout,
-            poll,
-        }),
+        Ok(_) => Ok(Config { timeout, poll }),
     }
 }
 
@@ -122,7 +128,10 @@ struct Setup {
 async fn setup(q: &mut Qmp, args: &PassesArgs) -> Result<Setup> {
     let p = q.query_migrate_parameters().await?;
     let caps = q.query_migrate_capabilities().await?;
-    let on = |c: &str| caps.iter().any(|x: &MigrationCapability| x.capability == c && x.state);
+    let on = |c: &str| {
+        caps.iter()
+            .any(|x: &MigrationCapability| x.capability == c && x.state)
+    };
     let params = Params {
         max_bandwidth: p.max_bandwidth.unwrap_or(0),
         downtime_limit_s: p.downtime_limit.unwrap_or(300) as f64 / 1000.0,
@@ -139,7 +148,11 @@ async fn setup(q: &mut Qmp, args: &PassesArgs) -> Result<Setup> {
 
 /// The model for these settings: `predict --profile F --link BW --efficiency 1`
 /// (QEMU's `max-bandwidth` caps the stream's payload), plus QEMU's sync count replayed.
-fn predict(profile: &std::path::Path, p: &MigrateParametersInfo, params: &Params) -> Result<Predicted> {
+fn predict(
+    profile: &std::path::Path,
+    p: &MigrateParametersInfo,
+    params: &Params,
+) -> Result<Predicted> {
     if params.max_bandwidth == 0 {
         return Err(Error::Unsupported(
             "max-bandwidth is 0 (unlimited): the back-test needs the migration's bandwidth".into(),
@@ -168,10 +181,7 @@ fn predict(profile: &std::path::Path, p: &MigrateParametersInfo, params: &Params
         params.downtime_limit_s,
         horizon,
     );
-    Ok(Predicted {
-        cell,
-        syncs: est,
-    })
+    Ok(Predicted { cell, syncs: est })
 }
 
 /// Attaches, follows the migration to its end (or a signal, the timeout, QEMU's exit),
@@ -259,7 +269,12 @@ async fn follow_loop(
 }
 
 /// One `query-migrate`; true when the migration has ended.
-async fn poll_once(q: &mut Qmp, args: &PassesArgs, t: &mut Tracker, st: &mut Setup) -> Result<bool> {
+async fn poll_once(
+    q: &mut Qmp,
+    args: &PassesArgs,
+    t: &mut Tracker,
+    st: &mut Setup,
+) -> Result<bool> {
     let info = q.query_migrate().await?;
     let wall = wall_now();
     for e in q.take_events() {

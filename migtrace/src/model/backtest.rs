@@ -237,9 +237,17 @@ mod tests {
             let sc = scenario(mib_s);
             let o = simulate(&w, &sc);
             let e = qemu_syncs(&w, &o, sc.goodput(), 0.3, 600.0);
-            eprintln!("{mib_s} MiB/s: model {} passes {:.2} s, replay {e:?}", o.passes.len(), o.total_time_s);
+            eprintln!(
+                "{mib_s} MiB/s: model {} passes {:.2} s, replay {e:?}",
+                o.passes.len(),
+                o.total_time_s
+            );
             assert!(e.converged);
-            assert!(e.syncs >= o.passes.len() as u64 + 2, "{e:?} vs {}", o.passes.len());
+            assert!(
+                e.syncs >= o.passes.len() as u64 + 2,
+                "{e:?} vs {}",
+                o.passes.len()
+            );
             let err = rel_error(e.time_s, o.total_time_s).unwrap();
             assert!(err.abs() < 0.25, "replay {e:?} vs model {}", o.total_time_s);
         }

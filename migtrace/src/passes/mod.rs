@@ -257,7 +257,10 @@ impl Tracker {
             passes: self.done.len() as u64,
             total_time_s: total,
             setup_time_s: last.setup_time.map(|ms| ms as f64 / 1000.0),
-            downtime_s: last.downtime.filter(|_| completed).map(|ms| ms as f64 / 1000.0),
+            downtime_s: last
+                .downtime
+                .filter(|_| completed)
+                .map(|ms| ms as f64 / 1000.0),
             bytes: ram.transferred.max(prev_bytes),
             peak_throttle_pct: self.peak_throttle,
             error_desc: last.error_desc.clone(),

@@ -82,7 +82,10 @@ fn a_completion_sync_seen_before_completed_is_still_the_stop_copy() {
     let (passes, s) = t.finish(EndedBy::Migration);
     assert_eq!(s.passes, 3);
     let last = passes.last().unwrap();
-    assert!(last.stop_copy && (last.start_s - 1.7).abs() < 1e-9, "{last:?}");
+    assert!(
+        last.stop_copy && (last.start_s - 1.7).abs() < 1e-9,
+        "{last:?}"
+    );
     assert_eq!(last.bytes, 2000);
     assert_eq!(passes.iter().map(|p| p.bytes).sum::<u64>(), 9000);
 }

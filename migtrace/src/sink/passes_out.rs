@@ -102,10 +102,12 @@ pub fn text(r: &Report) -> String {
             x.end_s,
             x.duration_s,
             fmt_bytes(x.bytes as f64),
-            x.remaining_bytes_at_start.map_or("-".into(), |b| fmt_bytes(b as f64)),
+            x.remaining_bytes_at_start
+                .map_or("-".into(), |b| fmt_bytes(b as f64)),
             x.dirty_pages.map_or("-".into(), |d| format!("{d:.0}")),
             x.throttle_pct,
-            x.wire_bytes_ebpf.map_or("not measured".into(), |b| fmt_bytes(b as f64)),
+            x.wire_bytes_ebpf
+                .map_or("not measured".into(), |b| fmt_bytes(b as f64)),
             x.timed_by,
             if x.stop_copy { " (stop-and-copy)" } else { "" }
         );
@@ -141,9 +143,20 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 }
 
 fn backtest_text(o: &mut String, r: &Report, c: &Comparison) {
-    let link = r.predicted.as_ref().map_or(0.0, |p| p.cell.link_bits_per_sec);
-    let _ = writeln!(o, "\nback-test (model at {} , efficiency 1):", fmt_link(link));
-    let _ = writeln!(o, "{:>4} {:>10} {:>10} {:>11} {:>11}", "pass", "pred s", "real s", "pred bytes", "real bytes");
+    let link = r
+        .predicted
+        .as_ref()
+        .map_or(0.0, |p| p.cell.link_bits_per_sec);
+    let _ = writeln!(
+        o,
+        "\nback-test (model at {} , efficiency 1):",
+        fmt_link(link)
+    );
+    let _ = writeln!(
+        o,
+        "{:>4} {:>10} {:>10} {:>11} {:>11}",
+        "pass", "pred s", "real s", "pred bytes", "real bytes"
+    );
     for p in &c.pairs {
         let _ = writeln!(
             o,
