@@ -76,3 +76,83 @@ async fn passes_match_qemus_own_counters() {
         "events were enabled: {s}"
     );
 }
+
+/// `passes` with `args`, stdout and stderr piped.
+fn spawn_passes(g: &QemuGuest, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(migtrace_e2e::bin())
+        .arg("passes")
+        .arg("--qmp")
+        .arg(&g.qmp_socket)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start migtrace passes")
+}
+
+/// A migration that does not end (16 MiB/s): SIGINT still gives the whole report, marked
+/// partial; a second `passes` attached mid-migration reports what it saw when QEMU is
+/// killed under it.
+#[tokio::test]
+async fn a_signal_or_a_dead_qemu_still_gives_a_partial_report() {
+    use migtrace::qemu::qmp::{MigrateParameters, Qmp};
+    use std::time::Duration;
+    require_root();
+    let Some(mut src) = QemuGuest::boot(&GuestOptions::default()) else {
+        return;
+    };
+    let mut ctl = Qmp::connect(&src.control_socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let slow = MigrateParameters {
+        max_bandwidth: Some(16 * support::MIB),
+        downtime_limit: Some(300),
+        ..MigrateParameters::default()
+    };
+    ctl.migrate_set_parameters(&slow).await.unwrap();
+    let (_dst, uri) = src.boot_destination();
+    let a = spawn_passes(&src, &[]);
+    loop {
+        let caps = ctl.query_migrate_capabilities().await.unwrap();
+        if caps.iter().any(|c| c.capability == "events" && c.state) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ctl.migrate(&uri).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    migtrace_e2e::signal(a.id(), libc::SIGINT);
+    let out = a.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("PARTIAL") && text.contains("ended by: SIGINT"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not measured"),
+        "the eBPF wire bytes are not faked"
+    );
+
+    let b = spawn_passes(&src, &["--json"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    src.kill();
+    let out = b.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["summary"];
+    eprintln!("{s}");
+    assert_eq!(s["partial"], true);
+    assert_eq!(s["status"], "active");
+    assert!(s["ended_by"]["qemu-gone"].is_string(), "{s}");
+    assert!(s["passes"].as_u64().unwrap() >= 1 && s["bytes"].as_u64().unwrap() > 0);
+}
