@@ -29,6 +29,9 @@ pub struct SyncEstimate {
     pub converged: bool,
     /// Time of the replay, seconds (a check on the model's own total time).
     pub time_s: f64,
+    /// Each pass of the replay as QEMU counts them (pass n from sync n to sync n+1; the
+    /// last, after the completion sync, is the stop-and-copy): (seconds, wire bytes).
+    pub rounds: Vec<(f64, f64)>,
 }
 
 /// The CPU throttle (%) the model had in force at time `t` of its outcome.
@@ -55,6 +58,7 @@ pub fn qemu_syncs(
     let threshold = goodput * downtime_s;
     let (mut zero, mut data) = (w.mem * w.zero_share, w.mem * (1.0 - w.zero_share));
     let (mut t, mut last_sync, mut syncs) = (0.0_f64, 0.0_f64, 1_u64);
+    let (mut rounds, mut sent) = (Vec::new(), 0.0_f64);
     let wire_per_byte = |zero: f64, data: f64| {
         let pages = (zero + data) / w.page;
         let wire = (zero / w.page) * ZERO_PAGE_WIRE + (data / w.page) * (w.page + PAGE_HEADER);
@@ -73,14 +77,20 @@ pub fn qemu_syncs(
                 .map(|wr| cpu_throttle_factor(pct, wr.busy))
                 .collect();
             data = (data + w.dirtied(t - last_sync, &f)).min(w.mem - zero);
+            rounds.push((t - last_sync, sent));
+            sent = 0.0;
             last_sync = t;
             syncs += 1;
             if zero + data < threshold {
-                let stop = (zero + data) * wire_per_byte(zero, data) / goodput;
+                let stop_bytes = (zero + data) * wire_per_byte(zero, data);
+                // The sync that found it fits starts a pass that ends at once, when QEMU
+                // stops the guest and syncs for the last time.
+                rounds.extend([(0.0, 0.0), (stop_bytes / goodput, stop_bytes)]);
                 return SyncEstimate {
                     syncs: syncs + 1,
                     converged: true,
-                    time_s: t + stop,
+                    time_s: t + stop_bytes / goodput,
+                    rounds,
                 };
             }
         }
@@ -89,12 +99,15 @@ pub fn qemu_syncs(
         let share = cleared / (zero + data).max(1.0);
         zero -= zero * share;
         data -= data * share;
+        sent += cleared * cost;
         t += WINDOW_S;
     }
+    rounds.push((t - last_sync, sent));
     SyncEstimate {
         syncs,
         converged: false,
         time_s: t,
+        rounds,
     }
 }
 
@@ -103,7 +116,8 @@ pub fn rel_error(predicted: f64, actual: f64) -> Option<f64> {
     (actual != 0.0).then(|| (predicted - actual) / actual)
 }
 
-/// One pass side by side (the model's pass i against QEMU's pass i).
+/// One pass side by side: QEMU's pass i against pass i of the replay of its sync rule
+/// ([`SyncEstimate::rounds`], the same unit).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PassPair {
     pub index: u64,
@@ -113,12 +127,9 @@ pub struct PassPair {
     pub actual_bytes: Option<u64>,
 }
 
-/// Pairs pass i of the model (its stop-and-copy last) with QEMU's pass i.
-pub fn pair_passes(o: &Outcome, actual: &[(f64, u64)]) -> Vec<PassPair> {
-    let mut pred: Vec<(f64, f64)> = o.passes.iter().map(|p| (p.duration_s, p.bytes)).collect();
-    if super::completes(o) {
-        pred.push((o.downtime_s, o.stop_copy_bytes));
-    }
+/// Pairs pass i of the replay with QEMU's pass i.
+pub fn pair_passes(est: &SyncEstimate, actual: &[(f64, u64)]) -> Vec<PassPair> {
+    let pred = &est.rounds;
     let n = pred.len().max(actual.len());
     (0..n)
         .map(|i| PassPair {
@@ -204,7 +215,7 @@ pub fn compare(o: &Outcome, est: &SyncEstimate, actual: &ActualRun) -> Compariso
         bytes_error: rel_error(o.total_bytes, actual.bytes as f64).filter(|_| both),
         predicted_downtime_s: o.downtime_s,
         actual_downtime_s: actual.downtime_s,
-        pairs: pair_passes(o, &actual.passes),
+        pairs: pair_passes(est, &actual.passes),
     }
 }
 
@@ -243,6 +254,9 @@ mod tests {
                 o.total_time_s
             );
             assert!(e.converged);
+            assert_eq!(e.rounds.len() as u64, e.syncs, "one pass per sync");
+            let bytes: f64 = e.rounds.iter().map(|r| r.1).sum();
+            assert!(rel_error(bytes, o.total_bytes).unwrap().abs() < 0.25);
             assert!(
                 e.syncs >= o.passes.len() as u64 + 2,
                 "{e:?} vs {}",

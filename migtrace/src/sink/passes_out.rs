@@ -149,7 +149,7 @@ fn backtest_text(o: &mut String, r: &Report, c: &Comparison) {
         .map_or(0.0, |p| p.cell.link_bits_per_sec);
     let _ = writeln!(
         o,
-        "\nback-test (model at {} , efficiency 1):",
+        "\nback-test (model at {}, efficiency 1; passes predicted by replaying QEMU's sync rule on it):",
         fmt_link(link)
     );
     let _ = writeln!(
