@@ -178,6 +178,13 @@ pub struct Comparison {
     pub bytes_error: Option<f64>,
     pub predicted_downtime_s: f64,
     pub actual_downtime_s: Option<f64>,
+    /// The live phase (total - downtime), predicted and actual, and its error. QEMU lifts
+    /// max-bandwidth for the stop-and-copy (`migration_completion` sets the rate limit to
+    /// INT64_MAX), so the model's downtime at the cap is an upper bound, and the live phase
+    /// is where the two run at the same rate.
+    pub predicted_live_s: f64,
+    pub actual_live_s: Option<f64>,
+    pub live_time_error: Option<f64>,
     pub pairs: Vec<PassPair>,
 }
 
@@ -199,7 +206,14 @@ pub fn compare(o: &Outcome, est: &SyncEstimate, actual: &ActualRun) -> Compariso
         actual.status.clone()
     };
     let both = pred_done && act_done;
+    let predicted_live_s = o.total_time_s - o.downtime_s;
+    let actual_live_s = actual.downtime_s.map(|d| actual.total_time_s - d);
     Comparison {
+        predicted_live_s,
+        actual_live_s,
+        live_time_error: actual_live_s
+            .and_then(|a| rel_error(predicted_live_s, a))
+            .filter(|_| both),
         verdict_agrees: pred_done == act_done,
         predicted_verdict,
         actual_verdict,

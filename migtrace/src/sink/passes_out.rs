@@ -191,4 +191,13 @@ fn backtest_text(o: &mut String, r: &Report, c: &Comparison) {
         fmt_bytes(c.actual_bytes as f64),
         pct(c.bytes_error)
     );
+    let _ = writeln!(
+        o,
+        "live phase (total - downtime): predicted {:.3} s, actual {}, error {}; downtime: predicted {:.3} s at max-bandwidth (an upper bound: QEMU lifts the limit for the stop-and-copy), actual {}",
+        c.predicted_live_s,
+        opt(c.actual_live_s, |v| format!("{v:.3} s")),
+        pct(c.live_time_error),
+        c.predicted_downtime_s,
+        opt(c.actual_downtime_s, |v| format!("{v:.3} s")),
+    );
 }
