@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::model::backtest::{Comparison, SyncEstimate};
 use crate::model::Prediction;
 use crate::passes::{EndedBy, PassRecord, PassSummary};
-use crate::units::{fmt_bytes, fmt_link};
+use crate::units::fmt_bytes;
 
 /// The migration's settings, from `query-migrate-parameters` and `-capabilities`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -149,8 +149,8 @@ fn backtest_text(o: &mut String, r: &Report, c: &Comparison) {
         .map_or(0.0, |p| p.cell.link_bits_per_sec);
     let _ = writeln!(
         o,
-        "\nback-test (model at {}, efficiency 1; passes predicted by replaying QEMU's sync rule on it):",
-        fmt_link(link)
+        "\nback-test (model at {}/s, efficiency 1; passes predicted by replaying QEMU's sync rule on it):",
+        fmt_bytes(link / 8.0)
     );
     let _ = writeln!(
         o,
@@ -200,4 +200,101 @@ fn backtest_text(o: &mut String, r: &Report, c: &Comparison) {
         c.predicted_downtime_s,
         opt(c.actual_downtime_s, |v| format!("{v:.3} s")),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::predict::{prepare, PredictOpts};
+    use crate::model::backtest::{compare, qemu_syncs, ActualRun};
+    use crate::model::grid;
+    use crate::passes::{EndedBy, PassRecord, PassSummary};
+
+    fn report() -> Report {
+        let mut o = PredictOpts::for_profile("unused".into(), "128MiB/s");
+        o.profile = None;
+        o.mem = Some("512MiB".into());
+        o.dirty_rate = Some("40MiB/s".into());
+        o.wws = Some("128MiB".into());
+        o.efficiency = Some("1".into());
+        let p = prepare(&o).unwrap();
+        let cell = grid(&p.workload, &p.input).remove(0);
+        let est = qemu_syncs(
+            &p.workload,
+            &cell.outcome,
+            cell.goodput_bytes_per_sec,
+            0.3,
+            60.0,
+        );
+        let pass = PassRecord {
+            index: 1,
+            start_s: 0.0,
+            end_s: 2.0,
+            duration_s: 2.0,
+            bytes: 300 << 20,
+            remaining_bytes_at_start: Some(512 << 20),
+            dirty_pages: Some(1000.0),
+            dirty_pages_rate: Some(500),
+            throttle_pct: 0,
+            stop_copy: true,
+            timed_by: "setup",
+            wire_bytes_ebpf: None,
+        };
+        let summary = PassSummary {
+            status: "completed".into(),
+            partial: false,
+            ended_by: EndedBy::Migration,
+            passes: 1,
+            total_time_s: 2.0,
+            setup_time_s: Some(0.001),
+            downtime_s: Some(0.02),
+            bytes: 300 << 20,
+            peak_throttle_pct: 0,
+            error_desc: None,
+            pass_events: 1,
+        };
+        let actual = ActualRun {
+            status: "completed".into(),
+            syncs: 1,
+            total_time_s: 2.0,
+            bytes: 300 << 20,
+            downtime_s: Some(0.02),
+            passes: vec![(2.0, 300 << 20)],
+        };
+        let comparison = Some(compare(&cell.outcome, &est, &actual));
+        Report {
+            qemu_version: "7.2.22".into(),
+            params: Params {
+                max_bandwidth: 128 << 20,
+                downtime_limit_s: 0.3,
+                auto_converge: false,
+                max_cpu_throttle: Some(99),
+                events: true,
+            },
+            passes: vec![pass],
+            summary,
+            predicted: Some(Predicted { cell, syncs: est }),
+            comparison,
+        }
+    }
+
+    #[test]
+    fn text_and_json_carry_the_passes_the_summary_and_the_backtest() {
+        let r = report();
+        let t = text(&r);
+        for needle in [
+            "not measured",
+            "stop-and-copy",
+            "back-test",
+            "dirty syncs: predicted",
+            "live phase",
+        ] {
+            assert!(t.contains(needle), "{needle} missing from\n{t}");
+        }
+        let j = json(&r);
+        assert_eq!(j["summary"]["passes"], 1);
+        assert!(j["summary"]["predicted_total_time_s"].as_f64().unwrap() > 0.0);
+        assert!(j["passes"][0]["wire_bytes_ebpf"].is_null());
+        assert_eq!(j["backtest"]["verdict_agrees"], true);
+    }
 }
