@@ -58,6 +58,8 @@ pub struct GuestImage {
 pub struct QemuGuest {
     child: Child,
     pub qmp_socket: PathBuf,
+    /// A second QMP monitor, for a test to drive QEMU while a tool holds `qmp_socket`.
+    pub control_socket: PathBuf,
     pub serial_log: PathBuf,
     dir: PathBuf,
     opts: GuestOptions,
@@ -184,6 +186,7 @@ impl QemuGuest {
             .expect("start qemu-system-x86_64");
         let mut g = QemuGuest {
             child,
+            control_socket: dir.join("ctl.sock"),
             qmp_socket,
             serial_log,
             dir,
@@ -280,7 +283,12 @@ fn command(opts: &GuestOptions, image: &GuestImage, qmp: &Path, serial: &Path) -
     .arg("-serial")
     .arg(format!("file:{}", serial.display()))
     .arg("-qmp")
-    .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+    .arg("-qmp")
+    .arg(format!(
+        "unix:{},server=on,wait=off",
+        qmp.with_file_name("ctl.sock").display()
+    ));
     if let Some(uri) = &opts.incoming {
         c.args(["-incoming", uri]);
     }

@@ -26,6 +26,8 @@ pub enum Command {
     Exporter(crate::commands::exporter::ExporterArgs),
     /// Draw a watch profile, a `watch --json` log or `predict --json` output as SVG.
     Plot(crate::commands::plot::PlotArgs),
+    /// Time each pass of a real QEMU migration from QMP; with --profile, back-test the model.
+    Passes(crate::commands::passes::PassesArgs),
     /// The built-in writer workload (used by `demo`, the tests and the benchmarks).
     #[command(hide = true)]
     Writer(crate::workload::WriterArgs),

@@ -2,6 +2,7 @@
 //! logic: they wire sources, model and sinks together.
 pub mod demo;
 pub mod exporter;
+pub mod passes;
 pub mod plot;
 pub mod predict;
 pub mod watch;
@@ -16,6 +17,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Exporter(a) => exporter::run(a),
         Command::Plot(a) => plot::run(a),
+        Command::Passes(a) => passes::run(a),
         Command::Writer(a) => crate::workload::run(a),
     }
 }

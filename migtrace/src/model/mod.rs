@@ -6,6 +6,7 @@
 //! - [`summary`]: watch statistics, from interval reports to the summary;
 //! - [`recommend`]: the smallest throttle that converges, mapped to real settings;
 //! - this module: the link x downtime grid that `migtrace predict` prints, and `--explain`.
+pub mod backtest;
 pub mod recommend;
 pub mod sim;
 pub mod summary;

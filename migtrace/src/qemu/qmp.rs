@@ -233,4 +233,6 @@ impl Qmp {
 mod tests;
 
 mod commands;
+mod params;
 pub use commands::*;
+pub use params::*;

@@ -4,6 +4,7 @@
 pub mod demo_out;
 pub mod hdrlog;
 pub mod json;
+pub mod passes_out;
 pub mod plot;
 pub mod predict_out;
 pub mod prometheus;

@@ -1,0 +1,310 @@
+//! `migtrace passes`: times each pass of a real QEMU migration from QMP, attached to the
+//! source before the migration starts or while it runs, and with `--profile` back-tests
+//! the model: the prediction made for the migration's own parameters beside what QEMU did.
+//! Polling (`query-migrate` every `--poll`, 20 ms) and the signals live here; the pass
+//! logic is [`crate::passes`], the comparison [`crate::model::backtest`], the output
+//! [`crate::sink::passes_out`]. See `docs/passes.md`.
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::commands::predict::{prepare, PredictOpts, ThrottleArg};
+use crate::error::Error;
+use crate::model::backtest::{qemu_syncs, SyncEstimate};
+use crate::model::{grid, Prediction};
+use crate::passes::{is_terminal, EndedBy, Tracker};
+use crate::qemu::qmp::{MigrateParametersInfo, MigrationCapability, Qmp, QmpEvent};
+use crate::sink::passes_out::{self, Params, Predicted, Report};
+use crate::units;
+
+/// Arguments of `migtrace passes`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  migtrace passes --qmp /run/qemu/vm.qmp\n  migtrace passes --qmp vm.qmp --profile vm.profile.json --json\n\nSee docs/passes.md."
+)]
+pub struct PassesArgs {
+    /// The QMP socket of the migration's source QEMU.
+    #[arg(long, value_name = "SOCKET")]
+    pub qmp: PathBuf,
+    /// The source QEMU's pid: checked to be QEMU, and watched for its exit.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// A `watch --profile-out` profile of the guest: predict at the start, compare at the end.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up (partial report) after this long: 10m. Default: wait for the end.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub timeout: Option<String>,
+    /// How often to poll query-migrate (default 20ms).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "20ms",
+        allow_hyphen_values = true
+    )]
+    pub poll: String,
+}
+
+/// The checked arguments.
+struct Config {
+    timeout: Option<Duration>,
+    poll: Duration,
+}
+
+fn config(a: &PassesArgs) -> Result<Config> {
+    let dur = |flag: &str, s: &str| {
+        units::parse_duration(s).map_err(|e| Error::Usage(format!("--{flag}: {e}")))
+    };
+    let timeout = a
+        .timeout
+        .as_deref()
+        .map(|s| dur("timeout", s))
+        .transpose()?;
+    let poll = dur("poll", &a.poll)?;
+    if !(Duration::from_millis(1)..=Duration::from_secs(10)).contains(&poll) {
+        return Err(Error::Usage(format!("--poll: {} must be from 1ms to 10s", a.poll)).into());
+    }
+    if timeout == Some(Duration::ZERO) {
+        return Err(Error::Usage("--timeout: must be more than zero".into()).into());
+    }
+    if let Some(pid) = a.pid {
+        crate::qemu::read_cmdline(pid)?;
+    }
+    if let Some(p) = &a.profile {
+        crate::profile::Profile::load(p).map_err(|e| Error::Input(e.to_string()))?;
+    }
+    match std::fs::metadata(&a.qmp) {
+        Err(e) => Err(Error::Input(format!("--qmp {}: {e}", a.qmp.display())).into()),
+        Ok(_) => Ok(Config { timeout, poll }),
+    }
+}
+
+pub fn run(args: PassesArgs) -> Result<()> {
+    let cfg = config(&args)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = rt.block_on(follow(&args, &cfg))?;
+    let out = if args.json {
+        serde_json::to_string_pretty(&passes_out::json(&report)).context("cannot encode JSON")?
+            + "\n"
+    } else {
+        passes_out::text(&report)
+    };
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to stdout"),
+    }
+}
+
+fn wall_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Seconds since the epoch of a QMP event's timestamp.
+fn event_wall(e: &QmpEvent) -> f64 {
+    let s = e.timestamp["seconds"].as_f64().unwrap_or(0.0);
+    s + e.timestamp["microseconds"].as_f64().unwrap_or(0.0) / 1e6
+}
+
+/// The settings in force and the prediction made from them.
+struct Setup {
+    params: Params,
+    predicted: Option<Predicted>,
+}
+
+/// Reads the migration's parameters and capabilities, and predicts with `--profile`.
+async fn setup(q: &mut Qmp, args: &PassesArgs) -> Result<Setup> {
+    let p = q.query_migrate_parameters().await?;
+    let caps = q.query_migrate_capabilities().await?;
+    let on = |c: &str| {
+        caps.iter()
+            .any(|x: &MigrationCapability| x.capability == c && x.state)
+    };
+    let params = Params {
+        max_bandwidth: p.max_bandwidth.unwrap_or(0),
+        downtime_limit_s: p.downtime_limit.unwrap_or(300) as f64 / 1000.0,
+        auto_converge: on("auto-converge"),
+        max_cpu_throttle: p.max_cpu_throttle,
+        events: on("events"),
+    };
+    let predicted = match &args.profile {
+        Some(f) => Some(predict(f, &p, &params)?),
+        None => None,
+    };
+    Ok(Setup { params, predicted })
+}
+
+/// The model for these settings: `predict --profile F --link BW --efficiency 1`
+/// (QEMU's `max-bandwidth` caps the stream's payload), plus QEMU's sync count replayed.
+fn predict(
+    profile: &std::path::Path,
+    p: &MigrateParametersInfo,
+    params: &Params,
+) -> Result<Predicted> {
+    if params.max_bandwidth == 0 {
+        return Err(Error::Unsupported(
+            "max-bandwidth is 0 (unlimited): the back-test needs the migration's bandwidth".into(),
+        )
+        .into());
+    }
+    let mib_s = params.max_bandwidth as f64 / 1048576.0;
+    let mut o = PredictOpts::for_profile(profile.to_path_buf(), &format!("{mib_s}MiB/s"));
+    o.efficiency = Some("1".into());
+    o.downtime = vec![format!("{}ms", p.downtime_limit.unwrap_or(300))];
+    if params.auto_converge {
+        o.throttle = ThrottleArg::AutoConverge;
+        o.throttle_pct = p.max_cpu_throttle.map(|x| x.clamp(1, 99).to_string());
+        o.tailslow = p.cpu_throttle_tailslow.unwrap_or(false);
+    }
+    let prep = prepare(&o)?;
+    let cell: Prediction = grid(&prep.workload, &prep.input)
+        .into_iter()
+        .next()
+        .context("the model gave no prediction")?;
+    let horizon = cell.outcome.total_time_s * 3.0 + 60.0;
+    let est: SyncEstimate = qemu_syncs(
+        &prep.workload,
+        &cell.outcome,
+        cell.goodput_bytes_per_sec,
+        params.downtime_limit_s,
+        horizon,
+    );
+    Ok(Predicted { cell, syncs: est })
+}
+
+/// Attaches, follows the migration to its end (or a signal, the timeout, QEMU's exit),
+/// and builds the report. Errors only before the migration is followed.
+async fn follow(args: &PassesArgs, cfg: &Config) -> Result<Report> {
+    let mut q = Qmp::connect(&args.qmp, Duration::from_secs(5)).await?;
+    let first = q.query_migrate().await?;
+    let running = first
+        .status
+        .as_deref()
+        .is_some_and(|s| s != "none" && !is_terminal(s));
+    if !running {
+        // QEMU sends MIGRATION_PASS only with `events`, settable only between migrations.
+        q.migrate_set_capabilities(&[("events", true)])
+            .await
+            .context("enabling the events capability")?;
+    }
+    // Checked now (a bad --profile fails at once); read again when the migration starts.
+    let mut st = setup(&mut q, args).await?;
+    let mut tracker = Tracker::new();
+    let ended = follow_loop(&mut q, args, cfg, &mut tracker, &mut st).await?;
+    let (passes, summary) = tracker.finish(ended);
+    let comparison = st.predicted.as_ref().map(|p| {
+        let actual = crate::model::backtest::ActualRun {
+            status: summary.status.clone(),
+            syncs: summary.passes,
+            total_time_s: summary.total_time_s,
+            bytes: summary.bytes,
+            downtime_s: summary.downtime_s,
+            passes: passes.iter().map(|p| (p.duration_s, p.bytes)).collect(),
+        };
+        crate::model::backtest::compare(&p.cell.outcome, &p.syncs, &actual)
+    });
+    let v = q.version().clone();
+    Ok(Report {
+        qemu_version: format!("{}.{}.{}", v.major, v.minor, v.micro),
+        params: st.params,
+        passes,
+        summary,
+        predicted: st.predicted,
+        comparison,
+    })
+}
+
+/// Polls until the migration ends; a failed poll (QEMU gone) ends it too.
+async fn follow_loop(
+    q: &mut Qmp,
+    args: &PassesArgs,
+    cfg: &Config,
+    tracker: &mut Tracker,
+    st: &mut Setup,
+) -> Result<EndedBy> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let deadline = cfg.timeout.map(|t| tokio::time::Instant::now() + t);
+    let timeout = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timeout);
+    let mut tick = tokio::time::interval(cfg.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = sigint.recv() => return Ok(EndedBy::Signal("SIGINT".into())),
+            _ = sigterm.recv() => return Ok(EndedBy::Signal("SIGTERM".into())),
+            _ = sighup.recv() => return Ok(EndedBy::Signal("SIGHUP".into())),
+            _ = &mut timeout => return Ok(EndedBy::Timeout),
+        }
+        match poll_once(q, args, tracker, st).await {
+            Ok(true) => return Ok(EndedBy::Migration),
+            Ok(false) => {}
+            Err(e) => return Ok(EndedBy::QemuGone(format!("{e:#}"))),
+        }
+        if let Some(pid) = args.pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Ok(EndedBy::QemuGone(format!("QEMU pid {pid} exited")));
+            }
+        }
+    }
+}
+
+/// One `query-migrate`; true when the migration has ended.
+async fn poll_once(
+    q: &mut Qmp,
+    args: &PassesArgs,
+    t: &mut Tracker,
+    st: &mut Setup,
+) -> Result<bool> {
+    let info = q.query_migrate().await?;
+    let wall = wall_now();
+    for e in q.take_events() {
+        if e.event == "MIGRATION_PASS" {
+            if let Some(n) = e.data["pass"].as_u64() {
+                t.pass_event(n, event_wall(&e));
+            }
+        }
+    }
+    let was = t.started();
+    t.observe(&info, wall);
+    if !was && t.started() {
+        // The migration's own settings (they may have changed since we attached).
+        if let Ok(s) = setup(q, args).await {
+            *st = s;
+        }
+    }
+    let status = info.status.as_deref().unwrap_or("none");
+    if !(t.started() && is_terminal(status)) {
+        return Ok(false);
+    }
+    // The first `completed` reply can say total-time 0 (docs/qemu.md): read again.
+    let mut last = info;
+    for _ in 0..20 {
+        if last.status.as_deref() != Some("completed") || last.total_time.unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = q.query_migrate().await?;
+    }
+    t.observe(&last, wall_now());
+    Ok(true)
+}

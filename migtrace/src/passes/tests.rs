@@ -1,0 +1,91 @@
+use super::*;
+use crate::qemu::qmp::MigrationRam;
+
+fn info(status: &str, t_ms: u64, syncs: u64, transferred: u64) -> MigrationInfo {
+    MigrationInfo {
+        status: Some(status.into()),
+        total_time: Some(t_ms),
+        setup_time: Some(10),
+        ram: Some(MigrationRam {
+            transferred,
+            dirty_sync_count: syncs,
+            remaining: 1000,
+            dirty_pages_rate: 100,
+            ..MigrationRam::default()
+        }),
+        ..MigrationInfo::default()
+    }
+}
+
+#[test]
+fn a_completed_migration_has_one_pass_per_sync_and_ends_with_the_stop_copy() {
+    let mut t = Tracker::new();
+    t.observe(&info("setup", 5, 0, 0), 100.005);
+    t.observe(&info("active", 20, 1, 100), 100.020);
+    t.observe(&info("active", 1000, 1, 5000), 101.0);
+    t.observe(&info("active", 1200, 2, 6000), 101.2);
+    t.observe(&info("active", 1500, 3, 7000), 101.5);
+    let mut end = info("completed", 1800, 5, 9000);
+    end.downtime = Some(100);
+    t.observe(&end, 101.9);
+    let (passes, s) = t.finish(EndedBy::Migration);
+    assert_eq!(s.passes, 5);
+    assert_eq!(passes.len(), 5);
+    assert!(!s.partial);
+    assert_eq!(s.total_time_s, 1.8);
+    assert_eq!(s.downtime_s, Some(0.1));
+    assert_eq!(passes.iter().map(|p| p.bytes).sum::<u64>(), 9000);
+    assert_eq!(passes[0].start_s, 0.01);
+    assert_eq!(passes[0].timed_by, "setup");
+    assert_eq!(passes[1].start_s, 1.2);
+    let last = passes.last().unwrap();
+    assert!(last.stop_copy);
+    assert!((last.start_s - 1.7).abs() < 1e-9, "{last:?}");
+    assert_eq!(last.bytes, 2000);
+    assert!(passes.iter().all(|p| p.wire_bytes_ebpf.is_none()));
+}
+
+#[test]
+fn events_time_the_passes_and_a_cut_report_is_partial() {
+    let mut t = Tracker::new();
+    t.observe(&info("active", 1000, 1, 5000), 101.0);
+    t.pass_event(2, 101.15);
+    t.observe(&info("active", 1200, 2, 6000), 101.2);
+    t.observe(&info("active", 1400, 2, 7000), 101.4);
+    let (passes, s) = t.finish(EndedBy::Signal("SIGINT".into()));
+    assert!(s.partial);
+    assert_eq!(s.status, "active");
+    assert_eq!(passes.len(), 2);
+    assert_eq!(passes[1].timed_by, "event");
+    assert!((passes[1].start_s - 1.15).abs() < 1e-9);
+    assert_eq!(s.bytes, 7000);
+}
+
+#[test]
+fn an_earlier_migrations_end_is_not_this_one() {
+    let mut t = Tracker::new();
+    t.observe(&info("completed", 900, 4, 100), 1.0);
+    assert!(!t.started());
+}
+
+/// Seen on QEMU 7.2: a reply after the last data went out but before `completed` already
+/// shows the completion sync; the stop-and-copy is still timed by the downtime.
+#[test]
+fn a_completion_sync_seen_before_completed_is_still_the_stop_copy() {
+    let mut t = Tracker::new();
+    t.observe(&info("active", 1000, 1, 5000), 101.0);
+    t.observe(&info("active", 1500, 2, 7000), 101.5);
+    t.observe(&info("active", 1790, 3, 9000), 101.79);
+    let mut end = info("completed", 1800, 3, 9000);
+    end.downtime = Some(100);
+    t.observe(&end, 101.9);
+    let (passes, s) = t.finish(EndedBy::Migration);
+    assert_eq!(s.passes, 3);
+    let last = passes.last().unwrap();
+    assert!(
+        last.stop_copy && (last.start_s - 1.7).abs() < 1e-9,
+        "{last:?}"
+    );
+    assert_eq!(last.bytes, 2000);
+    assert_eq!(passes.iter().map(|p| p.bytes).sum::<u64>(), 9000);
+}
