@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::source::netsend::{SendOptions, SendProbe};
 use anyhow::{Context, Result};
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
@@ -188,6 +189,9 @@ fn predict(
 /// and builds the report. Errors only before the migration is followed.
 async fn follow(args: &PassesArgs, cfg: &Config) -> Result<Report> {
     let mut q = Qmp::connect(&args.qmp, Duration::from_secs(5)).await?;
+    // Counting before anything else, so the first bytes of a migration that starts right
+    // after we attach are on the wire count too.
+    let mut probe = send_probe(args.pid);
     let first = q.query_migrate().await?;
     let running = first
         .status
@@ -202,7 +206,14 @@ async fn follow(args: &PassesArgs, cfg: &Config) -> Result<Report> {
     // Checked now (a bad --profile fails at once); read again when the migration starts.
     let mut st = setup(&mut q, args).await?;
     let mut tracker = Tracker::new();
-    let ended = follow_loop(&mut q, args, cfg, &mut tracker, &mut st).await?;
+    let ended = follow_loop(&mut q, args, cfg, &mut tracker, &mut st, probe.as_mut()).await?;
+    // The stop-and-copy runs unthrottled and can end between our last count and the reply
+    // that says `completed`: count what it sent before closing the last pass.
+    if let Some(p) = probe.as_mut() {
+        if let Ok(d) = p.take_deltas() {
+            tracker.add_wire(d.migration_bytes);
+        }
+    }
     let (passes, summary) = tracker.finish(ended);
     let comparison = st.predicted.as_ref().map(|p| {
         let actual = crate::model::backtest::ActualRun {
@@ -226,6 +237,19 @@ async fn follow(args: &PassesArgs, cfg: &Config) -> Result<Report> {
     })
 }
 
+/// The eBPF send path on the QEMU process (`--pid`), to count what its migration threads
+/// put on the wire per pass; `None` (and the passes say "not measured") where it cannot run.
+fn send_probe(pid: Option<u32>) -> Option<SendProbe> {
+    let pid = pid?;
+    match SendProbe::attach(Some(pid), &SendOptions::default()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("migtrace: note: no eBPF send counts per pass: {e:#}");
+            None
+        }
+    }
+}
+
 /// Polls until the migration ends; a failed poll (QEMU gone) ends it too.
 async fn follow_loop(
     q: &mut Qmp,
@@ -233,6 +257,7 @@ async fn follow_loop(
     cfg: &Config,
     tracker: &mut Tracker,
     st: &mut Setup,
+    mut probe: Option<&mut SendProbe>,
 ) -> Result<EndedBy> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -254,6 +279,13 @@ async fn follow_loop(
             _ = sigterm.recv() => return Ok(EndedBy::Signal("SIGTERM".into())),
             _ = sighup.recv() => return Ok(EndedBy::Signal("SIGHUP".into())),
             _ = &mut timeout => return Ok(EndedBy::Timeout),
+        }
+        if let Some(p) = probe.as_deref_mut() {
+            // Before the reply, so a pass boundary the reply shows splits the bytes close
+            // to where QEMU's counter does.
+            if let Ok(d) = p.take_deltas() {
+                tracker.add_wire(d.migration_bytes);
+            }
         }
         match poll_once(q, args, tracker, st).await {
             Ok(true) => return Ok(EndedBy::Migration),

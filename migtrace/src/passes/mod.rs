@@ -93,6 +93,8 @@ struct Open {
     rate: Option<u64>,
     throttle: u64,
     timed_by: &'static str,
+    /// The migration threads' eBPF send bytes when the pass opened.
+    start_wire: Option<u64>,
 }
 
 /// Fed replies and events in order; [`Tracker::finish`] gives the report.
@@ -110,6 +112,8 @@ pub struct Tracker {
     active_bytes: u64,
     /// (QEMU time, `ram.transferred`) of every reply before `completed`.
     samples: Vec<(f64, u64)>,
+    /// Bytes the migration threads sent so far, counted by the eBPF send path (`--pid`).
+    wire: Option<u64>,
 }
 
 /// True for the statuses after which QEMU does no more.
@@ -180,6 +184,13 @@ impl Tracker {
                 rate: None,
                 throttle: 0,
                 timed_by,
+                // The first pass counts from the start, as its bytes do (the probe attaches
+                // before the migration when `passes` is started first).
+                start_wire: if n == 1 {
+                    self.wire.map(|_| 0)
+                } else {
+                    self.wire
+                },
             });
         }
         if let (Some(o), Some(ram)) = (&mut self.open, &info.ram) {
@@ -205,9 +216,15 @@ impl Tracker {
                 throttle_pct: o.throttle,
                 stop_copy: false,
                 timed_by: o.timed_by,
-                wire_bytes_ebpf: None,
+                wire_bytes_ebpf: self.wire.zip(o.start_wire).map(|(now, then)| now - then),
             });
         }
+    }
+
+    /// Bytes the migration threads sent since the last call (eBPF send path), before the
+    /// reply they precede is observed.
+    pub fn add_wire(&mut self, bytes: u64) {
+        *self.wire.get_or_insert(0) += bytes;
     }
 
     /// A `MIGRATION_PASS` event: sync number `pass` at wall-clock `wall_s`.
