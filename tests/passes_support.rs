@@ -87,6 +87,18 @@ pub async fn migrate_under_passes(src: &QemuGuest, plan: &Plan<'_>) -> Run {
     assert!(out.2.success(), "passes: {}: {}", out.2, out.1);
     let report: Value = serde_json::from_str(&out.0)
         .unwrap_or_else(|e| panic!("passes JSON {e}: {}\nstderr {}", out.0, out.1));
+    // `passes` gave up (its --timeout) on a migration that goes on: end it, so QEMU's final
+    // word is "cancelled" and the report stands as what happened within the bound.
+    let st = ctl
+        .query_migrate()
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    if !matches!(st.as_str(), "completed" | "cancelled" | "failed" | "none") {
+        eprintln!("the migration was still {st} when passes gave up: cancelling it");
+        ctl.migrate_cancel().await.unwrap();
+    }
     let qemu = final_info(&mut ctl).await;
     Run { report, qemu }
 }
