@@ -5,9 +5,11 @@
 //! come and go without a restart. Each target gets the ordinary watch
 //! ([`crate::watcher::watch`], the same sources, the same records) in a thread of its own,
 //! feeding one shared registry through a [`PromSink`] labelled with its pid, comm and
-//! guest name. State stays bounded over hours: a watch is restarted every `--cycle` (its
-//! interval list is dropped; the series and counters carry on), and the series of a target
-//! that exited are removed. SIGTERM or SIGINT ends every watch and then the exporter.
+//! guest name. State stays bounded over hours without restarts: a watch's statistics are
+//! running sums and a histogram ([`crate::model::summary::Totals`]), not a list of
+//! intervals, and the series of a target that exited are removed. `--cycle` still restarts
+//! each watch that often (off by default; the series and counters carry on). SIGTERM or
+//! SIGINT ends every watch and then the exporter.
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -52,9 +54,10 @@ pub struct ExporterArgs {
     /// How often to look for new targets.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub rescan: Duration,
-    /// Restart each watch this often, which bounds its memory (series carry on).
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
-    pub cycle: Duration,
+    /// Restart each watch this often (series carry on). Off by default: a watch's memory
+    /// does not grow with its length.
+    #[arg(long, value_parser = parse_duration)]
+    pub cycle: Option<Duration>,
     /// Also serve the pre-copy model's time, downtime and verdict over this link (e.g. 10g)
     /// at each target's live rate.
     #[arg(long, value_name = "LINK", value_parser = crate::units::parse_link)]
@@ -89,7 +92,7 @@ fn validate(a: &ExporterArgs) -> Result<()> {
     if a.rescan < Duration::from_millis(100) {
         return Err(Error::Usage("--rescan must be at least 100ms".into()).into());
     }
-    if a.cycle < a.interval * 2 {
+    if a.cycle.is_some_and(|c| c < a.interval * 2) {
         return Err(Error::Usage("--cycle must be at least two intervals".into()).into());
     }
     // The per-target flags are checked as `watch` checks them.
@@ -101,7 +104,7 @@ fn watch_args(a: &ExporterArgs, pid: u32) -> WatchArgs {
     WatchArgs {
         pid,
         interval: a.interval,
-        duration: Some(a.cycle),
+        duration: a.cycle,
         backend: a.backend,
         json: false,
         profile_out: None,

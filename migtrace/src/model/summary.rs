@@ -34,6 +34,45 @@ enum Counted {
     Nothing,
 }
 
+/// Running statistics of a set of intervals: O(1) in the number of intervals (the rate
+/// histogram's size depends on the range of the rates, not on how many there are).
+#[derive(Clone, Debug)]
+struct Acc {
+    n: u64,
+    /// Sums in arrival order: the same additions, in the same order, as summing a list.
+    pages: f64,
+    secs: f64,
+    peak_pps: f64,
+    /// Interval rates, pages per second (hdrhistogram, 3 significant digits).
+    rates: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for Acc {
+    fn default() -> Acc {
+        Acc {
+            n: 0,
+            pages: 0.0,
+            secs: 0.0,
+            peak_pps: 0.0,
+            rates: hdrhistogram::Histogram::new(3).expect("3 significant digits"),
+        }
+    }
+}
+
+impl Acc {
+    fn add(&mut self, m: &Measured) {
+        self.n += 1;
+        self.secs += m.dur;
+        self.pages += m.pages;
+        self.peak_pps = self.peak_pps.max(m.pps);
+        // Auto-resizing histogram: recording cannot fail for finite non-negative rates.
+        let _ = self.rates.record(m.pps.max(0.0).round() as u64);
+    }
+}
+
+/// How many partial intervals the summary names one by one; more are counted.
+const PARTIALS_NAMED: usize = 16;
+
 /// Accumulates intervals into the summary's rate statistics.
 ///
 /// Two kinds of interval are shown but left out of the summary's rate, peak and
@@ -48,13 +87,30 @@ enum Counted {
 ///
 /// When nothing else was measured they are kept, and the summary says so: the mean then
 /// still never exceeds the peak, because both come from the same intervals.
+///
+/// Memory is O(1) in the length of the watch: no interval is kept. What is left out is
+/// always a prefix (warm-up ends at the last interval that says so, an exec leaves out
+/// everything before it), so three running accumulators give exactly the statistics the
+/// list of intervals gave: every interval (for a watch that was all warm-up), and the full
+/// and the partial intervals after the prefix, which start again from empty when the
+/// prefix grows. Sums are added in arrival order, as the list was summed.
 pub struct Totals {
-    measured: Vec<Measured>,
-    /// The first `warmup` entries of `measured` are warm-up.
-    warmup: usize,
-    /// The first `before_exec` entries measured a program the target has since exec'd
-    /// away from.
-    before_exec: usize,
+    /// Every measured interval.
+    all: Acc,
+    /// The full intervals after the left-out prefix.
+    full: Acc,
+    /// The partial intervals after the left-out prefix.
+    part: Acc,
+    /// The first `warmup` measured intervals are warm-up.
+    warmup: u64,
+    /// The first `before_exec` measured intervals measured a program the target has since
+    /// exec'd away from.
+    before_exec: u64,
+    /// Lengths of the first [`PARTIALS_NAMED`] partial intervals, in order; their number and
+    /// the shortest of all.
+    partials: Vec<f64>,
+    partial_n: u64,
+    partial_min: f64,
     interval_s: f64,
     faults: Option<FaultCounts>,
     drops: Drops,
@@ -65,9 +121,14 @@ impl Totals {
     /// Totals for intervals of `interval_s` seconds over pages of `page` bytes.
     pub fn new(interval_s: f64, page: u64) -> Totals {
         Totals {
-            measured: Vec::new(),
+            all: Acc::default(),
+            full: Acc::default(),
+            part: Acc::default(),
             warmup: 0,
             before_exec: 0,
+            partials: Vec::new(),
+            partial_n: 0,
+            partial_min: f64::INFINITY,
             interval_s,
             faults: None,
             drops: Drops::default(),
@@ -78,21 +139,27 @@ impl Totals {
     /// The target exec'd: what was measured so far describes another program, so the
     /// summary leaves it out (the next interval, which holds the exec, too).
     pub fn exec(&mut self) {
-        self.before_exec = self.measured.len() + 1;
+        self.before_exec = self.all.n + 1;
+        self.restart_after();
+    }
+
+    /// The left-out prefix grew past every interval so far.
+    fn restart_after(&mut self) {
+        self.full = Acc::default();
+        self.part = Acc::default();
     }
 
     /// Intervals at the start that the summary leaves out (warm-up, before an exec).
-    fn skipped(&self) -> usize {
-        self.warmup.max(self.before_exec).min(self.measured.len())
+    fn skipped(&self) -> u64 {
+        self.warmup.max(self.before_exec).min(self.all.n)
     }
 
     fn counted_kind(&self) -> Counted {
-        let after = &self.measured[self.skipped()..];
-        if after.iter().any(|m| !m.partial) {
+        if self.full.n > 0 {
             Counted::Full
-        } else if !after.is_empty() {
+        } else if self.part.n > 0 {
             Counted::PartialOnly
-        } else if !self.measured.is_empty() {
+        } else if self.all.n > 0 {
             Counted::WarmupOnly
         } else {
             Counted::Nothing
@@ -100,18 +167,17 @@ impl Totals {
     }
 
     /// The intervals the summary counts.
-    fn counted(&self) -> Vec<Measured> {
-        let after = self.measured[self.skipped()..].iter();
+    fn counted(&self) -> &Acc {
         match self.counted_kind() {
-            Counted::Full => after.filter(|m| !m.partial).copied().collect(),
-            Counted::PartialOnly => after.copied().collect(),
-            Counted::WarmupOnly | Counted::Nothing => self.measured.clone(),
+            Counted::Full => &self.full,
+            Counted::PartialOnly => &self.part,
+            Counted::WarmupOnly | Counted::Nothing => &self.all,
         }
     }
 
     /// Number of intervals the summary counts.
     pub fn intervals(&self) -> u64 {
-        self.counted().len() as u64
+        self.counted().n
     }
 
     /// Adds one interval's report. `wall_s` is the wall time since the previous interval
@@ -131,15 +197,13 @@ impl Totals {
         }
         let pps = if dur > 0.0 { r.unique_pages / dur } else { 0.0 };
         let partial = dur < FULL_SHARE * self.interval_s;
-        self.measured.push(Measured {
+        let m = Measured {
             pages: r.unique_pages,
             dur,
             pps,
             partial,
-        });
-        if r.warmup {
-            self.warmup = self.measured.len();
-        }
+        };
+        self.record(&m, r.warmup);
         Some(Interval {
             t_s,
             duration_s: dur,
@@ -158,20 +222,39 @@ impl Totals {
         })
     }
 
+    /// Counts one measured interval; `warmup`: it and every one before it are warm-up.
+    fn record(&mut self, m: &Measured, warmup: bool) {
+        let index = self.all.n;
+        self.all.add(m);
+        if m.partial {
+            self.partial_n += 1;
+            self.partial_min = self.partial_min.min(m.dur);
+            if self.partials.len() < PARTIALS_NAMED {
+                self.partials.push(m.dur);
+            }
+        }
+        if warmup {
+            self.warmup = self.all.n;
+            self.restart_after();
+        } else if index >= self.warmup.max(self.before_exec) {
+            if m.partial {
+                self.part.add(m);
+            } else {
+                self.full.add(m);
+            }
+        }
+    }
+
     /// Mean rate over the measured time, pages per second, and that time.
     fn rate_pages(&self) -> (f64, f64) {
-        let (mut pages, mut secs) = (0.0, 0.0);
-        for m in self.counted() {
-            secs += m.dur;
-            pages += m.pages;
-        }
-        let rate = if secs > 0.0 { pages / secs } else { 0.0 };
-        (rate, secs)
+        let c = self.counted();
+        let rate = if c.secs > 0.0 { c.pages / c.secs } else { 0.0 };
+        (rate, c.secs)
     }
 
     /// Sum of the counted intervals' unique pages.
     fn pages(&self) -> f64 {
-        self.counted().iter().fold(0.0, |a, m| a + m.pages)
+        self.counted().pages
     }
 
     /// The run's 95 % interval of the rate, bytes per second, from the standard deviation
@@ -195,25 +278,21 @@ impl Totals {
     /// nothing was measured).
     fn mean_window(&self) -> f64 {
         let c = self.counted();
-        if c.is_empty() {
+        if c.n == 0 {
             self.interval_s
         } else {
-            c.iter().map(|m| m.dur).sum::<f64>() / c.len() as f64
+            c.secs / c.n as f64
         }
     }
 
     fn peak(&self) -> f64 {
-        self.counted().iter().fold(0.0, |a, m| a.max(m.pps))
+        self.counted().peak_pps
     }
 
     /// Percentiles of the interval rates (hdrhistogram, 3 significant digits).
     fn percentiles(&self) -> Option<RatePercentiles> {
         let page = self.page as f64;
-        let mut rates = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits");
-        for pps in self.counted().iter().map(|m| m.pps) {
-            // Auto-resizing histogram: recording cannot fail for finite non-negative rates.
-            let _ = rates.record(pps.max(0.0).round() as u64);
-        }
+        let rates = &self.counted().rates;
         (!rates.is_empty()).then(|| {
             let q = |p: f64| rates.value_at_quantile(p) as f64 * page;
             RatePercentiles {
@@ -332,12 +411,6 @@ fn with_vcpu_busy(mut g: GuestInfo, busy: &[(u32, f64)]) -> GuestInfo {
 /// What the summary says about the intervals it left out or had to keep.
 fn interval_caveats(t: &Totals) -> Vec<String> {
     let mut out = Vec::new();
-    let partial: Vec<f64> = t
-        .measured
-        .iter()
-        .filter(|m| m.partial)
-        .map(|m| m.dur)
-        .collect();
     match t.counted_kind() {
         Counted::Full => {
             if t.before_exec > t.warmup {
@@ -351,21 +424,27 @@ fn interval_caveats(t: &Totals) -> Vec<String> {
                     t.warmup
                 ));
             }
-            for d in partial {
+            for d in &t.partials {
                 out.push(format!(
                     "a partial interval ({d:.2} s of {:.2} s) is shown but left out of the summary: a shorter window reads a different rate",
                     t.interval_s
                 ));
             }
+            let more = t.partial_n.saturating_sub(t.partials.len() as u64);
+            if more > 0 {
+                out.push(format!(
+                    "{more} more partial interval(s) are shown but left out of the summary"
+                ));
+            }
         }
         Counted::PartialOnly => out.push(format!(
             "only partial intervals were measured (shortest {:.2} s of {:.2} s): the rate is per that shorter window and reads higher than a full interval would for a writer that rewrites pages",
-            partial.iter().copied().fold(f64::INFINITY, f64::min),
+            t.partial_min,
             t.interval_s
         )),
         Counted::WarmupOnly => out.push(format!(
             "all {} intervals were sample warm-up (the sample was still being sized): the rate is less precise than requested",
-            t.measured.len()
+            t.all.n
         )),
         Counted::Nothing => {}
     }
@@ -489,6 +568,140 @@ mod tests {
             warmup,
             ..Default::default()
         }
+    }
+
+    /// The list-keeping statistics these totals replaced (every interval kept, the summary
+    /// computed over the list at the end): the streaming totals must give the same bits.
+    struct Reference {
+        measured: Vec<Measured>,
+        warmup: usize,
+        before_exec: usize,
+    }
+
+    impl Reference {
+        fn counted(&self) -> (Counted, Vec<Measured>) {
+            let skipped = self.warmup.max(self.before_exec).min(self.measured.len());
+            let after = &self.measured[skipped..];
+            if after.iter().any(|m| !m.partial) {
+                let c = after.iter().filter(|m| !m.partial).copied().collect();
+                (Counted::Full, c)
+            } else if !after.is_empty() {
+                (Counted::PartialOnly, after.to_vec())
+            } else if !self.measured.is_empty() {
+                (Counted::WarmupOnly, self.measured.clone())
+            } else {
+                (Counted::Nothing, Vec::new())
+            }
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so the test needs no dependency.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn streaming_totals_equal_the_list_they_replaced() {
+        let mut kinds = Vec::new();
+        for seed in 1..400u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut t = Totals::new(1.0, 4096);
+            let mut r = Reference {
+                measured: Vec::new(),
+                warmup: 0,
+                before_exec: 0,
+            };
+            for _ in 0..(next(&mut rng) % 300) {
+                let x = next(&mut rng);
+                if x % 97 == 0 {
+                    t.exec();
+                    r.before_exec = r.measured.len() + 1;
+                    continue;
+                }
+                let pages = (next(&mut rng) % 1_000_000) as f64 / 7.0;
+                let wall = if x % 13 == 0 || seed % 5 == 0 {
+                    0.3
+                } else {
+                    0.9 + (x % 300) as f64 / 1000.0
+                };
+                let warmup = x % 31 == 0 && r.measured.len() < 150;
+                let rep = IntervalReport {
+                    measured: x % 17 != 0,
+                    unique_pages: pages,
+                    warmup,
+                    ..Default::default()
+                };
+                if t.add(&rep, wall, 0.0).is_some() {
+                    let pps = pages / wall;
+                    r.measured.push(Measured {
+                        pages,
+                        dur: wall,
+                        pps,
+                        partial: wall < FULL_SHARE,
+                    });
+                    if warmup {
+                        r.warmup = r.measured.len();
+                    }
+                }
+            }
+            let (kind, c) = r.counted();
+            assert_eq!(t.counted_kind(), kind, "seed {seed}");
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+            assert_eq!(t.intervals(), c.len() as u64);
+            let (mut pages, mut secs) = (0.0, 0.0);
+            for m in &c {
+                secs += m.dur;
+                pages += m.pages;
+            }
+            let rate = if secs > 0.0 { pages / secs } else { 0.0 };
+            assert_eq!(t.rate_pages(), (rate, secs), "seed {seed}");
+            assert_eq!(t.pages(), c.iter().fold(0.0, |a, m| a + m.pages));
+            let window = if c.is_empty() {
+                1.0
+            } else {
+                c.iter().map(|m| m.dur).sum::<f64>() / c.len() as f64
+            };
+            assert_eq!(t.mean_window(), window, "seed {seed}");
+            assert_eq!(t.peak(), c.iter().fold(0.0f64, |a, m| a.max(m.pps)));
+            let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+            for m in &c {
+                h.record(m.pps.max(0.0).round() as u64).unwrap();
+            }
+            let p = t.percentiles();
+            assert_eq!(p.is_some(), !h.is_empty());
+            if let Some(p) = p {
+                assert_eq!(
+                    p.p50_bytes_per_sec,
+                    h.value_at_quantile(0.5) as f64 * 4096.0
+                );
+                assert_eq!(
+                    p.p99_bytes_per_sec,
+                    h.value_at_quantile(0.99) as f64 * 4096.0
+                );
+                assert_eq!(p.max_bytes_per_sec, h.max() as f64 * 4096.0);
+            }
+            let partial: Vec<f64> = r
+                .measured
+                .iter()
+                .filter(|m| m.partial)
+                .map(|m| m.dur)
+                .collect();
+            assert_eq!(t.partial_n, partial.len() as u64);
+            assert_eq!(t.partials[..], partial[..partial.len().min(PARTIALS_NAMED)]);
+            assert_eq!(t.all.n, r.measured.len() as u64);
+            let skipped = r.warmup.max(r.before_exec).min(r.measured.len());
+            assert_eq!(t.skipped(), skipped as u64);
+        }
+        assert_eq!(
+            kinds.len(),
+            4,
+            "every kind of count is exercised: {kinds:?}"
+        );
     }
 
     #[test]
