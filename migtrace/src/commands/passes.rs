@@ -18,13 +18,16 @@ use crate::model::backtest::{qemu_syncs, SyncEstimate};
 use crate::model::{grid, Prediction};
 use crate::passes::{is_terminal, EndedBy, Tracker};
 use crate::qemu::qmp::{MigrateParametersInfo, MigrationCapability, Qmp, QmpEvent};
+use crate::sink::hdrlog;
 use crate::sink::passes_out::{self, Params, Predicted, Report};
+use crate::sink::prometheus::{self, passes::PassFeed, Metrics, TargetLabels};
 use crate::units;
+use std::sync::Arc;
 
 /// Arguments of `migtrace passes`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  migtrace passes --qmp /run/qemu/vm.qmp\n  migtrace passes --qmp vm.qmp --profile vm.profile.json --json\n\nSee docs/passes.md."
+    after_help = "Examples:\n  migtrace passes --qmp /run/qemu/vm.qmp\n  migtrace passes --qmp vm.qmp --profile vm.profile.json --json\n  migtrace passes --qmp vm.qmp --pid 4242 --listen 127.0.0.1:9465 --hdr-log passes.hlog\n\nSee docs/passes.md and docs/monitoring.md."
 )]
 pub struct PassesArgs {
     /// The QMP socket of the migration's source QEMU.
@@ -50,12 +53,35 @@ pub struct PassesArgs {
         allow_hyphen_values = true
     )]
     pub poll: String,
+    /// Serve Prometheus /metrics here while the migration runs (loopback unless --listen-any).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Allow --listen on a non-loopback address.
+    #[arg(long)]
+    pub listen_any: bool,
+    /// With --listen: keep serving this long after the report, so a scrape gets the final
+    /// values (a signal ends it sooner).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15s",
+        allow_hyphen_values = true
+    )]
+    pub linger: String,
+    /// Write the pass durations to FILE as an HdrHistogram interval log (tag `pass_duration`).
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
 }
 
 /// The checked arguments.
 struct Config {
     timeout: Option<Duration>,
     poll: Duration,
+    linger: Duration,
+    /// `--listen`, bound before anything is followed.
+    listener: Option<std::net::TcpListener>,
+    /// `--hdr-log`, created before anything is followed.
+    hdr_log: Option<std::fs::File>,
 }
 
 fn config(a: &PassesArgs) -> Result<Config> {
@@ -68,6 +94,7 @@ fn config(a: &PassesArgs) -> Result<Config> {
         .map(|s| dur("timeout", s))
         .transpose()?;
     let poll = dur("poll", &a.poll)?;
+    let linger = dur("linger", &a.linger)?;
     if !(Duration::from_millis(1)..=Duration::from_secs(10)).contains(&poll) {
         return Err(Error::Usage(format!("--poll: {} must be from 1ms to 10s", a.poll)).into());
     }
@@ -80,30 +107,100 @@ fn config(a: &PassesArgs) -> Result<Config> {
     if let Some(p) = &a.profile {
         crate::profile::Profile::load(p).map_err(|e| Error::Input(e.to_string()))?;
     }
-    match std::fs::metadata(&a.qmp) {
-        Err(e) => Err(Error::Input(format!("--qmp {}: {e}", a.qmp.display())).into()),
-        Ok(_) => Ok(Config { timeout, poll }),
+    if let Err(e) = std::fs::metadata(&a.qmp) {
+        return Err(Error::Input(format!("--qmp {}: {e}", a.qmp.display())).into());
     }
+    let hdr_log = a
+        .hdr_log
+        .as_ref()
+        .map(|p| {
+            std::fs::File::create(p)
+                .map_err(|e| Error::Usage(format!("--hdr-log {}: {e}", p.display())))
+        })
+        .transpose()?;
+    let listener = match &a.listen {
+        Some(l) => Some(prometheus::bind(l, a.listen_any)?),
+        None => None,
+    };
+    Ok(Config {
+        timeout,
+        poll,
+        linger,
+        listener,
+        hdr_log,
+    })
 }
 
 pub fn run(args: PassesArgs) -> Result<()> {
-    let cfg = config(&args)?;
+    let mut cfg = config(&args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = rt.block_on(follow(&args, &cfg))?;
+    let mut feed = match cfg.listener.take() {
+        Some(l) => {
+            let metrics = Arc::new(Metrics::new());
+            prometheus::serve(l, metrics.clone())?;
+            Some(PassFeed::new(metrics, labels(args.pid)))
+        }
+        None => None,
+    };
+    let report = rt.block_on(follow(&args, &cfg, feed.as_mut()))?;
+    if let Some(f) = cfg.hdr_log.take() {
+        hdrlog::write_passes(f, &report.passes, report.started_wall_s)
+            .context("writing --hdr-log")?;
+    }
+    print_report(&args, &report)?;
+    if feed.is_some() {
+        rt.block_on(linger(cfg.linger))?;
+    }
+    Ok(())
+}
+
+/// The labels of the migration's series: the QEMU process when `--pid` names it.
+fn labels(pid: Option<u32>) -> TargetLabels {
+    let Some(pid) = pid else {
+        return TargetLabels::default();
+    };
+    TargetLabels {
+        pid: pid.to_string(),
+        comm: std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_default(),
+        guest: crate::qemu::read_cmdline(pid)
+            .ok()
+            .and_then(|c| c.name)
+            .unwrap_or_default(),
+    }
+}
+
+/// Keeps the metrics server up for `d` after the report, or until a signal.
+async fn linger(d: Duration) -> Result<()> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    Ok(())
+}
+
+/// The report on stdout, text or JSON.
+fn print_report(args: &PassesArgs, report: &Report) -> Result<()> {
     let out = if args.json {
-        serde_json::to_string_pretty(&passes_out::json(&report)).context("cannot encode JSON")?
+        serde_json::to_string_pretty(&passes_out::json(report)).context("cannot encode JSON")?
             + "\n"
     } else {
-        passes_out::text(&report)
+        passes_out::text(report)
     };
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(out.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("cannot write to stdout"),
+        r => r
+            .and_then(|_| stdout.flush())
+            .context("cannot write to stdout"),
     }
 }
 
@@ -187,7 +284,11 @@ fn predict(
 
 /// Attaches, follows the migration to its end (or a signal, the timeout, QEMU's exit),
 /// and builds the report. Errors only before the migration is followed.
-async fn follow(args: &PassesArgs, cfg: &Config) -> Result<Report> {
+async fn follow(
+    args: &PassesArgs,
+    cfg: &Config,
+    mut feed: Option<&mut PassFeed>,
+) -> Result<Report> {
     let mut q = Qmp::connect(&args.qmp, Duration::from_secs(5)).await?;
     // Counting before anything else, so the first bytes of a migration that starts right
     // after we attach are on the wire count too.
@@ -206,7 +307,11 @@ async fn follow(args: &PassesArgs, cfg: &Config) -> Result<Report> {
     // Checked now (a bad --profile fails at once); read again when the migration starts.
     let mut st = setup(&mut q, args).await?;
     let mut tracker = Tracker::new();
-    let ended = follow_loop(&mut q, args, cfg, &mut tracker, &mut st, probe.as_mut()).await?;
+    let live = Live {
+        feed: feed.as_deref_mut(),
+        probe: probe.as_mut(),
+    };
+    let ended = follow_loop(&mut q, args, cfg, &mut tracker, &mut st, live).await?;
     // The stop-and-copy runs unthrottled and can end between our last count and the reply
     // that says `completed`: count what it sent before closing the last pass.
     if let Some(p) = probe.as_mut() {
@@ -214,7 +319,11 @@ async fn follow(args: &PassesArgs, cfg: &Config) -> Result<Report> {
             tracker.add_wire(d.migration_bytes);
         }
     }
+    let started_wall_s = tracker.wall_start();
     let (passes, summary) = tracker.finish(ended);
+    if let Some(f) = feed {
+        f.finish(&passes, &summary);
+    }
     let comparison = st.predicted.as_ref().map(|p| {
         let actual = crate::model::backtest::ActualRun {
             status: summary.status.clone(),
@@ -234,7 +343,15 @@ async fn follow(args: &PassesArgs, cfg: &Config) -> Result<Report> {
         summary,
         predicted: st.predicted,
         comparison,
+        started_wall_s,
     })
+}
+
+/// What follows the migration besides the tracker: the metrics (`--listen`) and the eBPF
+/// send counts (`--pid`).
+struct Live<'a> {
+    feed: Option<&'a mut PassFeed>,
+    probe: Option<&'a mut SendProbe>,
 }
 
 /// The eBPF send path on the QEMU process (`--pid`), to count what its migration threads
@@ -257,7 +374,7 @@ async fn follow_loop(
     cfg: &Config,
     tracker: &mut Tracker,
     st: &mut Setup,
-    mut probe: Option<&mut SendProbe>,
+    mut live: Live<'_>,
 ) -> Result<EndedBy> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -280,14 +397,14 @@ async fn follow_loop(
             _ = sighup.recv() => return Ok(EndedBy::Signal("SIGHUP".into())),
             _ = &mut timeout => return Ok(EndedBy::Timeout),
         }
-        if let Some(p) = probe.as_deref_mut() {
+        if let Some(p) = live.probe.as_deref_mut() {
             // Before the reply, so a pass boundary the reply shows splits the bytes close
             // to where QEMU's counter does.
             if let Ok(d) = p.take_deltas() {
                 tracker.add_wire(d.migration_bytes);
             }
         }
-        match poll_once(q, args, tracker, st).await {
+        match poll_once(q, args, tracker, st, live.feed.as_deref_mut()).await {
             Ok(true) => return Ok(EndedBy::Migration),
             Ok(false) => {}
             Err(e) => return Ok(EndedBy::QemuGone(format!("{e:#}"))),
@@ -306,6 +423,7 @@ async fn poll_once(
     args: &PassesArgs,
     t: &mut Tracker,
     st: &mut Setup,
+    mut feed: Option<&mut PassFeed>,
 ) -> Result<bool> {
     let info = q.query_migrate().await?;
     let wall = wall_now();
@@ -318,10 +436,23 @@ async fn poll_once(
     }
     let was = t.started();
     t.observe(&info, wall);
+    if let Some(f) = feed.as_deref_mut().filter(|_| t.started()) {
+        f.reply(&info);
+        f.closed(t.closed());
+    }
     if !was && t.started() {
         // The migration's own settings (they may have changed since we attached).
         if let Ok(s) = setup(q, args).await {
             *st = s;
+        }
+        if let (Some(f), Some(p)) = (feed, &st.predicted) {
+            let o = &p.cell.outcome;
+            f.predicted(
+                p.cell.link_bits_per_sec,
+                o.total_time_s,
+                o.downtime_s,
+                o.converges,
+            );
         }
     }
     let status = info.status.as_deref().unwrap_or("none");

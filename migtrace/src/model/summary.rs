@@ -616,20 +616,20 @@ mod tests {
             };
             for _ in 0..(next(&mut rng) % 300) {
                 let x = next(&mut rng);
-                if x % 97 == 0 {
+                if x.is_multiple_of(97) {
                     t.exec();
                     r.before_exec = r.measured.len() + 1;
                     continue;
                 }
                 let pages = (next(&mut rng) % 1_000_000) as f64 / 7.0;
-                let wall = if x % 13 == 0 || seed % 5 == 0 {
+                let wall = if x.is_multiple_of(13) || seed % 5 == 0 {
                     0.3
                 } else {
                     0.9 + (x % 300) as f64 / 1000.0
                 };
-                let warmup = x % 31 == 0 && r.measured.len() < 150;
+                let warmup = x.is_multiple_of(31) && r.measured.len() < 150;
                 let rep = IntervalReport {
-                    measured: x % 17 != 0,
+                    measured: !x.is_multiple_of(17),
                     unique_pages: pages,
                     warmup,
                     ..Default::default()

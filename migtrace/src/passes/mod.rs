@@ -126,6 +126,18 @@ impl Tracker {
         Tracker::default()
     }
 
+    /// The passes closed so far (timed by the replies; [`Tracker::finish`] may still move a
+    /// boundary to an event's time or the downtime).
+    pub fn closed(&self) -> &[PassRecord] {
+        &self.done
+    }
+
+    /// Wall-clock seconds since the epoch of QEMU's time zero (the migration's start), from
+    /// the replies seen so far.
+    pub fn wall_start(&self) -> Option<f64> {
+        self.wall_offset
+    }
+
     /// True once a migration has been seen running.
     pub fn started(&self) -> bool {
         self.last.is_some()

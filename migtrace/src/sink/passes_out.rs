@@ -38,6 +38,9 @@ pub struct Report {
     pub summary: PassSummary,
     pub predicted: Option<Predicted>,
     pub comparison: Option<Comparison>,
+    /// Wall-clock seconds since the epoch when the migration started (QEMU's time zero),
+    /// when replies were seen: the start of `--hdr-log`.
+    pub started_wall_s: Option<f64>,
 }
 
 /// The JSON document.
@@ -275,6 +278,7 @@ mod tests {
             summary,
             predicted: Some(Predicted { cell, syncs: est }),
             comparison,
+            started_wall_s: None,
         }
     }
 

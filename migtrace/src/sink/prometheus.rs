@@ -53,6 +53,17 @@ pub struct LinkLabels {
     pub link_bits: String,
 }
 
+/// A target and the state of its migration (`migtrace passes`), a state set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub pid: String,
+    pub comm: String,
+    pub guest: String,
+    pub status: String,
+}
+
+pub mod passes;
+
 /// Fault kinds, as `kind` label values.
 pub const FAULT_KINDS: [&str; 4] = ["write_not_present", "write_protect", "read", "out_of_range"];
 /// Drop reasons, as `kind` label values.
@@ -68,8 +79,20 @@ pub struct Metrics {
     pub dirty_rate: Family<TargetLabels, GaugeF>,
     pub dirty_rate_hist: Hist,
     pub interval_pages_hist: Hist,
-    /// Pass durations: registered, left empty until a source of passes is wired in.
+    /// Pass durations, bytes and dirtied pages (`migtrace passes --listen`).
     pub pass_duration_hist: Hist,
+    pub pass_bytes_hist: Hist,
+    pub pass_dirty_pages_hist: Hist,
+    /// A migration followed by `migtrace passes`, live from QEMU's replies.
+    pub migration_pass: Family<TargetLabels, Gauge>,
+    pub migration_remaining: Family<TargetLabels, GaugeF>,
+    pub migration_dirty_rate: Family<TargetLabels, GaugeF>,
+    pub migration_throttle: Family<TargetLabels, GaugeF>,
+    pub migration_status: Family<StatusLabels, Gauge>,
+    pub migration_total_time: Family<TargetLabels, GaugeF>,
+    pub migration_setup_time: Family<TargetLabels, GaugeF>,
+    pub migration_downtime: Family<TargetLabels, GaugeF>,
+    pub migration_transferred: Family<TargetLabels, Counter>,
     pub dirty_pages: Family<TargetLabels, CounterF>,
     pub intervals: Family<TargetLabels, Counter>,
     pub faults: Family<KindLabels, Counter>,
@@ -105,6 +128,13 @@ fn pages_histogram() -> Histogram {
     ))
 }
 
+/// Bytes-per-pass buckets: 64 KiB to 256 GiB, by fours.
+fn pass_bytes_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        65536.0, 4.0, 12,
+    ))
+}
+
 /// Pass-duration buckets, seconds: 10 ms to about 10 min.
 fn pass_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -127,6 +157,21 @@ impl Metrics {
             dirty_rate_hist: Family::new_with_constructor(rate_histogram as fn() -> Histogram),
             interval_pages_hist: Family::new_with_constructor(pages_histogram as fn() -> Histogram),
             pass_duration_hist: Family::new_with_constructor(pass_histogram as fn() -> Histogram),
+            pass_bytes_hist: Family::new_with_constructor(
+                pass_bytes_histogram as fn() -> Histogram,
+            ),
+            pass_dirty_pages_hist: Family::new_with_constructor(
+                pages_histogram as fn() -> Histogram,
+            ),
+            migration_pass: Family::default(),
+            migration_remaining: Family::default(),
+            migration_dirty_rate: Family::default(),
+            migration_throttle: Family::default(),
+            migration_status: Family::default(),
+            migration_total_time: Family::default(),
+            migration_setup_time: Family::default(),
+            migration_downtime: Family::default(),
+            migration_transferred: Family::default(),
             dirty_pages: Family::default(),
             intervals: Family::default(),
             faults: Family::default(),
@@ -165,13 +210,81 @@ impl Metrics {
             "Distribution of the unique pages dirtied per interval",
             self.interval_pages_hist.clone(),
         );
+        self.register_counts();
+        self.register_passes();
+    }
+
+    /// The families of `migtrace passes --listen`.
+    fn register_passes(&mut self) {
+        let r = &mut self.registry;
+        let (s, b) = (|| Unit::Seconds, || Unit::Bytes);
         r.register_with_unit(
             "pass_duration",
-            "Duration of pre-copy passes (empty: no source of passes is wired in yet)",
-            Unit::Seconds,
+            "Duration of the pre-copy passes of a migration (migtrace passes)",
+            s(),
             self.pass_duration_hist.clone(),
         );
-        self.register_counts();
+        r.register_with_unit(
+            "pass_sent",
+            "Bytes QEMU sent in each pre-copy pass (ram.transferred over the pass)",
+            b(),
+            self.pass_bytes_hist.clone(),
+        );
+        r.register(
+            "pass_dirty_pages",
+            "Pages the guest dirtied in each pass (QEMU's dirty-pages-rate x the pass duration)",
+            self.pass_dirty_pages_hist.clone(),
+        );
+        r.register(
+            "migration_pass",
+            "The pass in progress (QEMU's dirty-sync-count)",
+            self.migration_pass.clone(),
+        );
+        r.register_with_unit(
+            "migration_remaining",
+            "Bytes still to send (ram.remaining)",
+            b(),
+            self.migration_remaining.clone(),
+        );
+        r.register(
+            "migration_dirty_rate_bytes_per_second",
+            "QEMU's dirty-pages-rate of the migration, in bytes per second",
+            self.migration_dirty_rate.clone(),
+        );
+        r.register(
+            "migration_cpu_throttle_ratio",
+            "Auto-converge CPU throttle, 0 to 1 (cpu-throttle-percentage / 100)",
+            self.migration_throttle.clone(),
+        );
+        r.register(
+            "migration_status",
+            "1 for the status the migration is in, 0 for the others",
+            self.migration_status.clone(),
+        );
+        r.register_with_unit(
+            "migration_total_time",
+            "Time since the migration started (QEMU's total-time)",
+            s(),
+            self.migration_total_time.clone(),
+        );
+        r.register_with_unit(
+            "migration_setup_time",
+            "The migration's setup time",
+            s(),
+            self.migration_setup_time.clone(),
+        );
+        r.register_with_unit(
+            "migration_downtime",
+            "The migration's downtime (once completed)",
+            s(),
+            self.migration_downtime.clone(),
+        );
+        r.register_with_unit(
+            "migration_transferred",
+            "Bytes the migration sent (ram.transferred)",
+            b(),
+            self.migration_transferred.clone(),
+        );
     }
 
     /// The counters, the target's memory and the exporter's own figures.
@@ -270,6 +383,26 @@ impl Metrics {
         let _ = m.dirty_rate_hist.get_or_create(&l);
         let _ = m.interval_pages_hist.get_or_create(&l);
         let _ = m.pass_duration_hist.get_or_create(&l);
+        let _ = m.pass_bytes_hist.get_or_create(&l);
+        let _ = m.pass_dirty_pages_hist.get_or_create(&l);
+        for f in [
+            &m.migration_remaining,
+            &m.migration_dirty_rate,
+            &m.migration_throttle,
+            &m.migration_total_time,
+            &m.migration_setup_time,
+            &m.migration_downtime,
+        ] {
+            let _ = f.get_or_create(&l);
+        }
+        let _ = m.migration_pass.get_or_create(&l);
+        let _ = m.migration_transferred.get_or_create(&l);
+        let _ = m.migration_status.get_or_create(&StatusLabels {
+            pid: String::new(),
+            comm: String::new(),
+            guest: String::new(),
+            status: "active".into(),
+        });
         let _ = m.dirty_pages.get_or_create(&l);
         let _ = m.intervals.get_or_create(&l);
         let _ = m.faults.get_or_create(&kind(&l, "read"));
@@ -351,7 +484,7 @@ pub fn family_names(text: &str) -> std::collections::BTreeSet<String> {
 }
 
 /// A target's labels with a link.
-fn link(l: &TargetLabels, bits: f64) -> LinkLabels {
+pub(crate) fn link(l: &TargetLabels, bits: f64) -> LinkLabels {
     LinkLabels {
         pid: l.pid.clone(),
         comm: l.comm.clone(),
