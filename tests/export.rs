@@ -6,149 +6,19 @@
 //!
 //! The Prometheus tests fail (never skip) under CI=true when `prometheus` or `promtool` is
 //! missing; `cargo xtask test` installs them.
+#[path = "prom_support.rs"]
+mod prom;
+
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::TcpListener,
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use migtrace_e2e::*;
+use prom::*;
 use serde_json::Value;
-
-/// A free loopback port (bound, read and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A fresh temporary directory for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("migtrace-export-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A plain HTTP/1.0 GET: (status line, headers and body as one string, body).
-fn http_get(port: u16, path: &str, accept: Option<&str>) -> (String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (head.to_string(), body.to_string())
-}
-
-/// Waits until `port` serves `path` with 200.
-fn wait_http(port: u16, path: &str, within: Duration) {
-    let t = Instant::now();
-    while t.elapsed() < within {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http_get(port, path, None).0.contains(" 200")
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("nothing served http://127.0.0.1:{port}{path} within {within:?}");
-}
-
-/// `prometheus`/`promtool` on PATH; a failure under CI, a skip (None) otherwise.
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    });
-    if found.is_none() {
-        let msg =
-            format!("{name} is missing: apt-get install -y prometheus (cargo xtask test does)");
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-    }
-    found
-}
-
-/// A Prometheus server scraping 127.0.0.1:`target` every second; killed on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-}
-
-impl Prometheus {
-    fn start(bin: &Path, dir: &Path, target: u16) -> Prometheus {
-        let cfg = dir.join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: migtrace\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .expect("start prometheus");
-        wait_http(port, "/-/ready", Duration::from_secs(30));
-        Prometheus { child, port }
-    }
-
-    /// An instant query: the result vector.
-    fn query(&self, q: &str) -> Vec<Value> {
-        let (head, body) = http_get(
-            self.port,
-            &format!("/api/v1/query?query={}", encode(q)),
-            None,
-        );
-        let v: Value =
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{q}: {e}: {head} {body}"));
-        assert_eq!(v["status"], "success", "{q}: {v}");
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Percent-encodes a query string value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The value of a single-sample query result.
-fn value(r: &Value) -> f64 {
-    r["value"][1].as_str().unwrap().parse().unwrap()
-}
 
 /// Truth for the random writer: N (1 - e^(-w/N)) unique pages per second, in bytes.
 fn random_truth_bytes(pages: f64, writes_per_sec: f64) -> f64 {
@@ -198,6 +68,21 @@ fn prometheus_scrapes_watch_histograms_and_rate() {
 
     let text = check_scrape_formats(port, &promtool);
     check_dashboard(&text);
+    // The dashboard's watch panels, queried as Grafana would, get data.
+    check_panels_have_data(
+        &server,
+        &[
+            "Dirty rate (last interval)",
+            "Dirty rate p50",
+            "Dirty-rate distribution",
+            "Unique pages per interval",
+            "Dropped events",
+            "Writable memory",
+            "Targets watched",
+            "Predicted migration time",
+            "Predicted to converge",
+        ],
+    );
 
     let done = w.stop();
     let (_, s, st) = watch.finish();
@@ -214,25 +99,6 @@ fn prometheus_scrapes_watch_histograms_and_rate() {
     );
     assert!(err.abs() <= 0.20, "rate {measured} vs truth {truth}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// promtool lints a scrape in the classic text format; OpenMetrics comes when asked for.
-/// Returns the classic scrape.
-fn check_scrape_formats(port: u16, promtool: &Path) -> String {
-    let (_, text) = http_get(port, "/metrics", None);
-    let lint = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .output_with_stdin(text.as_bytes());
-    assert!(lint.0.success(), "promtool check metrics: {}", lint.1);
-    let (head, om) = http_get(
-        port,
-        "/metrics",
-        Some("application/openmetrics-text; version=1.0.0"),
-    );
-    assert!(head.contains("application/openmetrics-text"), "{head}");
-    assert!(om.trim_end().ends_with("# EOF"));
-    text
 }
 
 /// The scrape is up and the dirty-rate and pages histograms arrived whole: returns the
@@ -269,85 +135,10 @@ fn check_rate_histogram(server: &Prometheus, sel: &str) -> f64 {
     value(&count[0])
 }
 
-/// Feeding a child's stdin and collecting its status and output.
-trait OutputWithStdin {
-    fn output_with_stdin(&mut self, input: &[u8]) -> (std::process::ExitStatus, String);
-}
-
-impl OutputWithStdin for Command {
-    fn output_with_stdin(&mut self, input: &[u8]) -> (std::process::ExitStatus, String) {
-        let mut c = self
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(input).unwrap();
-        let o = c.wait_with_output().unwrap();
-        let msg =
-            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
-        (o.status, msg)
-    }
-}
-
-/// Every metric name the Grafana dashboard queries is one that migtrace serves: in this
-/// scrape, or registered and without samples in this watch (pass durations, QEMU's rate),
-/// which the registry leaves out of a scrape; and the scrape serves nothing else.
-fn check_dashboard(scrape: &str) {
-    use migtrace::sink::prometheus::{family_names, Metrics};
-    let all = Metrics::served_names();
-    let scraped = family_names(scrape);
-    assert!(scraped.is_subset(&all), "{scraped:?} vs {all:?}");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/migtrace.json");
-    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut exprs = Vec::new();
-    collect_exprs(&dash, &mut exprs);
-    assert!(exprs.len() >= 4, "too few queries: {exprs:?}");
-    for e in &exprs {
-        for name in metric_names(e) {
-            assert!(
-                all.contains(&name),
-                "the dashboard queries {name} ({e}), not served: {all:?}"
-            );
-        }
-    }
-}
-
 /// The dashboard against the registry alone: runs without root or Prometheus.
 #[test]
 fn dashboard_queries_only_metrics_migtrace_serves() {
     check_dashboard("");
-}
-
-fn collect_exprs(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                match (k.as_str(), x) {
-                    ("expr" | "query", Value::String(s)) => out.push(s.clone()),
-                    _ => collect_exprs(x, out),
-                }
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
-        _ => {}
-    }
-}
-
-/// The `migtrace_*` identifiers in a PromQL expression.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let b = expr.as_bytes();
-    let mut i = 0;
-    while let Some(p) = expr[i..].find("migtrace_") {
-        let s = i + p;
-        let mut e = s;
-        while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'_') {
-            e += 1;
-        }
-        out.push(expr[s..e].to_string());
-        i = e;
-    }
-    out
 }
 
 #[test]
@@ -480,30 +271,6 @@ fn hdr_log_reads_back_with_the_interval_rates() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Standard base64 (the interval log's encoding), decoded without another dependency.
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("bad base64 {c}"),
-    } as u32;
-    let clean: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in clean.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c) << (18 - 6 * i);
-        }
-        for i in 0..chunk.len() - 1 {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
-}
-
 /// Checks one SVG: it parses, has the axis names and a series, and no NaN.
 fn check_svg(path: &Path, words: &[&str]) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -550,13 +317,30 @@ fn plots_render_each_kind_as_svg() {
     std::fs::write(&pred, &o.stdout).unwrap();
     let passes = dir.join("passes.json");
     std::fs::write(&passes, r#"{"passes":[{"index":1,"start_s":0,"duration_s":2.5,"bytes":3e9},{"index":2,"start_s":2.5,"duration_s":0.5,"bytes":4e8}]}"#).unwrap();
-    let cases: [(&Path, &[&str], &[&str]); 6] = [
+    // A passes report with its back-test (`passes --profile`): the model's passes beside.
+    let compared = dir.join("passes-backtest.json");
+    std::fs::write(&compared, r#"{"passes":[{"index":1,"start_s":0.01,"duration_s":2.5,"bytes":3e9},{"index":2,"start_s":2.51,"duration_s":0.5,"bytes":4e8},{"index":3,"start_s":3.01,"duration_s":0.03,"bytes":2e7,"stop_copy":true}],
+        "backtest":{"pairs":[{"index":1,"predicted_duration_s":2.4,"predicted_bytes":2.9e9,"actual_duration_s":2.5,"actual_bytes":3000000000},{"index":2,"predicted_duration_s":0.6,"predicted_bytes":5e8,"actual_duration_s":0.5,"actual_bytes":400000000},{"index":3,"predicted_duration_s":null,"predicted_bytes":null,"actual_duration_s":0.03,"actual_bytes":20000000}]}}"#).unwrap();
+    let cases: [(&Path, &[&str], &[&str]); 7] = [
         (&log, &["--link", "1g"], &["time, s", "bytes/s", "link"]),
         (&log, &["--kind", "growth"], &["window, s", "unique pages"]),
         (&profile, &[], &["window, s", "unique pages"]),
         (&pred, &[], &["link, Gbit/s", "total time, s", "downtime"]),
         (&pred, &["--kind", "passes"], &["time, s", "bytes sent"]),
         (&passes, &[], &["time, s", "bytes sent"]),
+        (
+            &compared,
+            &[],
+            &[
+                "time, s",
+                "predicted pass",
+                "bytes sent per pass",
+                "duration, s per pass",
+                "pass",
+                "actual",
+                "predicted",
+            ],
+        ),
     ];
     for (i, (input, extra, words)) in cases.iter().enumerate() {
         let out = dir.join(format!("{i}.svg"));
@@ -570,6 +354,20 @@ fn plots_render_each_kind_as_svg() {
         );
         check_svg(&out, words);
     }
+    // The back-tested report: two lines (actual, predicted) in each per-pass chart, and the
+    // model's passes as outlines on the timeline.
+    let text = std::fs::read_to_string(dir.join("6.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let lines = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .count();
+    assert!(lines >= 4, "{lines} lines: {text}");
+    let outlines = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some("none"))
+        .count();
+    assert!(outlines >= 2, "{outlines} outlined passes");
     let o = run(&[
         "plot",
         profile.to_str().unwrap(),

@@ -8,11 +8,14 @@
 #[path = "passes_support.rs"]
 mod support;
 
+#[path = "prom_support.rs"]
+mod prom;
+
 use migtrace_e2e::{
     qemu_guest::{GuestOptions, QemuGuest},
     require_root,
 };
-use support::{migrate_under_passes, Plan};
+use support::{attach_passes, migrate_under_passes, Plan};
 
 #[tokio::test]
 async fn passes_match_qemus_own_counters() {
@@ -165,4 +168,141 @@ async fn a_signal_or_a_dead_qemu_still_gives_a_partial_report() {
     assert_eq!(s["status"], "active");
     assert!(s["ended_by"]["qemu-gone"].is_string(), "{s}");
     assert!(s["passes"].as_u64().unwrap() >= 1 && s["bytes"].as_u64().unwrap() > 0);
+}
+
+/// A real Prometheus scrapes `passes --listen` (every second) during a real migration: the
+/// live series arrive while it runs, and after it, during `--linger`, the pass-duration
+/// histogram holds one observation per pass (count == QEMU's dirty-sync-count). The scrape
+/// is clean for `promtool check metrics`, the dashboard's migration panels get data, and
+/// `--hdr-log` reads back with one `pass_duration` entry per pass, each the report's
+/// duration to the microsecond.
+#[tokio::test]
+async fn prometheus_scrapes_passes_during_a_real_migration() {
+    use std::time::{Duration, Instant};
+    require_root();
+    let (Some(prom_bin), Some(promtool)) = (prom::tool("prometheus"), prom::tool("promtool"))
+    else {
+        return;
+    };
+    let Some(src) = QemuGuest::boot(&GuestOptions::default()) else {
+        return;
+    };
+    let dir = prom::temp_dir("passes-prom");
+    let port = prom::free_port();
+    let server = prom::Prometheus::start(&prom_bin, &dir, port);
+    let hlog = dir.join("passes.hlog");
+    let listen = format!("127.0.0.1:{port}");
+    let plan = Plan {
+        bandwidth_mib: 128,
+        auto_converge: false,
+        profile: None,
+        cancel_after: None,
+    };
+    let extra = [
+        "--listen",
+        &listen,
+        "--linger",
+        "120s",
+        "--hdr-log",
+        hlog.to_str().unwrap(),
+    ];
+    let attached = attach_passes(&src, &plan, &extra).await;
+    // Prometheus scrapes `passes` before the migration starts (its first scrape can come
+    // seconds after it is ready), so scrapes during the short migration are not lost.
+    let t = Instant::now();
+    while server.query("up{job=\"migtrace\"} == 1").is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "Prometheus never scraped passes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = attached.migrate().await;
+    // `completed` is served with the final values (PassFeed::finish).
+    let done = "migtrace_migration_status{status=\"completed\"} == 1";
+    let t = Instant::now();
+    while server.query(done).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(200),
+            "no completed status scraped"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let one = |q: &str| {
+        let r = server.query(q);
+        assert_eq!(r.len(), 1, "{q}: {r:?}");
+        prom::value(&r[0])
+    };
+    let count = one("migtrace_pass_duration_seconds_count");
+    let bytes_count = one("migtrace_pass_sent_bytes_count");
+    let seen_active = one("max_over_time(migtrace_migration_status{status=\"active\"}[10m])");
+    let peak_remaining = one("max_over_time(migtrace_migration_remaining_bytes[10m])");
+    let total = one("migtrace_migration_total_time_seconds");
+    let sent = one("migtrace_migration_transferred_bytes_total");
+    let (_, text) = prom::http_get(port, "/metrics", None);
+    prom::check_scrape_formats(port, &promtool);
+    let panels = prom::check_panels_have_data(&server, &["Pre-copy pass duration", "Migration:"]);
+    assert_eq!(
+        panels, 5,
+        "the pass-duration panel and the four migration panels"
+    );
+    // Ends the linger: passes exits and its report is read.
+    migtrace_e2e::signal(started.pid(), libc::SIGTERM);
+    let run = started.finish().await;
+    let (r, q) = (&run.report, &run.qemu);
+    let ram = q.ram.clone().unwrap();
+    let passes = r["summary"]["passes"].as_u64().unwrap();
+    eprintln!(
+        "prometheus: {count} pass durations, {bytes_count} pass sizes, {passes} passes, QEMU dirty-sync-count {}, active seen {seen_active}, peak remaining {peak_remaining}, total {total} s, sent {sent}",
+        ram.dirty_sync_count
+    );
+    assert_eq!(passes, ram.dirty_sync_count);
+    assert_eq!(count, passes as f64, "{text}");
+    assert_eq!(bytes_count, passes as f64);
+    assert_eq!(
+        seen_active, 1.0,
+        "a scrape during the migration saw it active"
+    );
+    assert!(peak_remaining > 0.0);
+    assert_eq!(sent, ram.transferred as f64);
+    let qemu_total = q.total_time.unwrap() as f64 / 1000.0;
+    assert!((total - qemu_total).abs() < 1e-9, "{total} vs {qemu_total}");
+    check_pass_log(&hlog, &r["passes"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `--hdr-log` of `passes`: one `pass_duration` histogram of one value per pass, its
+/// value the pass's duration in microseconds (3 significant digits), at the pass's start.
+fn check_pass_log(path: &std::path::Path, passes: &serde_json::Value) {
+    use hdrhistogram::serialization::{
+        interval_log::{IntervalLogIterator, LogEntry},
+        Deserializer,
+    };
+    let passes = passes.as_array().unwrap();
+    let text = std::fs::read(path).unwrap();
+    let mut got = Vec::new();
+    for e in IntervalLogIterator::new(&text) {
+        if let LogEntry::Interval(h) = e.unwrap_or_else(|e| panic!("bad log entry: {e:?}")) {
+            assert_eq!(h.tag().map(|t| t.as_str()), Some("pass_duration"));
+            let raw = prom::base64_decode(h.encoded_histogram());
+            let hist: hdrhistogram::Histogram<u64> =
+                Deserializer::new().deserialize(&mut &raw[..]).unwrap();
+            assert_eq!(hist.len(), 1);
+            got.push((h.start_timestamp().as_secs_f64(), hist.max()));
+        }
+    }
+    assert_eq!(got.len(), passes.len(), "{got:?}");
+    for ((start, us), p) in got.iter().zip(passes) {
+        let want = (p["duration_s"].as_f64().unwrap() * 1e6).round();
+        assert!(hist_equal(*us as f64, want), "{us} us vs {want}");
+        assert!(
+            (start - p["start_s"].as_f64().unwrap()).abs() < 1e-3,
+            "{start} vs {p}"
+        );
+    }
+}
+
+/// Equal within HdrHistogram's 3 significant digits.
+fn hist_equal(a: f64, b: f64) -> bool {
+    (a - b).abs() <= b * 1e-3 + 1.0
 }

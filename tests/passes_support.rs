@@ -3,7 +3,7 @@
 //! socket while the test drives QEMU through the second one (`control_socket`).
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use migtrace::qemu::qmp::{MigrateParameters, MigrationInfo, Qmp};
@@ -31,6 +31,34 @@ pub struct Plan<'a> {
 
 /// Migrates `src` under `migtrace passes`; returns its report and QEMU's final numbers.
 pub async fn migrate_under_passes(src: &QemuGuest, plan: &Plan<'_>) -> Run {
+    attach_passes(src, plan, &[])
+        .await
+        .migrate()
+        .await
+        .finish()
+        .await
+}
+
+/// `migtrace passes` attached to a source whose migration has not started yet.
+pub struct Attached {
+    child: Child,
+    ctl: Qmp,
+    dst: QemuGuest,
+    uri: String,
+    cancel_after: Option<Duration>,
+}
+
+/// A migration started under `migtrace passes`, not yet ended.
+pub struct Started {
+    child: Child,
+    ctl: Qmp,
+    /// The destination lives as long as the migration needs it.
+    _dst: QemuGuest,
+}
+
+/// Starts `passes --json` (with `extra` arguments) on `src` and waits until it has
+/// attached; the migration is not started.
+pub async fn attach_passes(src: &QemuGuest, plan: &Plan<'_>, extra: &[&str]) -> Attached {
     let mut ctl = Qmp::connect(&src.control_socket, Duration::from_secs(10))
         .await
         .expect("control QMP");
@@ -43,11 +71,12 @@ pub async fn migrate_under_passes(src: &QemuGuest, plan: &Plan<'_>) -> Run {
     ctl.migrate_set_capabilities(&[("auto-converge", plan.auto_converge)])
         .await
         .unwrap();
-    let (_dst, uri) = src.boot_destination();
+    let (dst, uri) = src.boot_destination();
     let mut cmd = Command::new(bin());
     cmd.args(["passes", "--json", "--timeout", "150s", "--qmp"])
         .arg(&src.qmp_socket)
-        .args(["--pid", &src.pid().to_string()]);
+        .args(["--pid", &src.pid().to_string()])
+        .args(extra);
     if let Some(p) = plan.profile {
         cmd.arg("--profile").arg(p);
     }
@@ -70,37 +99,79 @@ pub async fn migrate_under_passes(src: &QemuGuest, plan: &Plan<'_>) -> Run {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    ctl.migrate(&uri).await.unwrap();
-    if let Some(after) = plan.cancel_after {
-        tokio::time::sleep(after).await;
-        ctl.migrate_cancel().await.unwrap();
+    Attached {
+        child,
+        ctl,
+        dst,
+        uri,
+        cancel_after: plan.cancel_after,
     }
-    let out = tokio::task::spawn_blocking(move || {
-        let mut s = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut s).unwrap();
-        let mut e = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
-        (s, e, child.wait().unwrap())
-    })
-    .await
-    .unwrap();
-    assert!(out.2.success(), "passes: {}: {}", out.2, out.1);
-    let report: Value = serde_json::from_str(&out.0)
-        .unwrap_or_else(|e| panic!("passes JSON {e}: {}\nstderr {}", out.0, out.1));
-    // `passes` gave up (its --timeout) on a migration that goes on: end it, so QEMU's final
-    // word is "cancelled" and the report stands as what happened within the bound.
-    let st = ctl
-        .query_migrate()
+}
+
+impl Attached {
+    /// Starts the migration (cancelled after `plan.cancel_after`).
+    pub async fn migrate(self) -> Started {
+        let Attached {
+            child,
+            mut ctl,
+            dst,
+            uri,
+            cancel_after,
+        } = self;
+        ctl.migrate(&uri).await.unwrap();
+        if let Some(after) = cancel_after {
+            tokio::time::sleep(after).await;
+            ctl.migrate_cancel().await.unwrap();
+        }
+        Started {
+            child,
+            ctl,
+            _dst: dst,
+        }
+    }
+}
+
+impl Started {
+    /// The pid of `migtrace passes` (tests/passes.rs signals it; tests/backtest.rs does not).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for `passes` to exit; returns its report and QEMU's final numbers.
+    pub async fn finish(self) -> Run {
+        let Started {
+            mut child,
+            mut ctl,
+            _dst,
+        } = self;
+        let out = tokio::task::spawn_blocking(move || {
+            let mut s = String::new();
+            child.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+            let mut e = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+            (s, e, child.wait().unwrap())
+        })
         .await
-        .unwrap()
-        .status
-        .unwrap_or_default();
-    if !matches!(st.as_str(), "completed" | "cancelled" | "failed" | "none") {
-        eprintln!("the migration was still {st} when passes gave up: cancelling it");
-        ctl.migrate_cancel().await.unwrap();
+        .unwrap();
+        assert!(out.2.success(), "passes: {}: {}", out.2, out.1);
+        let report: Value = serde_json::from_str(&out.0)
+            .unwrap_or_else(|e| panic!("passes JSON {e}: {}\nstderr {}", out.0, out.1));
+        // `passes` gave up (its --timeout) on a migration that goes on: end it, so QEMU's
+        // final word is "cancelled" and the report stands as what happened within the bound.
+        let st = ctl
+            .query_migrate()
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if !matches!(st.as_str(), "completed" | "cancelled" | "failed" | "none") {
+            eprintln!("the migration was still {st} when passes gave up: cancelling it");
+            ctl.migrate_cancel().await.unwrap();
+        }
+        let qemu = final_info(&mut ctl).await;
+        Run { report, qemu }
     }
-    let qemu = final_info(&mut ctl).await;
-    Run { report, qemu }
 }
 
 /// `query-migrate` once the migration has ended (read again while `total-time` is 0).

@@ -61,13 +61,8 @@ pub struct PassesArgs {
     pub listen_any: bool,
     /// With --listen: keep serving this long after the report, so a scrape gets the final
     /// values (a signal ends it sooner).
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "15s",
-        allow_hyphen_values = true
-    )]
-    pub linger: String,
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = units::parse_duration)]
+    pub linger: Duration,
     /// Write the pass durations to FILE as an HdrHistogram interval log (tag `pass_duration`).
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
@@ -94,7 +89,6 @@ fn config(a: &PassesArgs) -> Result<Config> {
         .map(|s| dur("timeout", s))
         .transpose()?;
     let poll = dur("poll", &a.poll)?;
-    let linger = dur("linger", &a.linger)?;
     if !(Duration::from_millis(1)..=Duration::from_secs(10)).contains(&poll) {
         return Err(Error::Usage(format!("--poll: {} must be from 1ms to 10s", a.poll)).into());
     }
@@ -125,7 +119,7 @@ fn config(a: &PassesArgs) -> Result<Config> {
     Ok(Config {
         timeout,
         poll,
-        linger,
+        linger: a.linger,
         listener,
         hdr_log,
     })

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::{
     error::Error,
-    sink::plot::{line_chart, pass_timeline, LineChart, PassBar, Series},
+    sink::plot::{line_chart, pass_timeline, passes_compared, LineChart, PassBar, Series},
     units::parse_link,
 };
 
@@ -112,9 +112,7 @@ fn render(input: &Input, kind: Option<PlotKind>, link: Option<f64>) -> Result<St
                 &cell["passes"],
             )
         }
-        (Input::Passes(p), None | Some(PlotKind::Passes)) => {
-            passes("Pre-copy passes", &p["passes"])
-        }
+        (Input::Passes(p), None | Some(PlotKind::Passes)) => passes_report(p),
         (Input::WatchLog(_), Some(k)) => Err(unavailable(k, "a watch log")),
         (Input::Profile(_), Some(k)) => Err(unavailable(k, "a profile")),
         (Input::Predict(_), Some(k)) => Err(unavailable(k, "predict output")),
@@ -221,12 +219,17 @@ fn grid(p: &Value) -> Result<String> {
 
 /// The pass timeline; a pass without `start_s` starts when the one before ended.
 fn passes(title: &str, v: &Value) -> Result<String> {
+    pass_timeline(title, &bars(v)?)
+}
+
+/// The passes of `v` as bars; a pass without `start_s` starts when the one before ended.
+fn bars(v: &Value) -> Result<Vec<PassBar>> {
     let list = v
         .as_array()
         .filter(|l| !l.is_empty())
         .ok_or_else(|| Error::Input("no passes in the input".into()))?;
     let mut t = 0.0;
-    let bars: Vec<PassBar> = list
+    Ok(list
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -240,8 +243,41 @@ fn passes(title: &str, v: &Value) -> Result<String> {
                 bytes: num(&p["bytes"]),
             }
         })
+        .collect())
+}
+
+/// A passes report: with a back-test (`passes --profile`), the predicted passes beside the
+/// real ones; else the timeline.
+fn passes_report(p: &Value) -> Result<String> {
+    let actual = bars(&p["passes"])?;
+    let pairs = p["backtest"]["pairs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // The model's passes follow each other from where the real first pass started.
+    let mut t = actual.first().map_or(0.0, |b| b.start_s);
+    let predicted: Vec<PassBar> = pairs
+        .iter()
+        .filter_map(|x| {
+            let d = x["predicted_duration_s"].as_f64()?;
+            let b = PassBar {
+                index: x["index"].as_u64()? as u32,
+                start_s: t,
+                duration_s: d,
+                bytes: x["predicted_bytes"].as_f64()?,
+            };
+            t += d;
+            Some(b)
+        })
         .collect();
-    pass_timeline(title, &bars)
+    if predicted.is_empty() {
+        return pass_timeline("Pre-copy passes", &actual);
+    }
+    passes_compared(
+        "Pre-copy passes: real (bars) and predicted (outlines)",
+        &actual,
+        &predicted,
+    )
 }
 
 #[cfg(test)]

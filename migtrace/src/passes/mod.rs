@@ -368,4 +368,4 @@ impl Tracker {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

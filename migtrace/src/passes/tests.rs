@@ -1,7 +1,8 @@
 use super::*;
 use crate::qemu::qmp::MigrationRam;
 
-fn info(status: &str, t_ms: u64, syncs: u64, transferred: u64) -> MigrationInfo {
+/// A `query-migrate` reply (also used by the Prometheus feed's tests).
+pub(crate) fn info(status: &str, t_ms: u64, syncs: u64, transferred: u64) -> MigrationInfo {
     MigrationInfo {
         status: Some(status.into()),
         total_time: Some(t_ms),

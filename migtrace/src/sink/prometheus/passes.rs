@@ -52,11 +52,15 @@ impl PassFeed {
         }
     }
 
-    /// One `query-migrate` reply.
+    /// One `query-migrate` reply. An ending status (`completed`, `failed`, `cancelled`) is
+    /// served by [`PassFeed::finish`], with the final values, so a scrape that sees it sees
+    /// the whole report.
     pub fn reply(&mut self, info: &MigrationInfo) {
         let (m, l) = (&self.metrics, &self.labels);
         let status = info.status.as_deref().unwrap_or("none");
-        self.status(status);
+        if !crate::passes::is_terminal(status) {
+            self.status(status);
+        }
         let secs = |ms: Option<u64>| ms.map(|v| v as f64 / 1000.0);
         if let Some(t) = secs(info.total_time).filter(|t| *t > 0.0) {
             m.migration_total_time.get_or_create(l).set(t);
@@ -175,22 +179,12 @@ fn status(l: &TargetLabels, s: &str) -> super::StatusLabels {
 mod tests {
     use super::*;
     use crate::passes::{EndedBy, Tracker};
-    use crate::qemu::qmp::MigrationRam;
 
+    /// A reply with the auto-converge throttle at 20 %.
     fn info(status: &str, t_ms: u64, syncs: u64, transferred: u64) -> MigrationInfo {
         MigrationInfo {
-            status: Some(status.into()),
-            total_time: Some(t_ms),
-            setup_time: Some(10),
             cpu_throttle_percentage: Some(20),
-            ram: Some(MigrationRam {
-                transferred,
-                dirty_sync_count: syncs,
-                remaining: 1000,
-                dirty_pages_rate: 100,
-                ..MigrationRam::default()
-            }),
-            ..MigrationInfo::default()
+            ..crate::passes::tests::info(status, t_ms, syncs, transferred)
         }
     }
 
@@ -225,6 +219,12 @@ mod tests {
             feed.closed(t.closed());
         }
         let live = m.openmetrics();
+        let status = "migtrace_migration_status";
+        assert_eq!(
+            sample(&live, status, "status=\"active\""),
+            "1",
+            "until finish"
+        );
         assert_eq!(
             sample(&live, "migtrace_pass_duration_seconds_count", ""),
             "2"
@@ -242,7 +242,6 @@ mod tests {
             "4"
         );
         assert_eq!(sample(&text, "migtrace_pass_sent_bytes_count", ""), "4");
-        let status = "migtrace_migration_status";
         assert_eq!(sample(&text, status, "status=\"completed\""), "1");
         assert_eq!(sample(&text, status, "status=\"active\""), "0");
         let sent = "migtrace_migration_transferred_bytes_total";
