@@ -174,26 +174,39 @@ fn bad_listen_or_hdr_log_is_a_usage_error_before_watching() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--hdr-log"));
 }
 
+/// `exporter --backend sample --rescan RESCAN` with `targets` on a free loopback port, once
+/// it serves /metrics. The `sample` backend only reads memory, so other processes on a
+/// shared machine are not disturbed (softdirty would clear their bits).
+fn spawn_exporter(rescan: &str, targets: &[&str]) -> (std::process::Child, u16) {
+    let port = free_port();
+    let exp = Command::new(bin())
+        .args(["exporter", "--backend", "sample", "--rescan", rescan])
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .args(targets)
+        .spawn()
+        .unwrap();
+    wait_http(port, "/metrics", Duration::from_secs(5));
+    (exp, port)
+}
+
+/// After `after`, the exporter serves no series of the exited `pid`; returns the scrape.
+fn assert_forgotten(port: u16, pid: u32, after: Duration) -> String {
+    std::thread::sleep(after);
+    let (_, m) = http_get(port, "/metrics", None);
+    assert!(
+        !m.contains(&format!("pid=\"{pid}\"")),
+        "series of exited {pid} kept: {m}"
+    );
+    m
+}
+
 #[test]
 fn exporter_follows_targets_and_drops_exited_ones() {
     require_root();
     let a = Writer::steady("random", 8.0, 16, &[]);
     let b = Writer::steady("random", 8.0, 16, &[]);
-    let port = free_port();
-    let mut exp = Command::new(bin())
-        .args([
-            "exporter",
-            "--backend",
-            "sample",
-            "--rescan",
-            "500ms",
-            "--listen",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--pid", &a.pid().to_string(), "--pid", &b.pid().to_string()])
-        .spawn()
-        .unwrap();
-    wait_http(port, "/metrics", Duration::from_secs(5));
+    let (a_pid, b_pid) = (a.pid().to_string(), b.pid().to_string());
+    let (mut exp, port) = spawn_exporter("500ms", &["--pid", &a_pid, "--pid", &b_pid]);
     std::thread::sleep(Duration::from_secs(4));
     let (_, m) = http_get(port, "/metrics", None);
     for p in [a.pid(), b.pid()] {
@@ -203,12 +216,7 @@ fn exporter_follows_targets_and_drops_exited_ones() {
     assert!(m.contains("migtrace_targets 2"), "{m}");
     let gone = a.pid();
     a.stop();
-    std::thread::sleep(Duration::from_secs(3));
-    let (_, m) = http_get(port, "/metrics", None);
-    assert!(
-        !m.contains(&format!("pid=\"{gone}\"")),
-        "series of exited {gone} kept: {m}"
-    );
+    let m = assert_forgotten(port, gone, Duration::from_secs(3));
     assert!(m.contains(&format!("pid=\"{}\"", b.pid())));
     assert!(m.contains("migtrace_targets 1"), "{m}");
     signal(exp.id(), libc::SIGTERM);
@@ -391,20 +399,7 @@ fn exporter_finds_qemu_guests_and_labels_them_by_name() {
     let Some(mut g) = QemuGuest::boot(&GuestOptions::default()) else {
         return;
     };
-    let port = free_port();
-    let mut exp = Command::new(bin())
-        .args([
-            "exporter",
-            "--qemu",
-            "--backend",
-            "sample",
-            "--rescan",
-            "1s",
-        ])
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .spawn()
-        .unwrap();
-    wait_http(port, "/metrics", Duration::from_secs(5));
+    let (mut exp, port) = spawn_exporter("1s", &["--qemu"]);
     let series = format!("migtrace_dirty_rate_bytes_per_second{{pid=\"{}\",", g.pid());
     let t = Instant::now();
     let line = loop {
@@ -424,12 +419,7 @@ fn exporter_finds_qemu_guests_and_labels_them_by_name() {
     assert!(rate > 0.0, "{line}");
     let pid = g.pid();
     g.kill();
-    std::thread::sleep(Duration::from_secs(4));
-    let (_, m) = http_get(port, "/metrics", None);
-    assert!(
-        !m.contains(&format!("pid=\"{pid}\"")),
-        "series of exited QEMU kept: {m}"
-    );
+    assert_forgotten(port, pid, Duration::from_secs(4));
     signal(exp.id(), libc::SIGTERM);
     assert!(exp.wait().unwrap().success());
 }

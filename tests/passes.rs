@@ -48,20 +48,10 @@ async fn passes_match_qemus_own_counters() {
         (total - qemu_total).abs() <= 0.05 * qemu_total,
         "{total} vs {qemu_total}"
     );
-    let bytes: u64 = r["passes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["bytes"].as_u64().unwrap())
-        .sum();
+    let bytes = sum_passes(r, "bytes");
     let t = ram.transferred as f64;
-    assert!((bytes as f64 - t).abs() <= 0.02 * t, "{bytes} vs {t}");
-    let pass_time: f64 = r["passes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["duration_s"].as_f64().unwrap())
-        .sum();
+    assert!((bytes - t).abs() <= 0.02 * t, "{bytes} vs {t}");
+    let pass_time = sum_passes(r, "duration_s");
     let setup = s["setup_time_s"].as_f64().unwrap_or(0.0);
     assert!(
         (pass_time + setup - qemu_total).abs() <= 0.05 * qemu_total,
@@ -90,15 +80,19 @@ async fn passes_match_qemus_own_counters() {
     );
 }
 
+/// The sum of one field over the report's passes.
+fn sum_passes(r: &serde_json::Value, field: &str) -> f64 {
+    r["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[field].as_f64().unwrap())
+        .sum()
+}
+
 /// `passes` with `args`, stdout and stderr piped.
 fn spawn_passes(g: &QemuGuest, args: &[&str]) -> std::process::Child {
-    std::process::Command::new(migtrace_e2e::bin())
-        .arg("passes")
-        .arg("--qmp")
-        .arg(&g.qmp_socket)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    support::passes_command(g, args)
         .spawn()
         .expect("start migtrace passes")
 }

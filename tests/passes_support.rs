@@ -72,19 +72,13 @@ pub async fn attach_passes(src: &QemuGuest, plan: &Plan<'_>, extra: &[&str]) -> 
         .await
         .unwrap();
     let (dst, uri) = src.boot_destination();
-    let mut cmd = Command::new(bin());
-    cmd.args(["passes", "--json", "--timeout", "150s", "--qmp"])
-        .arg(&src.qmp_socket)
-        .args(["--pid", &src.pid().to_string()])
-        .args(extra);
+    let pid = src.pid().to_string();
+    let mut cmd = passes_command(src, &["--json", "--timeout", "150s", "--pid", &pid]);
+    cmd.args(extra);
     if let Some(p) = plan.profile {
         cmd.arg("--profile").arg(p);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start migtrace passes");
+    let mut child = cmd.spawn().expect("start migtrace passes");
     // Attached once it has turned the events capability on.
     let t0 = Instant::now();
     loop {
@@ -172,6 +166,18 @@ impl Started {
         let qemu = final_info(&mut ctl).await;
         Run { report, qemu }
     }
+}
+
+/// `migtrace passes --qmp` on `src`'s socket with `args`, stdout and stderr piped.
+pub fn passes_command(src: &QemuGuest, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("passes")
+        .arg("--qmp")
+        .arg(&src.qmp_socket)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 /// `query-migrate` once the migration has ended (read again while `total-time` is 0).
