@@ -342,8 +342,9 @@ fn plots_render_each_kind_as_svg() {
             &[
                 "time, s",
                 "predicted pass",
-                "bytes sent per pass",
-                "duration, s per pass",
+                "Bytes sent per pass",
+                "Duration per pass",
+                "duration, s",
                 "pass",
                 "actual",
                 "predicted",

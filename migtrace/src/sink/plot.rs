@@ -185,16 +185,19 @@ pub fn passes_compared(title: &str, actual: &[PassBar], predicted: &[PassBar]) -
         let per_pass = |f: fn(&PassBar) -> f64, bars: &[PassBar]| -> Vec<(f64, f64)> {
             bars.iter().map(|p| (p.index as f64, f(p))).collect()
         };
-        for (area, what, f) in [
+        for (area, title, what, f) in [
             (
                 &left,
+                "Bytes sent per pass",
                 "bytes sent",
                 (|p: &PassBar| p.bytes) as fn(&PassBar) -> f64,
             ),
-            (&right, "duration, s", |p: &PassBar| p.duration_s),
+            (&right, "Duration per pass", "duration, s", |p: &PassBar| {
+                p.duration_s
+            }),
         ] {
             let c = LineChart {
-                title: &format!("{what} per pass"),
+                title,
                 x_desc: "pass",
                 y_desc: what,
                 series: vec![
@@ -307,8 +310,8 @@ mod tests {
         for w in [
             "actual",
             "predicted",
-            "bytes sent per pass",
-            "duration, s per pass",
+            "Bytes sent per pass",
+            "Duration per pass",
         ] {
             assert!(svg.contains(w), "{w}");
         }
