@@ -310,4 +310,23 @@ mod tests {
         let e = render(&p, Some(PlotKind::Passes), None).unwrap_err();
         assert_eq!(crate::error::exit_code(&e), 2);
     }
+
+    /// A real `passes --json` report with its back-test (the model's prediction for the
+    /// migration): the predicted passes are drawn beside the real ones.
+    #[test]
+    fn a_backtested_passes_report_draws_the_prediction_beside() {
+        let r = crate::sink::passes_out::tests::report();
+        let text = serde_json::to_string(&crate::sink::passes_out::json(&r)).unwrap();
+        let input = detect(&text).unwrap();
+        let svg = render(&input, None, None).unwrap();
+        assert!(!svg.contains("NaN"));
+        for w in [
+            "predicted pass",
+            "Bytes sent per pass",
+            "Duration per pass",
+            "actual",
+        ] {
+            assert!(svg.contains(w), "{w} missing");
+        }
+    }
 }

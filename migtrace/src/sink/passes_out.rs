@@ -206,14 +206,15 @@ fn backtest_text(o: &mut String, r: &Report, c: &Comparison) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::commands::predict::{prepare, PredictOpts};
     use crate::model::backtest::{compare, qemu_syncs, ActualRun};
     use crate::model::grid;
     use crate::passes::{EndedBy, PassRecord, PassSummary};
 
-    fn report() -> Report {
+    /// A one-pass report with a real prediction and back-test (also drawn by the plot tests).
+    pub(crate) fn report() -> Report {
         let mut o = PredictOpts::for_profile("unused".into(), "128MiB/s");
         o.profile = None;
         o.mem = Some("512MiB".into());
