@@ -233,6 +233,14 @@ mod tests {
             sample(&live, "migtrace_migration_cpu_throttle_ratio", ""),
             "0.2"
         );
+        feed.predicted(128.0 * 8.0 * 1048576.0, 2.5, 0.02, true);
+        let p = m.openmetrics();
+        let link = "link_bits=\"1073741824\"";
+        assert_eq!(
+            sample(&p, "migtrace_predicted_total_time_seconds", link),
+            "2.5"
+        );
+        assert_eq!(sample(&p, "migtrace_predicted_converges", link), "1");
         let (passes, s) = t.finish(EndedBy::Migration);
         feed.finish(&passes, &s);
         let text = m.openmetrics();
