@@ -172,6 +172,18 @@ fn bad_listen_or_hdr_log_is_a_usage_error_before_watching() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--hdr-log"));
+    // `passes` checks the same before it connects (any existing path passes as --qmp here).
+    for (flag, value, want) in [
+        ("--listen", "0.0.0.0:9465", "--listen-any"),
+        ("--listen", taken.as_str(), "cannot bind"),
+        ("--hdr-log", "/nonexistent/dir/p.hlog", "--hdr-log"),
+        ("--linger", "soon", "--linger"),
+    ] {
+        let o = run(&["passes", "--qmp", "/dev/null", flag, value]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(want), "{flag} {value}: {err}");
+    }
 }
 
 /// `exporter --backend sample --rescan RESCAN` with `targets` on a free loopback port, once
