@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::source::netsend::{SendOptions, SendProbe};
 use anyhow::{Context, Result};
 use clap::Args;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::commands::predict::{prepare, PredictOpts, ThrottleArg};
 use crate::error::Error;
@@ -139,14 +139,21 @@ pub fn run(args: PassesArgs) -> Result<()> {
         }
         None => None,
     };
+    // Registered now, so that a signal at any time after this ends the linger.
+    let stop = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
     let report = rt.block_on(follow(&args, &cfg, feed.as_mut()))?;
+    print_report(&args, &report)?;
     if let Some(f) = cfg.hdr_log.take() {
         hdrlog::write_passes(f, &report.passes, report.started_wall_s)
             .context("writing --hdr-log")?;
     }
-    print_report(&args, &report)?;
     if feed.is_some() {
-        rt.block_on(linger(cfg.linger))?;
+        rt.block_on(linger(cfg.linger, stop));
     }
     Ok(())
 }
@@ -168,16 +175,14 @@ fn labels(pid: Option<u32>) -> TargetLabels {
     }
 }
 
-/// Keeps the metrics server up for `d` after the report, or until a signal.
-async fn linger(d: Duration) -> Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+/// Keeps the metrics server up for `d` after the report, or until SIGINT or SIGTERM (one
+/// that came while the migration was followed ends it at once).
+async fn linger(d: Duration, (mut sigint, mut sigterm): (Signal, Signal)) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
     }
-    Ok(())
 }
 
 /// The report on stdout, text or JSON.
