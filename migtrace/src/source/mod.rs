@@ -19,6 +19,7 @@ pub mod ebpf;
 pub mod fault;
 pub mod growth;
 pub mod netsend;
+pub mod pagemap;
 pub mod sample;
 pub mod softdirty;
 pub mod thp;
