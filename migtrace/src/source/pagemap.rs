@@ -176,7 +176,7 @@ impl Pagemap {
             any: 0,
             report: category::PRESENT,
         };
-        if p.scan_call(0, p.page, probe).is_ok() {
+        if p.scan_call(0, p.page, probe, 1).is_ok() {
             p.method = Method::Scan;
         }
         p
@@ -211,13 +211,19 @@ impl Pagemap {
 
     /// One `PAGEMAP_SCAN` call over `[start, end)`: the regions it filled, and where it
     /// stopped (`end` when it got through).
-    fn scan_call(&mut self, start: u64, end: u64, q: Query) -> io::Result<(usize, u64)> {
+    fn scan_call(
+        &mut self,
+        start: u64,
+        end: u64,
+        q: Query,
+        cap: usize,
+    ) -> io::Result<(usize, u64)> {
         let mut arg = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
             start,
             end,
             vec: self.regions.as_mut_ptr() as u64,
-            vec_len: self.regions.len() as u64,
+            vec_len: cap.clamp(1, self.regions.len()) as u64,
             category_mask: q.all,
             category_anyof_mask: q.any,
             return_mask: q.report,
@@ -239,13 +245,27 @@ impl Pagemap {
         start: u64,
         end: u64,
         q: Query,
+        f: impl FnMut(PageRegion),
+    ) -> io::Result<()> {
+        self.runs_capped(start, end, q, REGIONS, f)
+    }
+
+    /// [`Pagemap::runs`] asking for at most `cap` regions per call (the kernel allocates
+    /// room for them on every call: a look-up of a few pages asks for few).
+    fn runs_capped(
+        &mut self,
+        start: u64,
+        end: u64,
+        q: Query,
+        cap: usize,
         mut f: impl FnMut(PageRegion),
     ) -> io::Result<()> {
+        let cap = cap.clamp(1, REGIONS);
         let mut at = start;
         while at < end {
             let piece = end.min(at.saturating_add(SCAN_PIECE));
             let (n, walk_end) = loop {
-                match self.scan_call(at, piece, q) {
+                match self.scan_call(at, piece, q, cap) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     r => break r?,
                 }
@@ -259,7 +279,7 @@ impl Pagemap {
             // resume before the last region reported.
             let reported = self.regions[..n].last().map_or(at, |r| r.end);
             let stop = walk_end.max(reported);
-            at = if n == self.regions.len() && stop > at && stop < piece {
+            at = if n == cap && stop > at && stop < piece {
                 stop
             } else {
                 piece
@@ -329,7 +349,8 @@ impl Pagemap {
             report: category::PRESENT | category::SWAPPED,
         };
         let mut k = 0;
-        self.runs(start, end, q, |r| {
+        // Present and absent pages alternate at most once per wanted page in between.
+        self.runs_capped(start, end, q, 2 * addrs.len() + 1, |r| {
             while k < addrs.len() && addrs[k] < r.start {
                 k += 1;
             }
