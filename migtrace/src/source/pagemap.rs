@@ -263,7 +263,8 @@ impl Pagemap {
         let cap = cap.clamp(1, REGIONS);
         let mut at = start;
         while at < end {
-            let piece = end.min(at.saturating_add(SCAN_PIECE));
+            // Pieces end 2 MiB-aligned, so a huge page is never cut in two by them.
+            let piece = end.min(((at + SCAN_PIECE) & !((2 << 20) - 1)).max(at + self.page));
             let (n, walk_end) = loop {
                 match self.scan_call(at, piece, q, cap) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

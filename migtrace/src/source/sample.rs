@@ -112,8 +112,10 @@ struct Cost {
     /// time at that end: the rest of the watch's CPU is the difference.
     snapshots: Duration,
     mark: Option<(Duration, Instant)>,
-    /// Share of a core the rest of the watch (ticks, /proc reads, eBPF maps) took.
+    /// Share of a core the rest of the watch (ticks, /proc reads, eBPF maps) took in the
+    /// last interval, from the second on (the first holds the watch's start-up).
     other: Option<f64>,
+    ends: u32,
     /// Set when the budget capped the sample: (pages needed for --sample-error, share of
     /// changed pages the need was computed at).
     capped: Option<(u64, f64)>,
@@ -134,7 +136,8 @@ impl Cost {
     /// Ends an interval: what the rest of the watch took since the last end.
     fn end_interval(&mut self) {
         let (proc_now, now) = (cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID), Instant::now());
-        if let Some((proc_then, then)) = self.mark {
+        self.ends += 1;
+        if let Some((proc_then, then)) = self.mark.filter(|_| self.ends > 2) {
             let wall = now.duration_since(then).as_secs_f64();
             let rest = proc_now
                 .saturating_sub(proc_then)
