@@ -180,3 +180,228 @@ pub fn run(rounds: usize, seconds: f64) -> Result<()> {
     }
     Ok(())
 }
+
+/// What the cost benchmark measures (`cargo xtask bench cost`).
+#[derive(Clone, Debug)]
+pub struct CostOptions {
+    /// Target sizes in GiB.
+    pub sizes_gib: Vec<u64>,
+    /// `--backend` values to measure.
+    pub backends: Vec<String>,
+    /// Runs per backend and size (interleaved).
+    pub runs: usize,
+    /// Seconds of each run left out at the start (sample sizing, first snapshots).
+    pub warmup_s: f64,
+    /// Seconds of each run measured.
+    pub window_s: f64,
+    /// The writer's rate, MiB/s of random 4 KiB page writes over the whole target.
+    pub rate_mib: f64,
+    /// The migtrace binary to measure (default: target/release/migtrace).
+    pub migtrace: Option<std::path::PathBuf>,
+}
+
+/// One watch run of the cost benchmark.
+struct CostRun {
+    /// The backend the watch said it runs (`auto` resolves to one).
+    backend: String,
+    /// The watcher's CPU (user + system) over the window, percent of one core.
+    cpu_pct: f64,
+    /// Median over the window's intervals of the sampled pages and of the 95 % half-width
+    /// relative to the rate (sampling backends only).
+    sampled: Option<f64>,
+    rel_half_width: Option<f64>,
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(ticks as f64 / hz)
+}
+
+/// Resident memory of a process in bytes.
+fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS")?;
+    Ok(kb * 1024)
+}
+
+/// A populated target of `gib` GiB: a random writer at `rate_mib`, after writing every page
+/// once (so the whole size is resident). Returns when it is ready.
+fn start_cost_target(bin: &std::path::Path, gib: u64, rate_mib: f64) -> Result<(Child, u32)> {
+    let mut child = Command::new(bin)
+        .args([
+            "writer",
+            "--pattern",
+            "random",
+            "--wss-mib",
+            &(gib * 1024).to_string(),
+            "--rate-mib",
+            &rate_mib.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let mut out = wait_ready(&mut child)?;
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let rss = rss_bytes(pid)?;
+    if rss < gib << 30 {
+        let _ = child.kill();
+        anyhow::bail!(
+            "the {gib} GiB writer is resident for only {} MiB: not enough memory?",
+            rss >> 20
+        );
+    }
+    Ok((child, pid))
+}
+
+fn cost_run(bin: &std::path::Path, pid: u32, backend: &str, o: &CostOptions) -> Result<CostRun> {
+    let total = (o.warmup_s + o.window_s + 1.5).ceil() as u64;
+    let mut w = Command::new(bin)
+        .args([
+            "watch",
+            "--backend",
+            backend,
+            "--pid",
+            &pid.to_string(),
+            "--interval",
+            "1s",
+            "--duration",
+            &format!("{total}s"),
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let wpid = w.id();
+    let r = BufReader::new(w.stdout.take().context("watch stdout")?);
+    let started = std::time::Instant::now();
+    // The records, each with the time it arrived.
+    let reader = std::thread::spawn(move || {
+        r.lines()
+            .map_while(|l| l.ok())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+            .map(|v| (started.elapsed().as_secs_f64(), v))
+            .collect::<Vec<_>>()
+    });
+    sleep(Duration::from_secs_f64(o.warmup_s));
+    let (c0, t0) = (cpu_seconds(wpid)?, started.elapsed().as_secs_f64());
+    sleep(Duration::from_secs_f64(o.window_s));
+    let (c1, t1) = (cpu_seconds(wpid)?, started.elapsed().as_secs_f64());
+    let status = w.wait()?;
+    let recs = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    if !status.success() {
+        anyhow::bail!("watch --backend {backend} failed: {status}");
+    }
+    let name = recs
+        .iter()
+        .find(|(_, v)| v["type"] == "start")
+        .and_then(|(_, v)| v["backend"].as_str())
+        .unwrap_or(backend)
+        .to_string();
+    let (mut sampled, mut half) = (Vec::new(), Vec::new());
+    for (t, v) in &recs {
+        if v["type"] != "interval" || *t < t0 || *t > t1 {
+            continue;
+        }
+        if let Some(n) = v["sample"]["sampled"].as_f64() {
+            sampled.push(n);
+        }
+        if let (Some(lo), Some(hi), Some(r)) = (
+            v["ci95_bytes_per_sec"][0].as_f64(),
+            v["ci95_bytes_per_sec"][1].as_f64(),
+            v["dirty_bytes_per_sec"].as_f64(),
+        ) {
+            if r > 0.0 {
+                half.push((hi - lo) / 2.0 / r);
+            }
+        }
+    }
+    Ok(CostRun {
+        backend: name,
+        cpu_pct: (c1 - c0) / (t1 - t0) * 100.0,
+        sampled: (!sampled.is_empty()).then(|| median(&mut sampled)),
+        rel_half_width: (!half.is_empty()).then(|| median(&mut half)),
+    })
+}
+
+/// The cost benchmark: the watcher's own CPU in steady state, per backend and target size.
+pub fn run_cost(o: &CostOptions) -> Result<()> {
+    let bin = o
+        .migtrace
+        .clone()
+        .unwrap_or_else(|| root().join("target/release/migtrace"));
+    let mut rows = Vec::new();
+    for &gib in &o.sizes_gib {
+        eprintln!(
+            "bench: populating a {gib} GiB random writer at {} MiB/s",
+            o.rate_mib
+        );
+        let (mut target, pid) = start_cost_target(&bin, gib, o.rate_mib)?;
+        let mut runs: Vec<Vec<CostRun>> = (0..o.backends.len()).map(|_| Vec::new()).collect();
+        let res = (|| -> Result<()> {
+            for round in 0..o.runs {
+                for (i, b) in o.backends.iter().enumerate() {
+                    let r = cost_run(&bin, pid, b, o)?;
+                    println!(
+                        "{gib:>3} GiB round {} {:<22} {:>6.2} % of a core{}",
+                        round + 1,
+                        format!("{b} ({})", r.backend),
+                        r.cpu_pct,
+                        r.sampled
+                            .map(|n| format!(
+                                ", sample {n:.0} pages, ±{:.1} %",
+                                r.rel_half_width.unwrap_or(0.0) * 100.0
+                            ))
+                            .unwrap_or_default()
+                    );
+                    runs[i].push(r);
+                }
+            }
+            Ok(())
+        })();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let _ = target.wait();
+        res?;
+        for (b, rs) in o.backends.iter().zip(runs) {
+            let mut cpu: Vec<f64> = rs.iter().map(|r| r.cpu_pct).collect();
+            let mut n: Vec<f64> = rs.iter().filter_map(|r| r.sampled).collect();
+            let mut h: Vec<f64> = rs.iter().filter_map(|r| r.rel_half_width).collect();
+            rows.push((
+                gib,
+                format!("{b} ({})", rs[0].backend),
+                median(&mut cpu),
+                (!n.is_empty()).then(|| median(&mut n)),
+                (!h.is_empty()).then(|| median(&mut h)),
+            ));
+        }
+    }
+    println!(
+        "\nwatcher CPU in steady state: medians of {} runs, {} s measured after {} s of warm-up, 1 s intervals, random writer at {} MiB/s:",
+        o.runs, o.window_s, o.warmup_s, o.rate_mib
+    );
+    println!("| target | backend | % of a core | % of a core per GiB | sampled pages | 95 % half-width per interval |");
+    println!("|---|---|---|---|---|---|");
+    for (gib, b, cpu, n, h) in rows {
+        println!(
+            "| {gib} GiB | {b} | {cpu:.2} | {:.3} | {} | {} |",
+            cpu / gib as f64,
+            n.map(|n| format!("{n:.0}")).unwrap_or_else(|| "-".into()),
+            h.map(|h| format!("±{:.1} %", h * 100.0))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! `cargo xtask`: everything that is not plain `cargo build` — bootstrapping the eBPF
 //! toolchain and Debian packages, building the kernel programs, the README's two commands
-//! (`demo` and `test`), and the overhead benchmark.
+//! (`demo` and `test`), and the benchmarks (overhead, cost).
 //!
 //! Every command bootstraps what it needs first, idempotently: on a machine that is already
 //! set up the checks take well under a second.
@@ -63,14 +63,39 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Overhead benchmark: a fault-heavy loop with and without `watch`, and with bpftrace.
+    /// Benchmarks: `overhead` (a fault-heavy loop with and without `watch`, and with
+    /// bpftrace) and `cost` (the watcher's own CPU per backend on 2 and 16 GiB targets);
+    /// both by default.
     Bench {
-        /// Interleaved rounds per configuration.
+        /// Which benchmark: overhead, cost (default: both).
+        what: Option<String>,
+        /// overhead: interleaved rounds per configuration.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
-        /// Seconds per run.
+        /// overhead: seconds per run.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// cost: target sizes in GiB.
+        #[arg(long, value_delimiter = ',', default_values_t = [2u64, 16])]
+        sizes_gib: Vec<u64>,
+        /// cost: backends (`--backend` values; those this kernel cannot run fail the bench).
+        #[arg(long, value_delimiter = ',', default_values_t = ["sample".to_string(), "fault".to_string(), "auto".to_string()])]
+        backends: Vec<String>,
+        /// cost: interleaved runs per backend and size.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// cost: seconds of warm-up left out of each run.
+        #[arg(long, default_value_t = 6.0)]
+        warmup: f64,
+        /// cost: seconds measured per run.
+        #[arg(long, default_value_t = 15.0)]
+        window: f64,
+        /// cost: the target's rate, MiB/s of random page writes.
+        #[arg(long, default_value_t = 50.0)]
+        rate_mib: f64,
+        /// cost: measure this migtrace binary instead of the one built here.
+        #[arg(long)]
+        migtrace: Option<PathBuf>,
     },
 }
 
@@ -177,10 +202,41 @@ fn main() -> Result<()> {
             let out = out.unwrap_or_else(|| root().join("target/qemu-guest"));
             vm::guest_image::build(&writer, &out).map(|_| ())
         }
-        Cmd::Bench { rounds, seconds } => {
-            build()?;
-            sys::ensure_packages(&["bpftrace"], "the benchmark")?;
-            bench::run(rounds, seconds)
+        Cmd::Bench {
+            what,
+            rounds,
+            seconds,
+            sizes_gib,
+            backends,
+            runs,
+            warmup,
+            window,
+            rate_mib,
+            migtrace,
+        } => {
+            let what = what.as_deref().unwrap_or("all");
+            if !matches!(what, "all" | "overhead" | "cost") {
+                bail!("unknown benchmark {what:?}: overhead or cost (default: both)");
+            }
+            if migtrace.is_none() || what != "cost" {
+                build()?;
+            }
+            if what != "cost" {
+                sys::ensure_packages(&["bpftrace"], "the benchmark")?;
+                bench::run(rounds, seconds)?;
+            }
+            if what != "overhead" {
+                bench::run_cost(&bench::CostOptions {
+                    sizes_gib,
+                    backends,
+                    runs,
+                    warmup_s: warmup,
+                    window_s: window,
+                    rate_mib,
+                    migtrace,
+                })?;
+            }
+            Ok(())
         }
     }
 }

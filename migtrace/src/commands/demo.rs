@@ -162,6 +162,7 @@ fn watch_config(a: &DemoArgs, pid: u32, profile_out: PathBuf) -> WatchConfig {
             accel: None,
             sample_error: 0.05,
             sample_pages: None,
+            sample_cpu_pct: crate::source::sample::DEFAULT_CPU_PCT,
             epoch: Duration::from_millis(100),
             max_overhead_pct: 2.0,
             force: false,

@@ -111,6 +111,7 @@ fn watch_args(a: &ExporterArgs, pid: u32) -> WatchArgs {
         range: None,
         sample_error: 0.05,
         sample_pages: None,
+        sample_cpu: crate::source::sample::DEFAULT_CPU_PCT,
         epoch: Duration::from_millis(100),
         max_overhead: 2.0,
         force: false,

@@ -54,6 +54,11 @@ pub struct WatchArgs {
     /// Sampling: fixed number of sampled pages (disables automatic sizing).
     #[arg(long)]
     pub sample_pages: Option<u64>,
+    /// Sampling: the watch's CPU budget in steady state, percent of one core. The sample is
+    /// sized for --sample-error, but no larger than this affords; the output says when it
+    /// capped the sample and the precision that left (docs/benchmarks.md).
+    #[arg(long, default_value_t = crate::source::sample::DEFAULT_CPU_PCT)]
+    pub sample_cpu: f64,
     /// softdirty: initial epoch, 50ms to 1s (adapted to --max-overhead).
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub epoch: Duration,
@@ -164,6 +169,7 @@ pub fn config(a: &WatchArgs) -> Result<WatchConfig> {
             accel: None,
             sample_error: a.sample_error,
             sample_pages: a.sample_pages,
+            sample_cpu_pct: a.sample_cpu,
             epoch: a.epoch,
             max_overhead_pct: a.max_overhead,
             force: a.force,
@@ -246,6 +252,12 @@ fn validate(a: &WatchArgs) -> Result<()> {
         return Err(usage(
             "--listen-any and --predict-link need --listen ADDR:PORT".into(),
         ));
+    }
+    if !(a.sample_cpu > 0.0 && a.sample_cpu <= 100.0) {
+        return Err(usage(format!(
+            "--sample-cpu {} must be above 0 and at most 100 (percent of one core)",
+            a.sample_cpu
+        )));
     }
     if a.sample_pages == Some(0) {
         return Err(usage("--sample-pages must be at least 1".into()));

@@ -19,6 +19,7 @@ pub mod ebpf;
 pub mod fault;
 pub mod growth;
 pub mod netsend;
+pub mod pagemap;
 pub mod sample;
 pub mod softdirty;
 pub mod thp;
@@ -219,6 +220,9 @@ pub struct SourceOptions {
     pub sample_error: f64,
     /// Fixed sample size (overrides `sample_error`).
     pub sample_pages: Option<u64>,
+    /// The watch's CPU budget in steady state when sampling, percent of one core: the
+    /// sample is sized for `sample_error`, but no larger than this affords.
+    pub sample_cpu_pct: f64,
     /// softdirty: initial epoch.
     pub epoch: Duration,
     /// softdirty: CPU overhead budget, percent of one CPU.

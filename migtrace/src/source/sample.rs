@@ -17,13 +17,20 @@
 //! Reading never disturbs the target: `/proc/PID/pagemap` is consulted first, and pages that
 //! are not present are not read (reading them would map the zero page into the target and
 //! turn its next write into a different kind of fault), nor are swapped-out pages (reading
-//! would swap them in). The sample size starts at 4096 pages and, unless fixed with
-//! `--sample-pages`, is resized during the first intervals so that the 95 % half-width is
-//! about `--sample-error` of the estimate.
+//! would swap them in). pagemap is read only for the sampled pages, one call per run of nearby
+//! ones, with `PAGEMAP_SCAN` where the kernel has it ([`super::pagemap`]).
+//!
+//! Cost. The work per interval is per sampled page (about 2 µs here: a pagemap look-up, a
+//! 4 KiB copy, a hash), never per page of the target. The sample size starts at 4096 pages
+//! and, unless fixed with `--sample-pages`, is resized during the first intervals so that
+//! the 95 % half-width is about `--sample-error` of the estimate, but no larger than the
+//! watch's CPU budget (`--sample-cpu`, 1 % of a core) affords, at the cost per page the
+//! snapshots measure and after what the rest of the watch takes. The share of changed pages
+//! falls as the target grows at a given rate, so ±5 % on a large target can need more pages
+//! than the budget allows: then the sample is capped, every interval shows the wider 95 %
+//! interval it leaves, and a caveat says so (docs/benchmarks.md has the figures).
 use std::{
     collections::VecDeque,
-    fs::File,
-    os::unix::fs::FileExt,
     time::{Duration, Instant},
 };
 
@@ -31,7 +38,10 @@ use anyhow::{anyhow, Context, Result};
 use rand::{rngs::SmallRng, SeedableRng};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{DirtySource, Drops, FinalReport, IntervalReport, SampleInfo, SourceOptions};
+use super::{
+    pagemap::{Pagemap, Residency},
+    DirtySource, Drops, FinalReport, IntervalReport, SampleInfo, SourceOptions,
+};
 use crate::{
     error::Error,
     estimate::{sample_size_for, wilson, Mean},
@@ -46,6 +56,8 @@ const MISS: u64 = 2;
 const MIN_PAGES: u64 = 1024;
 const MAX_PAGES: u64 = 65_536;
 const FIRST_PAGES: u64 = 4096;
+/// The watch's default CPU budget when sampling, percent of one core (`--sample-cpu`).
+pub const DEFAULT_CPU_PCT: f64 = 1.0;
 /// Intervals during which the sample size may still adapt.
 const ADAPT_INTERVALS: u32 = 3;
 /// Lags kept for the growth curve: 1, 2, 4, ..., 64 intervals.
@@ -55,7 +67,7 @@ const BATCH: usize = 256;
 
 pub struct SampleSource {
     target: Target,
-    pagemap: File,
+    pagemap: Pagemap,
     page: u64,
     rng: SmallRng,
     interval: Duration,
@@ -84,11 +96,72 @@ pub struct SampleSource {
     lags: Vec<(Mean, Mean)>,
     zero_share: Option<f64>,
     buf: Vec<u8>,
+    /// What reading the sample costs, and the budget it is sized within.
+    cost: Cost,
+}
+
+/// The sampler's CPU: what one sampled page costs to read, what the rest of the watch
+/// costs, and the budget (`--sample-cpu`) that caps the sample.
+#[derive(Debug, Default)]
+struct Cost {
+    /// The whole watch's CPU budget in steady state, share of one core.
+    budget: f64,
+    /// Thread CPU of the last snapshot per page read, seconds.
+    per_page: Option<f64>,
+    /// Thread CPU of the snapshots since the last interval end, and the process CPU and
+    /// time at that end: the rest of the watch's CPU is the difference.
+    snapshots: Duration,
+    mark: Option<(Duration, Instant)>,
+    /// Share of a core the rest of the watch (ticks, /proc reads, eBPF maps) took in the
+    /// last interval, from the second on (the first holds the watch's start-up).
+    other: Option<f64>,
+    ends: u32,
+    /// Set when the budget capped the sample: (pages needed for --sample-error, share of
+    /// changed pages the need was computed at).
+    capped: Option<(u64, f64)>,
+}
+
+/// CPU time of this thread or process (`CLOCK_THREAD_CPUTIME_ID`, `CLOCK_PROCESS_CPUTIME_ID`).
+fn cpu_time(clock: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Cost {
+    /// Ends an interval: what the rest of the watch took since the last end.
+    fn end_interval(&mut self) {
+        let (proc_now, now) = (cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID), Instant::now());
+        self.ends += 1;
+        if let Some((proc_then, then)) = self.mark.filter(|_| self.ends > 2) {
+            let wall = now.duration_since(then).as_secs_f64();
+            let rest = proc_now
+                .saturating_sub(proc_then)
+                .saturating_sub(self.snapshots);
+            if wall > 0.0 {
+                self.other = Some(rest.as_secs_f64() / wall);
+            }
+        }
+        self.mark = Some((proc_now, now));
+        self.snapshots = Duration::ZERO;
+    }
+
+    /// The most pages a snapshot per `interval` may read within the budget (`None` until
+    /// a snapshot was timed).
+    fn affordable(&self, interval: Duration) -> Option<u64> {
+        let per_page = self.per_page?;
+        let left = (self.budget - self.other.unwrap_or(0.0)).max(0.0);
+        Some((left * interval.as_secs_f64() / per_page) as u64)
+    }
 }
 
 /// Opens the target's pagemap: a missing privilege if refused.
-fn open_pagemap(pid: u32) -> Result<File> {
-    File::open(format!("/proc/{pid}/pagemap")).map_err(|e| {
+fn open_pagemap(pid: u32) -> Result<Pagemap> {
+    Pagemap::open(pid).map_err(|e| {
         Error::Privilege(format!("cannot open /proc/{pid}/pagemap: {e} (sampling needs ptrace rights on the target: run as root)")).into()
     })
 }
@@ -134,6 +207,10 @@ impl SampleSource {
             lags: vec![Default::default(); MAX_LAG.trailing_zeros() as usize + 1],
             zero_share: None,
             buf: vec![0u8; BATCH * page as usize],
+            cost: Cost {
+                budget: opts.sample_cpu_pct / 100.0,
+                ..Default::default()
+            },
         };
         let n = s.fixed_n.unwrap_or(FIRST_PAGES);
         s.draw(n)?;
@@ -145,6 +222,7 @@ impl SampleSource {
             ));
         }
         s.history.push_back((base.0, s.last_mid));
+        s.cost.end_interval();
         Ok(s)
     }
 
@@ -202,28 +280,28 @@ impl SampleSource {
     /// Returns the states and the number of misses.
     fn snapshot(&mut self) -> Result<(Vec<u64>, u64)> {
         let t0 = Instant::now();
+        let cpu0 = cpu_time(libc::CLOCK_THREAD_CPUTIME_ID);
         let r = self.snapshot_inner();
         self.last_mid = t0 + t0.elapsed() / 2;
+        let cpu = cpu_time(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(cpu0);
+        self.cost.snapshots += cpu;
+        if !self.addrs.is_empty() {
+            self.cost.per_page = Some(cpu.as_secs_f64() / self.addrs.len() as f64);
+        }
         r
     }
 
     fn snapshot_inner(&mut self) -> Result<(Vec<u64>, u64)> {
         let mut states = vec![MISS; self.addrs.len()];
         let mut to_read: Vec<usize> = Vec::with_capacity(self.addrs.len());
-        let mut pm = [0u8; 8];
-        for (i, &a) in self.addrs.iter().enumerate() {
-            match self.pagemap.read_exact_at(&mut pm, (a / self.page) * 8) {
-                Ok(()) => {
-                    let e = u64::from_le_bytes(pm);
-                    if e & (1 << 63) != 0 {
-                        to_read.push(i);
-                    } else if e & (1 << 62) != 0 {
-                        states[i] = SWAPPED;
-                    } else {
-                        states[i] = ABSENT;
-                    }
-                }
-                Err(_) => states[i] = MISS,
+        let mut res = vec![Residency::Unknown; self.addrs.len()];
+        self.pagemap.residency(&self.addrs, &mut res);
+        for (i, r) in res.into_iter().enumerate() {
+            match r {
+                Residency::Present => to_read.push(i),
+                Residency::Swapped => states[i] = SWAPPED,
+                Residency::Absent => states[i] = ABSENT,
+                Residency::Unknown => states[i] = MISS,
             }
         }
         let mut misses = 0;
@@ -393,17 +471,15 @@ impl SampleSource {
     /// measured less precisely than asked, so they are warm-up, and their variance leaves
     /// the run's confidence interval with them.
     fn adapt(&mut self, seen: Option<(f64, u64)>) -> Result<bool> {
-        let wanted = match seen {
+        let cur_n = self.addrs.len() as u64;
+        let resize = match seen {
             Some((p, k))
                 if self.fixed_n.is_none() && self.intervals <= ADAPT_INTERVALS && k > 0 =>
             {
-                let n = sample_size_for(p, self.rel_error).ceil() as u64;
-                Some(n.clamp(MIN_PAGES, MAX_PAGES).min(self.population))
+                self.sized(p, cur_n)
             }
             _ => None,
         };
-        let cur_n = self.addrs.len() as u64;
-        let resize = wanted.filter(|&w| w > cur_n + cur_n / 4 || w < cur_n / 2);
         let grew = resize.is_some_and(|n| n > cur_n);
         if grew {
             // The intervals so far are warm-up: their variance goes with them.
@@ -417,6 +493,39 @@ impl SampleSource {
             self.redraw(n)?;
         }
         Ok(grew)
+    }
+
+    /// The sample size for a share `p` of changed pages: what `--sample-error` needs, but
+    /// no more than the CPU budget affords (at the cost per page the last snapshot took).
+    /// `Some` when it should change from `cur_n`: grown by more than a quarter, halved, or
+    /// over the budget by more than a tenth.
+    fn sized(&mut self, p: f64, cur_n: u64) -> Option<u64> {
+        let need = (sample_size_for(p, self.rel_error).ceil() as u64)
+            .clamp(MIN_PAGES, MAX_PAGES)
+            .min(self.population);
+        let afford = self
+            .cost
+            .affordable(self.interval)
+            .unwrap_or(u64::MAX)
+            .max(MIN_PAGES);
+        let n = need.min(afford);
+        self.cost.capped = (n < need).then_some((need, p));
+        let over_budget = cur_n > afford + afford / 10;
+        (n > cur_n + cur_n / 4 || n < cur_n / 2 || over_budget).then_some(n)
+    }
+
+    /// What the budget did to the sample, in words (for the caveats).
+    fn budget_caveat(&self) -> Option<String> {
+        let (need, p) = self.cost.capped?;
+        let n = self.addrs.len() as u64;
+        let half = |n: u64| 1.96 * ((1.0 - p) / (n as f64 * p)).sqrt() * 100.0;
+        Some(format!(
+            "the sample was capped at {n} pages by the CPU budget (--sample-cpu {:.2} % of a core for the whole watch; reading one sampled page costs {:.1} µs here): ±{:.0} % would take {need} pages, so each interval's 95 % interval is about ±{:.0} % of its rate (shown on every line); the run's interval narrows as intervals add up",
+            self.cost.budget * 100.0,
+            self.cost.per_page.unwrap_or(0.0) * 1e6,
+            self.rel_error * 100.0,
+            half(n)
+        ))
     }
 
     /// Draws a new sample of `n` pages from the current memory map, reopening pagemap
@@ -437,11 +546,13 @@ impl DirtySource for SampleSource {
     }
 
     fn caveats(&self) -> Vec<String> {
-        vec![
+        let mut c = vec![
             "sample is an estimate (95 % confidence interval shown); a write that leaves a page's content unchanged is not seen".into(),
             "mappings created after the sample was drawn are not sampled until the map has moved by 5 % and the sample is redrawn".into(),
             "swapped-out pages are not read (that would swap them in) and count as unchanged".into(),
-        ]
+        ];
+        c.extend(self.budget_caveat());
+        c
     }
 
     fn on_exec(&mut self) -> Result<()> {
@@ -515,6 +626,7 @@ impl DirtySource for SampleSource {
         // Only a full interval's share of changed pages can size the sample: a partial one
         // saw fewer changes over its shorter window.
         let full = window.as_secs_f64() >= FULL_SHARE * self.interval.as_secs_f64();
+        self.cost.end_interval();
         report.warmup = self.adapt(if full { Some((p, k)) } else { None })?;
         Ok(report)
     }

@@ -46,6 +46,7 @@ use migtrace_common::PageEvent;
 use super::{
     ebpf::{FaultProbe, ProbeOptions},
     growth::{GrowthWindows, PageSet},
+    pagemap::Pagemap,
     thp::{DirtySet, Scan, ThpTracker, HUGE, K},
     BackendStats, DirtySource, FinalReport, IntervalReport, SourceOptions,
 };
@@ -57,10 +58,10 @@ const MAX_EPOCH_TICKS: u32 = 20;
 const PM_SOFT_DIRTY: u64 = 1 << 55;
 const PM_PRESENT: u64 = 1 << 63;
 const ADAPT_INTERVALS: u32 = 3;
-/// migtrace's own CPU for hashing huge pages' subpages may be this many times
-/// `--max-overhead` (that budget is the target's; hashing costs the target nothing but a
-/// shared read of its memory-map lock).
-const THP_HASH_BUDGET: f64 = 10.0;
+/// migtrace's own CPU for the epochs (scanning pagemap, hashing huge pages' subpages) may be
+/// this many times `--max-overhead` (that budget is the target's; scanning and hashing cost
+/// the target nothing but shared reads of its memory-map lock).
+const OWN_CPU_BUDGET: f64 = 10.0;
 
 /// Probes soft-dirty support on this kernel: a freshly written page must read soft-dirty in
 /// pagemap (bit 55 is always 0 on kernels without `CONFIG_MEM_SOFT_DIRTY`).
@@ -299,7 +300,7 @@ pub struct SoftDirtySource {
     /// The flocked claim file (released when the watch ends).
     _claim: Option<File>,
     probe: FaultProbe,
-    pagemap: File,
+    pagemap: Pagemap,
     /// Allowed epoch lengths (ticks dividing the interval) and the current one.
     choices: Vec<u32>,
     epoch_ticks: u32,
@@ -327,8 +328,11 @@ pub struct SoftDirtySource {
     sd_full: HashMap<u64, f64>,
     sd_partial: HashMap<u64, f64>,
     any_full: bool,
-    /// THP hashing time at the end of the previous interval.
+    /// THP hashing and pagemap scan time at the end of the previous interval, and the share
+    /// of a CPU both took in the last interval.
     hash_mark: Duration,
+    scan_mark: Duration,
+    own_pct: f64,
     mismatch_event_only: u64,
     pagemap_only: u64,
     new_mapping_only: u64,
@@ -364,8 +368,7 @@ impl SoftDirtySource {
             range: opts.range,
             record_pages: Some(16 << 20),
         })?;
-        let pagemap = File::open(format!("/proc/{}/pagemap", opts.pid))
-            .context("opening the target's pagemap")?;
+        let pagemap = Pagemap::open(opts.pid).context("opening the target's pagemap")?;
         let mut s = SoftDirtySource {
             pid: opts.pid,
             _claim: claim,
@@ -391,6 +394,8 @@ impl SoftDirtySource {
             sd_partial: HashMap::new(),
             any_full: false,
             hash_mark: Duration::ZERO,
+            scan_mark: Duration::ZERO,
+            own_pct: 0.0,
             mismatch_event_only: 0,
             pagemap_only: 0,
             new_mapping_only: 0,
@@ -405,6 +410,7 @@ impl SoftDirtySource {
         };
         s.take_thp_baseline()?;
         s.hash_mark = s.thp.counters.hash_time;
+        s.scan_mark = s.scan_time;
         s.arm()?;
         s.interval_arm_ns = s.arm_ns;
         Ok(s)
@@ -421,7 +427,7 @@ impl SoftDirtySource {
     fn take_thp_baseline(&mut self) -> Result<()> {
         let regions = self.regions()?;
         self.thp
-            .take_baseline(&self.pagemap, &regions)
+            .take_baseline(&mut self.pagemap, &regions)
             .context("reading the target's pagemap for its huge pages")
     }
 
@@ -482,7 +488,7 @@ impl SoftDirtySource {
     /// Present soft-dirty pages of the writable mappings, with the dirty huge pages apart.
     fn soft_dirty_pages(&mut self) -> Result<Scan> {
         let regions = self.regions()?;
-        Ok(self.thp.scan(&self.pagemap, &regions, false)?)
+        Ok(self.thp.scan(&mut self.pagemap, &regions, false)?)
     }
 
     fn in_armed_regions(&self, page: u64) -> bool {
@@ -565,7 +571,7 @@ impl SoftDirtySource {
             .filter(|b| !huge.contains(b))
             .collect();
         for b in raced {
-            if self.thp.huge_now(&self.pagemap, b) {
+            if self.thp.huge_now(&mut self.pagemap, b) {
                 resolve.push(b);
                 mapped.insert(b);
             }
@@ -577,24 +583,28 @@ impl SoftDirtySource {
     }
 
     /// Lengthens the epoch, during the first intervals only, while the target's overhead is
-    /// above `--max-overhead` or migtrace's own THP hashing above `THP_HASH_BUDGET` times
-    /// it (hashing costs once per epoch per dirty huge page, so longer epochs cost less).
+    /// above `--max-overhead` or migtrace's own CPU for the epochs (the pagemap scans and
+    /// the THP hashing, both once per epoch) above `OWN_CPU_BUDGET` times it: longer
+    /// epochs cost less of both.
     fn adapt(&mut self, secs: f64) {
-        let hashed = self.thp.counters.hash_time;
-        let hash_pct = hashed.saturating_sub(self.hash_mark).as_secs_f64() / secs * 100.0;
+        let (hashed, scanned) = (self.thp.counters.hash_time, self.scan_time);
+        let own = hashed.saturating_sub(self.hash_mark) + scanned.saturating_sub(self.scan_mark);
+        let own_pct = own.as_secs_f64() / secs * 100.0;
         self.hash_mark = hashed;
+        self.scan_mark = scanned;
+        self.own_pct = own_pct;
         let over =
-            self.overhead_pct > self.max_overhead || hash_pct > THP_HASH_BUDGET * self.max_overhead;
+            self.overhead_pct > self.max_overhead || own_pct > OWN_CPU_BUDGET * self.max_overhead;
         if self.intervals > ADAPT_INTERVALS || !over {
             return;
         }
         if let Some(&longer) = self.choices.iter().find(|&&c| c > self.epoch_ticks) {
             log::info!(
-                "softdirty: overhead {:.2} % (budget {:.2} %), THP hashing {:.1} % of a CPU (budget {:.1} %): epoch {} -> {} ms",
+                "softdirty: overhead {:.2} % (budget {:.2} %), pagemap scans and THP hashing {:.1} % of a CPU (budget {:.1} %): epoch {} -> {} ms",
                 self.overhead_pct,
                 self.max_overhead,
-                hash_pct,
-                THP_HASH_BUDGET * self.max_overhead,
+                own_pct,
+                OWN_CPU_BUDGET * self.max_overhead,
                 self.epoch_ticks * 50,
                 longer * 50
             );
@@ -646,11 +656,28 @@ impl SoftDirtySource {
             est_target_cpu_overhead_pct: self.overhead_pct,
             max_overhead_pct: self.max_overhead,
             pagemap_scan_cpu_pct: self.scan_time.as_secs_f64() / el * 100.0,
+            pagemap_reader: Some(self.pagemap.method()),
             pages_from_pagemap_only: self.pagemap_only,
             new_mapping_pages_without_event: self.new_mapping_only,
             events_not_soft_dirty: self.mismatch_event_only,
             ..self.thp_stats(el)
         }
+    }
+
+    /// When the epoch scans cost more than their budget even at the longest epoch: every
+    /// epoch reads the soft-dirty state of all the target's writable memory, so that cost
+    /// grows with the target (docs/softdirty.md).
+    fn scan_caveat(&self) -> Option<String> {
+        let longest = self.choices.last() == Some(&self.epoch_ticks);
+        let budget = OWN_CPU_BUDGET * self.max_overhead;
+        (self.intervals > ADAPT_INTERVALS && longest && self.own_pct > budget).then(|| {
+            format!(
+                "the pagemap scans (with {}) and THP hashing took {:.1} % of a CPU at the longest epoch ({} ms), above their budget of {budget:.1} %: each epoch reads the soft-dirty state of all the target's writable memory",
+                self.pagemap.method().describe(),
+                self.own_pct,
+                self.epoch_ticks * 50
+            )
+        })
     }
 
     /// What the transparent huge pages did to the count, once there were dirty ones.
@@ -718,6 +745,9 @@ pub struct SoftDirtyStats {
     pub new_mapping_pages_without_event: u64,
     /// CPU spent reading pagemap, percent of one CPU.
     pub pagemap_scan_cpu_pct: f64,
+    /// How pagemap was read: `scan` (the PAGEMAP_SCAN ioctl, Linux 6.7+) or `read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagemap_reader: Option<super::pagemap::Method>,
     /// Unique pages over the run counted exactly, page by page (THP figures: only shown
     /// once the target had a transparent huge page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -770,6 +800,7 @@ impl DirtySource for SoftDirtySource {
             "pages of a mapping created or grown during an epoch count only where a fault was seen; hugetlbfs memory is not tracked by soft-dirty".into(),
         ];
         c.extend(self.thp_caveats());
+        c.extend(self.scan_caveat());
         c
     }
 
@@ -792,8 +823,8 @@ impl DirtySource for SoftDirtySource {
     fn on_exec(&mut self) -> Result<()> {
         // The old pagemap descriptor reads the dead address space; the new one starts with
         // every page soft-dirty, so it is armed afresh. The epoch in progress is not full.
-        self.pagemap = File::open(format!("/proc/{}/pagemap", self.pid))
-            .context("opening the target's pagemap after its exec")?;
+        self.pagemap =
+            Pagemap::open(self.pid).context("opening the target's pagemap after its exec")?;
         self.thp.reset();
         self.take_thp_baseline()?;
         self.arm()?;

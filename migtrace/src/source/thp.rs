@@ -38,7 +38,10 @@ use std::{
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::growth::PageSet;
+use super::{
+    growth::PageSet,
+    pagemap::{category, Method, PageRegion, Pagemap, Query},
+};
 use crate::target::Region;
 
 /// Bytes of a PMD-mapped huge page.
@@ -214,6 +217,8 @@ pub enum Detect {
     PfnRun,
     /// No frame numbers visible: 512 subpages soft-dirty together.
     Pattern,
+    /// `PAGEMAP_SCAN` says the block is one PMD-mapped huge page (Linux 6.7+).
+    PagemapScan,
 }
 
 /// The pagemap entries of one 2 MiB block, in address order.
@@ -268,6 +273,43 @@ impl Block {
     /// Whether all 512 subpages are present (in this order).
     fn full(&self) -> bool {
         self.whole && self.n == SUBPAGES && self.present == SUBPAGES
+    }
+}
+
+/// What a soft-dirty scan asks `PAGEMAP_SCAN` for: every present or swapped page, with its
+/// present, swapped, soft-dirty and huge bits.
+const SCAN_QUERY: Query = Query {
+    all: 0,
+    any: category::PRESENT | category::SWAPPED,
+    report: category::PRESENT | category::SWAPPED | category::SOFT_DIRTY | category::HUGE,
+};
+
+/// Adds one run of a `PAGEMAP_SCAN` to a scan, by the rules of [`Block`]'s flush: mapped
+/// blocks; present soft-dirty 4 KiB pages; dirty huge pages (clipped when the run covers
+/// only part of the block, as `--range` can); clean huge pages when asked.
+fn take_run(x: &PageRegion, out: &mut Scan, want_clean: bool) {
+    let first = x.start & !(HUGE - 1);
+    for b in (first..x.end).step_by(HUGE as usize) {
+        out.mapped.insert(b);
+    }
+    if x.categories & category::PRESENT == 0 {
+        return;
+    }
+    let dirty = x.categories & category::SOFT_DIRTY != 0;
+    if x.categories & category::HUGE == 0 {
+        if dirty {
+            out.dirty.extend((x.start..x.end).step_by(PAGE as usize));
+        }
+        return;
+    }
+    for b in (first..x.end).step_by(HUGE as usize) {
+        let whole = b >= x.start && b + HUGE <= x.end;
+        match (dirty, whole) {
+            (true, true) => out.huge.push(b),
+            (true, false) => out.clipped_huge.push(b),
+            (false, true) if want_clean => out.clean_huge.push(b),
+            _ => {}
+        }
     }
 }
 
@@ -364,9 +406,17 @@ impl ThpTracker {
 
     /// Whether the block at `base` is a whole THP-backed huge page now (for a fault event
     /// that raced with the scan: the block was not soft-dirty, or not yet mapped, when read).
-    pub fn huge_now(&mut self, pagemap: &File, base: u64) -> bool {
+    pub fn huge_now(&mut self, pm: &mut Pagemap, base: u64) -> bool {
+        if pm.method() == Method::Scan {
+            let mut huge = false;
+            let _ = pm.runs(base, base + HUGE, SCAN_QUERY, |x| {
+                huge |=
+                    x.categories & category::HUGE != 0 && x.start <= base && x.end >= base + HUGE
+            });
+            return huge;
+        }
         let mut buf = vec![0u8; SUBPAGES * 8];
-        if pagemap.read_exact_at(&mut buf, base / PAGE * 8).is_err() {
+        if pm.file().read_exact_at(&mut buf, base / PAGE * 8).is_err() {
             return false;
         }
         let mut b = Block::default();
@@ -396,6 +446,47 @@ impl ThpTracker {
     /// `want_clean` also lists the THP-backed huge pages whose bits are clear.
     pub fn scan(
         &mut self,
+        pm: &mut Pagemap,
+        regions: &[Region],
+        want_clean: bool,
+    ) -> std::io::Result<Scan> {
+        match pm.method() {
+            Method::Scan => self.scan_runs(pm, regions, want_clean),
+            Method::Read => self.scan_entries(pm.file(), regions, want_clean),
+        }
+    }
+
+    /// [`ThpTracker::scan`] with `PAGEMAP_SCAN`: the kernel hands back runs of present or
+    /// swapped pages with their soft-dirty and huge bits, so nothing is read per clean page
+    /// and a PMD-mapped huge page is one entry. A block is a huge page when the kernel says
+    /// it is PMD-mapped (a THP mapped by 4 KiB entries has a bit per page: it stays exact).
+    fn scan_runs(
+        &mut self,
+        pm: &mut Pagemap,
+        regions: &[Region],
+        want_clean: bool,
+    ) -> std::io::Result<Scan> {
+        let mut out = Scan::default();
+        for r in regions {
+            let mut runs: Vec<PageRegion> = Vec::new();
+            pm.runs(r.start, r.end, SCAN_QUERY, |x| match runs.last_mut() {
+                // A run the scan cut in two (one call's end) is one run again.
+                Some(l) if l.end == x.start && l.categories == x.categories => l.end = x.end,
+                _ => runs.push(x),
+            })?;
+            for x in &runs {
+                if x.categories & category::HUGE != 0 && x.categories & category::PRESENT != 0 {
+                    self.counters.detect = Detect::PagemapScan;
+                }
+                take_run(x, &mut out, want_clean);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`ThpTracker::scan`] with plain reads: every entry of every page.
+    fn scan_entries(
+        &mut self,
         pagemap: &File,
         regions: &[Region],
         want_clean: bool,
@@ -422,8 +513,8 @@ impl ThpTracker {
 
     /// Hashes every huge page of the target (at start, after an exec), so later epochs have
     /// something to compare with; returns the 4 KiB scan it made.
-    pub fn take_baseline(&mut self, pagemap: &File, regions: &[Region]) -> std::io::Result<()> {
-        let scan = self.scan(pagemap, regions, true)?;
+    pub fn take_baseline(&mut self, pm: &mut Pagemap, regions: &[Region]) -> std::io::Result<()> {
+        let scan = self.scan(pm, regions, true)?;
         let t = Instant::now();
         let blocks: Vec<u64> = scan.huge.iter().chain(&scan.clean_huge).copied().collect();
         for chunk in blocks.chunks(BATCH / K) {
@@ -656,6 +747,132 @@ mod tests {
         assert!(bias.abs() < 0.01, "bias {bias}");
         assert!((0.06..0.09).contains(&half), "half-width {half}");
         assert!((0.90..=1.0).contains(&coverage), "coverage {coverage}");
+    }
+
+    /// The `PAGEMAP_SCAN` path and the plain-read path make the same scan of a real
+    /// process: this test's own memory, one mapping with transparent huge pages and one
+    /// without, partly touched. (This kernel may lack soft-dirty: then every block is clean
+    /// and the comparison is of the mapped blocks and the clean huge pages.)
+    #[test]
+    fn scan_paths_agree_on_our_own_memory() {
+        use crate::source::pagemap::Pagemap;
+        let pid = std::process::id();
+        let native = Pagemap::open(pid).unwrap();
+        if native.method() != Method::Scan {
+            eprintln!("no PAGEMAP_SCAN on this kernel: only the plain-read path exists here");
+            return;
+        }
+        let len = 16 * HUGE as usize;
+        let map = |advice| {
+            // SAFETY: a fresh private anonymous mapping of our own, unmapped below.
+            unsafe {
+                let m = libc::mmap(
+                    std::ptr::null_mut(),
+                    len + HUGE as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(m, libc::MAP_FAILED);
+                let base = (m as usize).next_multiple_of(HUGE as usize) as *mut u8;
+                libc::madvise(base as *mut libc::c_void, len, advice);
+                for i in (0..len).step_by(PAGE as usize) {
+                    if (i / HUGE as usize) % 3 != 2 && (i / PAGE as usize) % 5 != 1 {
+                        std::ptr::write_volatile(base.add(i), 1);
+                    }
+                }
+                (m, base as u64)
+            }
+        };
+        let (m1, huge) = map(libc::MADV_HUGEPAGE);
+        let (m2, small) = map(libc::MADV_NOHUGEPAGE);
+        let region = |start: u64| Region {
+            start,
+            end: start + len as u64,
+            name: String::new(),
+            shared: false,
+        };
+        let regions = [region(huge), region(small)];
+        let mut read = Pagemap::open(pid).unwrap().force_read();
+        let mut t = ThpTracker::new(pid);
+        let mut first = vec![0u64; 1];
+        read.read_entries(huge, &mut first).unwrap();
+        let pfns = first[0] & crate::source::pagemap::PM_PFN != 0;
+        let a = t.scan(&mut read, &regions, true).unwrap();
+        let mut native = native;
+        let b = t.scan(&mut native, &regions, true).unwrap();
+        // SAFETY: unmapping our own mappings.
+        unsafe {
+            libc::munmap(m1, len + HUGE as usize);
+            libc::munmap(m2, len + HUGE as usize);
+        }
+        let sorted = |v: &[u64]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(a.mapped, b.mapped);
+        assert_eq!(a.dirty, b.dirty);
+        assert_eq!(sorted(&a.huge), sorted(&b.huge));
+        assert_eq!(sorted(&a.clipped_huge), sorted(&b.clipped_huge));
+        eprintln!(
+            "{} mapped blocks, {} huge pages (plain reads: {}), frame numbers visible: {pfns}",
+            b.mapped.len(),
+            b.clean_huge.len() + b.huge.len(),
+            a.clean_huge.len() + a.huge.len()
+        );
+        if pfns {
+            // Without frame numbers the plain reads cannot tell a clean huge page.
+            assert_eq!(sorted(&a.clean_huge), sorted(&b.clean_huge));
+        }
+    }
+
+    /// The rules for runs on synthetic soft-dirty states: a dirty huge page, a clean one, a
+    /// huge page cut by the range, 4 KiB soft-dirty pages, a swapped run.
+    #[test]
+    fn runs_make_the_scan_blocks_do() {
+        let sd = category::PRESENT | category::SOFT_DIRTY;
+        let runs = [
+            PageRegion {
+                start: 0,
+                end: HUGE,
+                categories: sd | category::HUGE,
+            },
+            PageRegion {
+                start: HUGE,
+                end: 2 * HUGE,
+                categories: category::PRESENT | category::HUGE,
+            },
+            PageRegion {
+                start: 2 * HUGE,
+                end: 2 * HUGE + 3 * PAGE,
+                categories: sd,
+            },
+            PageRegion {
+                start: 2 * HUGE + 9 * PAGE,
+                end: 2 * HUGE + 10 * PAGE,
+                categories: category::SWAPPED,
+            },
+            PageRegion {
+                start: 3 * HUGE + HUGE / 2,
+                end: 4 * HUGE,
+                categories: sd | category::HUGE,
+            },
+        ];
+        let mut out = Scan::default();
+        for r in &runs {
+            take_run(r, &mut out, true);
+        }
+        assert_eq!(out.huge, vec![0]);
+        assert_eq!(out.clean_huge, vec![HUGE]);
+        assert_eq!(out.clipped_huge, vec![3 * HUGE]);
+        let mut dirty: Vec<u64> = out.dirty.iter().copied().collect();
+        dirty.sort_unstable();
+        assert_eq!(dirty, vec![2 * HUGE, 2 * HUGE + PAGE, 2 * HUGE + 2 * PAGE]);
+        let mut mapped: Vec<u64> = out.mapped.iter().copied().collect();
+        mapped.sort_unstable();
+        assert_eq!(mapped, vec![0, HUGE, 2 * HUGE, 3 * HUGE]);
     }
 
     #[test]
