@@ -25,6 +25,7 @@ async fn passes_match_qemus_own_counters() {
         auto_converge: false,
         profile: None,
         cancel_after: None,
+        stop_copy_rate: None,
     };
     let run = migrate_under_passes(&src, &plan).await;
     let (r, q) = (&run.report, &run.qemu);

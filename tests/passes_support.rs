@@ -27,6 +27,8 @@ pub struct Plan<'a> {
     pub profile: Option<&'a Path>,
     /// Cancel after this long (a migration that does not converge).
     pub cancel_after: Option<Duration>,
+    /// `passes --stop-copy-rate`: the link QEMU sends the stop-and-copy at, uncapped.
+    pub stop_copy_rate: Option<&'a str>,
 }
 
 /// Migrates `src` under `migtrace passes`; returns its report and QEMU's final numbers.
@@ -50,6 +52,9 @@ pub async fn migrate_under_passes(src: &QemuGuest, plan: &Plan<'_>) -> Run {
         .args(["--pid", &src.pid().to_string()]);
     if let Some(p) = plan.profile {
         cmd.arg("--profile").arg(p);
+    }
+    if let Some(r) = plan.stop_copy_rate {
+        cmd.args(["--stop-copy-rate", r]);
     }
     let mut child = cmd
         .stdout(Stdio::piped())
