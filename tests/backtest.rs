@@ -1,19 +1,25 @@
 //! The model back-tested against real QEMU 7.2 migrations, as a suite. For each scenario:
 //! boot a TCG guest with the in-guest writer, `watch` it for 6 s (`--qmp`,
 //! `--profile-out`), `predict` from that profile at the migration's bandwidth
-//! (`--efficiency 1`: QEMU's max-bandwidth caps the payload), then migrate for real under
-//! `migtrace passes --profile`, which makes the same prediction at the start and compares.
+//! (`--efficiency 1`: QEMU's max-bandwidth caps the payload) with the stop-and-copy at the
+//! loopback's own rate (`--stop-copy-rate`: QEMU lifts max-bandwidth for it), then migrate
+//! for real under `migtrace passes --profile`, which makes the same prediction at the start
+//! and compares.
 //!
-//! Bounds (a noisy, shared 2-core machine): every verdict right; for the migrations that
-//! complete, the median |total-time error| <= 10 % and the worst <= 20 %, and the predicted
-//! dirty-sync-count within 1 of QEMU's where no throttle runs (auto-converge's ramp is
-//! timed by QEMU's clock and sync rule, so there the bound is 3). The table is printed and
-//! kept in docs/backtest.md.
+//! Bounds (a noisy, shared 2-core machine): every verdict right; for the unthrottled
+//! migrations that complete, the median |total-time error| <= 10 % and the worst <= 20 %,
+//! and the predicted dirty-sync-count within 1 of QEMU's. The auto-converge scenario: each
+//! throttle level from the same pass as QEMU's, within one; its total time is reported,
+//! not bounded (docs/backtest.md: what follows at the 99 % ceiling is a random wait, and
+//! the real migration's own time varied 4x from run to run). The table is printed and kept
+//! in docs/backtest.md.
 #[path = "passes_support.rs"]
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use migtrace_e2e::{
     qemu_guest::{GuestOptions, QemuGuest},
@@ -27,6 +33,10 @@ struct Scenario {
     name: &'static str,
     /// In-guest writer: MiB/s (0 = as fast as the vCPU goes) over a working set of MiB.
     writer: (f64, u64),
+    /// `watch --interval`: the shortest window of the profile's growth curve. It must
+    /// resolve the passes' time scale: the CPU-bound writer fills its 64 MiB in about 0.1 s,
+    /// so a 1 s interval only shows the plateau (its "rate" is the working set per second).
+    watch_interval: &'static str,
     bandwidth_mib: u64,
     auto_converge: bool,
     cancel_after: Option<Duration>,
@@ -45,14 +55,20 @@ struct Row {
     /// The stream got under 90 % of max-bandwidth: the machine starved QEMU of CPU.
     starved: bool,
     throttled: bool,
+    /// When the throttle first reached its peak: (model, QEMU) seconds into the migration.
+    ramp: Option<(f64, f64)>,
+    /// Each throttle level and the pass it first ran in: (level %, model pass, QEMU pass).
+    steps: Vec<(u64, u64, u64)>,
 }
 
-fn watch_profile(g: &QemuGuest, profile: &Path) {
+fn watch_profile(g: &QemuGuest, profile: &Path, interval: &str) {
     let w = Watch::start(&[
         "--pid",
         &g.pid().to_string(),
         "--qmp",
         g.qmp_socket.to_str().unwrap(),
+        "--interval",
+        interval,
         "--duration",
         "6s",
         "--profile-out",
@@ -62,8 +78,33 @@ fn watch_profile(g: &QemuGuest, profile: &Path) {
     assert!(st.success(), "{st}: {s}");
 }
 
+/// What one TCP stream carries over 127.0.0.1, bytes per second: the "link" under the
+/// migrations, which the stop-and-copy gets once QEMU lifts max-bandwidth. The best of
+/// three 256 MiB transfers (the machine is shared; a slow one is other load, not the link).
+fn loopback_rate() -> f64 {
+    let once = || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let rx = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            while s.read(&mut buf).unwrap() > 0 {}
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        let buf = vec![0x5au8; 1 << 20];
+        let t = Instant::now();
+        for _ in 0..256 {
+            c.write_all(&buf).unwrap();
+        }
+        drop(c);
+        rx.join().unwrap();
+        (256u64 << 20) as f64 / t.elapsed().as_secs_f64()
+    };
+    (0..3).map(|_| once()).fold(0.0, f64::max)
+}
+
 /// `migtrace predict` from the profile at the scenario's bandwidth: (verdict, passes, time).
-fn predict(sc: &Scenario, profile: &Path, throttle: bool) -> Value {
+fn predict(sc: &Scenario, profile: &Path, throttle: bool, stop_rate: &str) -> Value {
     let link = format!("{}MiB/s", sc.bandwidth_mib);
     let mut args = vec![
         "predict",
@@ -74,6 +115,7 @@ fn predict(sc: &Scenario, profile: &Path, throttle: bool) -> Value {
         "300ms",
     ];
     args.extend(["--link", &link, "--profile", profile.to_str().unwrap()]);
+    args.extend(["--stop-copy-rate", stop_rate]);
     if throttle {
         args.extend(["--throttle", "auto-converge"]);
     }
@@ -87,7 +129,7 @@ fn predict(sc: &Scenario, profile: &Path, throttle: bool) -> Value {
     v["results"][0].clone()
 }
 
-async fn scenario(sc: &Scenario) -> Option<Row> {
+async fn scenario(sc: &Scenario, stop_rate: &str) -> Option<Row> {
     let opts = GuestOptions {
         writer: Some(sc.writer),
         ..GuestOptions::default()
@@ -96,11 +138,11 @@ async fn scenario(sc: &Scenario) -> Option<Row> {
     let dir = std::env::temp_dir().join(format!("migtrace-bt-{}-{}", std::process::id(), sc.name));
     std::fs::create_dir_all(&dir).unwrap();
     let profile = dir.join("p.json");
-    watch_profile(&src, &profile);
-    let pred = predict(sc, &profile, sc.auto_converge);
+    watch_profile(&src, &profile, sc.watch_interval);
+    let pred = predict(sc, &profile, sc.auto_converge, stop_rate);
     if sc.auto_converge {
         // Converges only with auto-converge: the model must say so too.
-        let bare = predict(sc, &profile, false);
+        let bare = predict(sc, &profile, false, stop_rate);
         assert_eq!(
             bare["converges"], false,
             "{}: without a throttle {bare}",
@@ -128,8 +170,18 @@ async fn scenario(sc: &Scenario) -> Option<Row> {
         auto_converge: sc.auto_converge,
         profile: Some(&profile),
         cancel_after: sc.cancel_after,
+        stop_copy_rate: Some(stop_rate),
     };
     let r = migrate_under_passes(&src, &plan).await;
+    if let Ok(d) = std::env::var("MIGTRACE_BACKTEST_DUMP") {
+        // The whole `passes` report and the profile, for the tables in docs/backtest.md.
+        let stem = sc.name.replace(['/', '@', '+'], "_");
+        let d = Path::new(&d);
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(&profile, d.join(format!("{stem}.profile.json"))).unwrap();
+        let report = serde_json::to_string_pretty(&r.report).unwrap();
+        std::fs::write(d.join(format!("{stem}.passes.json")), report).unwrap();
+    }
     std::fs::remove_dir_all(&dir).ok();
     let bt = &r.report["backtest"];
     eprintln!("{}: {}", sc.name, serde_json::to_string(bt).unwrap());
@@ -148,12 +200,15 @@ async fn scenario(sc: &Scenario) -> Option<Row> {
         "{}: {pred}",
         sc.name
     );
-    if sc.auto_converge && bt["verdict_agrees"] != true {
-        // A known model gap, reported rather than asserted (docs/backtest.md): on this
-        // CPU-bound TCG writer the model's auto-converge ramp is 28-84 % too fast, and in one
-        // of six runs the real migration did not finish within its bound at all.
+    let still_running = matches!(bt["actual_verdict"].as_str(), Some("active" | "cancelled"));
+    if sc.auto_converge && bt["verdict_agrees"] != true && still_running {
+        // Reported rather than asserted (docs/backtest.md): at its 99 % ceiling QEMU's
+        // throttle on this TCG guest completes after a random number of ~1 s rounds (a
+        // throttle tick that finds the last 990 ms sleep still running queues none, and
+        // each dirty sync waits for the sleep), and once in seven runs it had not within
+        // the 150 s bound. Still iterating is not "never": the verdict is not decided.
         eprintln!(
-            "KNOWN MODEL GAP {}: predicted {} but the migration ended {}: {bt}",
+            "UNDECIDED {}: predicted {}, the migration was {} at the bound: {bt}",
             sc.name, bt["predicted_verdict"], bt["actual_verdict"]
         );
     } else {
@@ -189,7 +244,50 @@ async fn scenario(sc: &Scenario) -> Option<Row> {
         syncs_diff: bt["syncs_diff"].as_i64().unwrap(),
         starved: achieved(&r.report) < 0.9 * (sc.bandwidth_mib << 20) as f64,
         throttled: sc.auto_converge,
+        ramp: sc.auto_converge.then(|| ramp(&pred, &r.report)).flatten(),
+        steps: steps(&pred, &r.report),
     })
+}
+
+/// Each throttle level reached by both, with the pass that first ran at it in the model and
+/// in QEMU (the model's pass k and QEMU's pass k both end at sync k + 1).
+fn steps(pred: &Value, report: &Value) -> Vec<(u64, u64, u64)> {
+    let first = |passes: &Value| {
+        let mut m = std::collections::BTreeMap::new();
+        for p in passes.as_array().into_iter().flatten() {
+            let pct = p["throttle_pct"].as_f64().unwrap_or(0.0).round() as u64;
+            m.entry(pct).or_insert(p["index"].as_u64().unwrap_or(0));
+        }
+        m
+    };
+    let (model, qemu) = (first(&pred["passes"]), first(&report["passes"]));
+    qemu.iter()
+        .filter(|(pct, _)| **pct > 0)
+        .filter_map(|(pct, q)| model.get(pct).map(|m| (*pct, *m, *q)))
+        .collect()
+}
+
+/// When the throttle first reached its peak: in the model's passes and in QEMU's.
+fn ramp(pred: &Value, report: &Value) -> Option<(f64, f64)> {
+    let first_at_peak = |passes: &[Value], start: &dyn Fn(&Value, f64) -> f64| {
+        let peak = passes
+            .iter()
+            .filter_map(|p| p["throttle_pct"].as_f64())
+            .fold(0.0, f64::max);
+        let mut t = 0.0;
+        for p in passes {
+            if peak > 0.0 && p["throttle_pct"].as_f64() == Some(peak) {
+                return Some(start(p, t));
+            }
+            t += p["duration_s"].as_f64().unwrap_or(0.0);
+        }
+        None
+    };
+    let model = first_at_peak(pred["passes"].as_array()?, &|_, t| t)?;
+    let qemu = first_at_peak(report["passes"].as_array()?, &|p, _| {
+        p["start_s"].as_f64().unwrap_or(0.0)
+    })?;
+    Some((model, qemu))
 }
 
 /// Bytes per second the stream achieved while sending (setup and downtime left out).
@@ -205,6 +303,7 @@ fn scenarios() -> Vec<Scenario> {
     let plain = |name, bw| Scenario {
         name,
         writer: (40.0, 128),
+        watch_interval: "1s",
         bandwidth_mib: bw,
         auto_converge: false,
         cancel_after: None,
@@ -217,6 +316,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "cpu-bound@48MiB/s+auto-converge",
             writer: (0.0, 64),
+            watch_interval: "100ms",
             auto_converge: true,
             sync_bound: i64::MAX,
             ..plain("", 48)
@@ -235,8 +335,10 @@ async fn model_against_real_migrations() {
     require_root();
     let mut rows = Vec::new();
     let only = std::env::var("MIGTRACE_BACKTEST_ONLY").unwrap_or_default();
+    let stop_rate = format!("{:.0}MB/s", loopback_rate() / 1e6);
+    eprintln!("loopback: one TCP stream carries {stop_rate}: the stop-and-copy's link");
     for sc in scenarios().into_iter().filter(|s| s.name.contains(&only)) {
-        let Some(row) = scenario(&sc).await else {
+        let Some(row) = scenario(&sc, &stop_rate).await else {
             return; // no QEMU: skipped (printed)
         };
         assert!(
@@ -271,6 +373,42 @@ async fn model_against_real_migrations() {
             r.name, r.predicted, r.actual
         );
     }
+    for r in rows.iter().filter(|r| !r.steps.is_empty()) {
+        let steps: Vec<String> = r
+            .steps
+            .iter()
+            .map(|(pct, m, q)| format!("{pct} %: pass {m}/{q}"))
+            .collect();
+        println!(
+            "{}: throttle steps (model/QEMU) {}",
+            r.name,
+            steps.join(", ")
+        );
+    }
+    for r in &rows {
+        if let Some((m, q)) = r.ramp {
+            println!(
+                "{}: throttle at its peak from {m:.2} s in the model, {q:.2} s in QEMU ({:+.1} %)",
+                r.name,
+                (m - q) / q * 100.0
+            );
+        }
+    }
+    // Auto-converge: when it throttles and by how much per sync is the model's to get right,
+    // and QEMU's schedule is regular (20 % at pass 4, +10 every second pass, 99 % at pass
+    // 20); the time spent at the ceiling after it is not (docs/backtest.md), so the schedule
+    // is held pass for pass, and the ramp's time and the total are reported.
+    for r in rows.iter().filter(|r| r.throttled) {
+        assert!(!r.steps.is_empty(), "{}: no throttle step in both", r.name);
+        for &(pct, m, q) in &r.steps {
+            assert!(
+                m.abs_diff(q) <= 1,
+                "{}: {pct} % from pass {m} in the model, {q} in QEMU ({:?})",
+                r.name,
+                r.steps
+            );
+        }
+    }
     if !only.is_empty() {
         return;
     }
@@ -286,10 +424,10 @@ async fn model_against_real_migrations() {
     let live = median_and_worst(held.iter().filter_map(|r| r.live_error));
     eprintln!("|total-time error| median {:.1} %, worst {:.1} % (goal 10 / 20); live phase {:.1} %, {:.1} %",
         total.0 * 100.0, total.1 * 100.0, live.0 * 100.0, live.1 * 100.0);
-    // Total time: the model's downtime is at max-bandwidth, QEMU's is not (docs/backtest.md),
-    // which costs up to 5 points at 128 MiB/s; runs here reached 14 %. Live phase: the goal.
+    // The goal on the total; the stop-and-copy runs at the loopback's rate in the model as
+    // in QEMU, so the live phase is held to the same bounds.
     assert!(
-        total.0 <= 0.15 && total.1 <= 0.20,
+        total.0 <= 0.10 && total.1 <= 0.20,
         "total-time error {total:?}"
     );
     assert!(

@@ -28,6 +28,7 @@ async fn passes_match_qemus_own_counters() {
         auto_converge: false,
         profile: None,
         cancel_after: None,
+        stop_copy_rate: None,
     };
     let run = migrate_under_passes(&src, &plan).await;
     let (r, q) = (&run.report, &run.qemu);
@@ -191,6 +192,7 @@ async fn prometheus_scrapes_passes_during_a_real_migration() {
         auto_converge: false,
         profile: None,
         cancel_after: None,
+        stop_copy_rate: None,
     };
     let extra = [
         "--listen",

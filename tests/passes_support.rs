@@ -27,6 +27,8 @@ pub struct Plan<'a> {
     pub profile: Option<&'a Path>,
     /// Cancel after this long (a migration that does not converge).
     pub cancel_after: Option<Duration>,
+    /// `passes --stop-copy-rate`: the link QEMU sends the stop-and-copy at, uncapped.
+    pub stop_copy_rate: Option<&'a str>,
 }
 
 /// Migrates `src` under `migtrace passes`; returns its report and QEMU's final numbers.
@@ -77,6 +79,9 @@ pub async fn attach_passes(src: &QemuGuest, plan: &Plan<'_>, extra: &[&str]) -> 
     cmd.args(extra);
     if let Some(p) = plan.profile {
         cmd.arg("--profile").arg(p);
+    }
+    if let Some(r) = plan.stop_copy_rate {
+        cmd.args(["--stop-copy-rate", r]);
     }
     let mut child = cmd.spawn().expect("start migtrace passes");
     // Attached once it has turned the events capability on.

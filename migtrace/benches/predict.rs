@@ -82,6 +82,7 @@ fn one(c: &mut Criterion, name: &str, busy: f64) {
     let json = serde_json::to_string(&profile(busy)).unwrap();
     let input = GridInput {
         links_bits: vec![10e9, 25e9, 40e9, 100e9],
+        stop_copy_bits: None,
         downtimes_s: vec![0.1, 0.3, 0.5, 1.0],
         efficiency: 0.94,
         policy: Policy::Qemu,

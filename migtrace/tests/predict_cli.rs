@@ -193,6 +193,72 @@ fn json_has_the_fields_callers_rely_on() {
     assert!((rs[1]["speedup_vs_slowest"].as_f64().unwrap() - t10 / t40).abs() < 1e-9);
 }
 
+/// `--stop-copy-rate`: the link under a `max-bandwidth` cap. The passes and the switchover
+/// stay at the cap; the downtime is the same bytes at the faster rate; the JSON says so only
+/// when the option is given (the rest of the document is unchanged).
+#[test]
+fn stop_copy_rate_shortens_only_the_downtime() {
+    let base = [
+        "--link",
+        "128MiB/s",
+        "--efficiency",
+        "1",
+        "--mem",
+        "512MiB",
+        "--dirty-rate",
+        "40MiB/s",
+        "--wws",
+        "128MiB",
+        "--zero-share",
+        "0.65",
+        "--json",
+    ];
+    let capped = json(&migtrace(&base));
+    let mut args = base.to_vec();
+    args.extend(["--stop-copy-rate", "10g"]);
+    let fast = json(&migtrace(&args));
+    assert!(capped["input"].get("stop_copy_rate_bits_per_sec").is_none());
+    assert!(capped["results"][0]
+        .get("stop_copy_goodput_bytes_per_sec")
+        .is_none());
+    assert_eq!(fast["input"]["stop_copy_rate_bits_per_sec"], 1e10);
+    let (a, b) = (&capped["results"][0], &fast["results"][0]);
+    assert_eq!(b["stop_copy_goodput_bytes_per_sec"], 1.25e9);
+    assert_eq!(a["passes"], b["passes"]);
+    assert_eq!(a["reason"], b["reason"]);
+    assert_eq!(a["stop_copy_bytes"], b["stop_copy_bytes"]);
+    let stop = b["stop_copy_bytes"].as_f64().unwrap();
+    let (da, db) = (
+        a["downtime_s"].as_f64().unwrap(),
+        b["downtime_s"].as_f64().unwrap(),
+    );
+    assert!((da - stop / 134217728.0).abs() < 1e-12, "{da}");
+    assert!((db - stop / 1.25e9).abs() < 1e-12, "{db}");
+    let (ta, tb) = (
+        a["total_time_s"].as_f64().unwrap(),
+        b["total_time_s"].as_f64().unwrap(),
+    );
+    assert!((ta - da - (tb - db)).abs() < 1e-9, "same live phase");
+    // The text report names the rate on the link line.
+    let text_args: Vec<&str> = base[..base.len() - 1]
+        .iter()
+        .copied()
+        .chain(["--stop-copy-rate", "10g"])
+        .collect();
+    let text = String::from_utf8_lossy(&migtrace(&text_args).stdout).into_owned();
+    assert!(
+        text.contains("stop-and-copy at goodput 1.16 GiB/s"),
+        "{text}"
+    );
+    // Slower than a link it lifts the cap of: refused.
+    let mut slow = base.to_vec();
+    slow.extend(["--stop-copy-rate", "100MB/s"]);
+    assert_usage_error(&slow, "--stop-copy-rate (800 Mbit/s) is below --link");
+    let mut bad = base.to_vec();
+    bad.extend(["--stop-copy-rate", "10"]);
+    assert_usage_error(&bad, "--stop-copy-rate");
+}
+
 #[test]
 fn non_converging_qemu_gets_a_throttle_recommendation_with_settings() {
     let v = json(&migtrace(&[

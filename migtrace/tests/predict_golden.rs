@@ -325,6 +325,64 @@ fn scenarios() -> Vec<Vec<String>> {
             &["--throttle", "dirty-limit", "--explain"],
         ]));
     }
+    // --stop-copy-rate: the link as QEMU's max-bandwidth cap and the stop-and-copy at the
+    // loopback's rate, on profiles the back-test measured (docs/backtest.md): the random
+    // writer, and the CPU-bound one watched at 1 s (its curve flat from the first window,
+    // which the report notes) and at 100 ms.
+    let capped: &[&str] = &[
+        "--efficiency",
+        "1",
+        "--downtime",
+        "300ms",
+        "--stop-copy-rate",
+        "2226MB/s",
+    ];
+    let random = "tests/fixtures/profiles/tcg-random-40mib.json";
+    for out in [&[][..], json] {
+        v.push(argv(&[
+            &["--link", "128MiB/s,64MiB/s,32MiB/s", "--profile", random],
+            capped,
+            out,
+        ]));
+        for p in [
+            "tests/fixtures/profiles/tcg-cpu-bound-1s.json",
+            "tests/fixtures/profiles/tcg-cpu-bound-100ms.json",
+        ] {
+            v.push(argv(&[
+                &["--link", "48MiB/s", "--profile", p],
+                capped,
+                &["--throttle", "auto-converge"],
+                out,
+            ]));
+        }
+    }
+    // A grid of links with one stop-and-copy rate; a vMotion switchover too long for its
+    // 100 s at 1 Gbit/s that fits at 100 Gbit/s.
+    v.push(argv(&[
+        links,
+        plain[1],
+        &["--stop-copy-rate", "100g"],
+        json,
+    ]));
+    v.push(argv(&[
+        &[
+            "--link",
+            "1g",
+            "--stop-copy-rate",
+            "100g",
+            "--policy",
+            "vmotion",
+        ],
+        &[
+            "--mem",
+            "256GiB",
+            "--dirty-rate",
+            "2GB/s",
+            "--wws",
+            "200GiB",
+        ],
+        json,
+    ]));
     v
 }
 

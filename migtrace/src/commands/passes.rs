@@ -39,6 +39,10 @@ pub struct PassesArgs {
     /// A `watch --profile-out` profile of the guest: predict at the start, compare at the end.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
+    /// With --profile: the rate of the stop-and-copy, which QEMU sends without the
+    /// max-bandwidth cap (as `predict --stop-copy-rate`; default: max-bandwidth).
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
+    pub stop_copy_rate: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -100,6 +104,9 @@ fn config(a: &PassesArgs) -> Result<Config> {
     }
     if let Some(p) = &a.profile {
         crate::profile::Profile::load(p).map_err(|e| Error::Input(e.to_string()))?;
+    }
+    if let Some(r) = &a.stop_copy_rate {
+        units::parse_link(r).map_err(|e| Error::Usage(format!("--stop-copy-rate: {e}")))?;
     }
     if let Err(e) = std::fs::metadata(&a.qmp) {
         return Err(Error::Input(format!("--qmp {}: {e}", a.qmp.display())).into());
@@ -237,7 +244,7 @@ async fn setup(q: &mut Qmp, args: &PassesArgs) -> Result<Setup> {
         events: on("events"),
     };
     let predicted = match &args.profile {
-        Some(f) => Some(predict(f, &p, &params)?),
+        Some(f) => Some(predict(f, &p, &params, args.stop_copy_rate.as_deref())?),
         None => None,
     };
     Ok(Setup { params, predicted })
@@ -249,6 +256,7 @@ fn predict(
     profile: &std::path::Path,
     p: &MigrateParametersInfo,
     params: &Params,
+    stop_copy_rate: Option<&str>,
 ) -> Result<Predicted> {
     if params.max_bandwidth == 0 {
         return Err(Error::Unsupported(
@@ -259,6 +267,7 @@ fn predict(
     let mib_s = params.max_bandwidth as f64 / 1048576.0;
     let mut o = PredictOpts::for_profile(profile.to_path_buf(), &format!("{mib_s}MiB/s"));
     o.efficiency = Some("1".into());
+    o.stop_copy_rate = stop_copy_rate.map(str::to_string);
     o.downtime = vec![format!("{}ms", p.downtime_limit.unwrap_or(300))];
     if params.auto_converge {
         o.throttle = ThrottleArg::AutoConverge;
@@ -275,6 +284,8 @@ fn predict(
         &prep.workload,
         &cell.outcome,
         cell.goodput_bytes_per_sec,
+        cell.stop_copy_goodput_bytes_per_sec
+            .unwrap_or(cell.goodput_bytes_per_sec),
         params.downtime_limit_s,
         horizon,
     );

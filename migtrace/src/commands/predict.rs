@@ -123,6 +123,10 @@ pub struct PredictOpts {
     /// Repeat or separate with commas for a grid.
     #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     pub link: Vec<String>,
+    /// Rate of the final stop-and-copy, as --link: default the link. QEMU lifts max-bandwidth
+    /// for the stop-and-copy, so when --link is a max-bandwidth cap give the real link here.
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
+    pub stop_copy_rate: Option<String>,
     /// Guest memory: 128GiB, 128g (= GiB), 512MiB. With --profile, overrides its size.
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pub mem: Option<String>,
@@ -199,6 +203,7 @@ impl PredictOpts {
     pub fn for_profile(profile: PathBuf, links: &str) -> PredictOpts {
         PredictOpts {
             link: vec![links.to_string()],
+            stop_copy_rate: None,
             mem: None,
             dirty_rate: None,
             wws: None,
@@ -309,6 +314,7 @@ struct Numbers {
 pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
     let mut caveats = Vec::new();
     let links = links_or_profile_headroom(args, &mut caveats)?;
+    let stop_copy_bits = parse_stop_copy_rate(args, &links)?;
     let policy = Policy::from(args.policy);
     let kind = ThrottleKind::from(args.throttle);
     let downtimes = parse_downtimes(&args.downtime, policy)?;
@@ -342,6 +348,7 @@ pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
     let (limits, settings) = parse_limits(args, &workload, n.max_passes, &mut caveats)?;
     let input = GridInput {
         links_bits: links,
+        stop_copy_bits,
         downtimes_s: downtimes,
         efficiency: n.efficiency,
         policy,
@@ -410,6 +417,23 @@ fn parse_links(args: &[String]) -> Result<Vec<f64>, Error> {
         );
     }
     Ok(links)
+}
+
+/// `--stop-copy-rate`: the link the stop-and-copy runs at. QEMU lifts `max-bandwidth` for it
+/// (`migration_completion`), so it is never slower than the live passes: a rate below a
+/// `--link` is a mistake, refused.
+fn parse_stop_copy_rate(args: &PredictOpts, links: &[f64]) -> Result<Option<f64>, Error> {
+    let Some(r) = opt("stop-copy-rate", &args.stop_copy_rate, units::parse_link)? else {
+        return Ok(None);
+    };
+    if let Some(l) = links.iter().copied().find(|&l| l > r) {
+        return Err(usage(format!(
+            "--stop-copy-rate ({}) is below --link ({}): QEMU lifts max-bandwidth for the stop-and-copy, so it never runs slower than the live passes",
+            units::fmt_link(r),
+            units::fmt_link(l)
+        )));
+    }
+    Ok(Some(r))
 }
 
 /// Downtime targets in seconds; the policy's default when none is given.

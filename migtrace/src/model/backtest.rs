@@ -47,11 +47,13 @@ fn throttle_at(o: &Outcome, t: f64) -> f64 {
 }
 
 /// Replays QEMU 7.2's dirty-sync rule (see the module doc) on `w` at `goodput` bytes/s with
-/// a `downtime_s` limit, for at most `horizon_s`; throttles follow the model's `o`.
+/// a `downtime_s` limit, for at most `horizon_s`; throttles follow the model's `o`. The
+/// stop-and-copy goes at `stop_goodput` (QEMU lifts `max-bandwidth` for it).
 pub fn qemu_syncs(
     w: &Workload,
     o: &Outcome,
     goodput: f64,
+    stop_goodput: f64,
     downtime_s: f64,
     horizon_s: f64,
 ) -> SyncEstimate {
@@ -85,11 +87,11 @@ pub fn qemu_syncs(
                 let stop_bytes = (zero + data) * wire_per_byte(zero, data);
                 // The sync that found it fits starts a pass that ends at once, when QEMU
                 // stops the guest and syncs for the last time.
-                rounds.extend([(0.0, 0.0), (stop_bytes / goodput, stop_bytes)]);
+                rounds.extend([(0.0, 0.0), (stop_bytes / stop_goodput, stop_bytes)]);
                 return SyncEstimate {
                     syncs: syncs + 1,
                     converged: true,
-                    time_s: t + stop_bytes / goodput,
+                    time_s: t + stop_bytes / stop_goodput,
                     rounds,
                 };
             }
@@ -178,10 +180,10 @@ pub struct Comparison {
     pub bytes_error: Option<f64>,
     pub predicted_downtime_s: f64,
     pub actual_downtime_s: Option<f64>,
-    /// The live phase (total - downtime), predicted and actual, and its error. QEMU lifts
-    /// max-bandwidth for the stop-and-copy (`migration_completion` sets the rate limit to
-    /// INT64_MAX), so the model's downtime at the cap is an upper bound, and the live phase
-    /// is where the two run at the same rate.
+    /// The live phase (total - downtime), predicted and actual, and its error: the part
+    /// that runs at max-bandwidth on both sides. QEMU lifts max-bandwidth for the
+    /// stop-and-copy (`migration_completion` sets the rate limit to INT64_MAX); the model
+    /// sends it at the scenario's stop-and-copy rate (`--stop-copy-rate`).
     pub predicted_live_s: f64,
     pub actual_live_s: Option<f64>,
     pub live_time_error: Option<f64>,
@@ -246,6 +248,7 @@ mod tests {
             policy: Policy::Qemu,
             throttle: Throttle::None,
             limits: Limits::default(),
+            stop_copy_bits: None,
         }
     }
 
@@ -261,7 +264,7 @@ mod tests {
         for mib_s in [128.0, 64.0] {
             let sc = scenario(mib_s);
             let o = simulate(&w, &sc);
-            let e = qemu_syncs(&w, &o, sc.goodput(), 0.3, 600.0);
+            let e = qemu_syncs(&w, &o, sc.goodput(), sc.goodput(), 0.3, 600.0);
             eprintln!(
                 "{mib_s} MiB/s: model {} passes {:.2} s, replay {e:?}",
                 o.passes.len(),
@@ -286,7 +289,7 @@ mod tests {
         let w = guest();
         let sc = scenario(16.0);
         let o = simulate(&w, &sc);
-        let e = qemu_syncs(&w, &o, sc.goodput(), 0.3, 120.0);
+        let e = qemu_syncs(&w, &o, sc.goodput(), sc.goodput(), 0.3, 120.0);
         assert!(!e.converged);
     }
 }

@@ -23,6 +23,9 @@ use workload::Workload;
 pub struct GridInput {
     /// Link rates, bits per second.
     pub links_bits: Vec<f64>,
+    /// Rate of the stop-and-copy, bits per second, when it is not the link's
+    /// (`--stop-copy-rate`: QEMU lifts `max-bandwidth` for it; see [`Scenario::stop_copy_bits`]).
+    pub stop_copy_bits: Option<f64>,
     /// Downtime targets, seconds.
     pub downtimes_s: Vec<f64>,
     pub efficiency: f64,
@@ -42,6 +45,9 @@ pub struct Prediction {
     pub link_bytes_per_sec: f64,
     /// Migration payload bytes per second after protocol overhead.
     pub goodput_bytes_per_sec: f64,
+    /// The stop-and-copy's goodput, when `--stop-copy-rate` gave it (else it is the goodput).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_copy_goodput_bytes_per_sec: Option<f64>,
     pub downtime_limit_s: f64,
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -67,6 +73,7 @@ pub fn grid(w: &Workload, input: &GridInput) -> Vec<Prediction> {
                 policy: input.policy,
                 throttle: input.throttle,
                 limits: input.limits,
+                stop_copy_bits: input.stop_copy_bits,
             };
             let outcome = simulate(w, &sc);
             let baseline = if input.throttle == Throttle::None {
@@ -85,6 +92,7 @@ pub fn grid(w: &Workload, input: &GridInput) -> Vec<Prediction> {
                 link_bits_per_sec: link,
                 link_bytes_per_sec: link / 8.0,
                 goodput_bytes_per_sec: sc.goodput(),
+                stop_copy_goodput_bytes_per_sec: sc.stop_copy_bits.map(|_| sc.stop_copy_goodput()),
                 downtime_limit_s: dt,
                 outcome,
                 recommendation: rec,

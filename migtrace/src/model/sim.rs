@@ -206,7 +206,8 @@ impl Limits {
 /// One simulated scenario.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
-    /// Link rate, bits per second.
+    /// Link rate of the live passes, bits per second: the link, or QEMU's `max-bandwidth`
+    /// when that caps the stream.
     pub link_bits: f64,
     /// Fraction of the link rate that carries migration payload (see `docs/predict.md`).
     pub efficiency: f64,
@@ -214,12 +215,26 @@ pub struct Scenario {
     pub policy: Policy,
     pub throttle: Throttle,
     pub limits: Limits,
+    /// Rate of the final stop-and-copy, bits per second; `None`: the same as the live
+    /// passes. QEMU 7.2 lifts `max-bandwidth` for it (`migration_completion` calls
+    /// `qemu_file_set_rate_limit(s->to_dst_file, INT64_MAX)` before
+    /// `qemu_savevm_state_complete_precopy`), so when `link_bits` is a `max-bandwidth` cap
+    /// the guest is paused only for the stop-and-copy at the link's own rate. The switchover
+    /// test stays at the live rate: QEMU's threshold is the bandwidth it measured while
+    /// capped ([`Scenario::goodput`]) times `downtime-limit`.
+    pub stop_copy_bits: Option<f64>,
 }
 
 impl Scenario {
-    /// Goodput of the migration stream, bytes per second.
+    /// Goodput of the migration stream in the live passes, bytes per second.
     pub fn goodput(&self) -> f64 {
         self.link_bits / 8.0 * self.efficiency
+    }
+
+    /// Goodput of the stop-and-copy, bytes per second (the live goodput unless
+    /// [`Scenario::stop_copy_bits`] says otherwise).
+    pub fn stop_copy_goodput(&self) -> f64 {
+        self.stop_copy_bits.unwrap_or(self.link_bits) / 8.0 * self.efficiency
     }
 }
 
@@ -513,9 +528,13 @@ impl Stop {
 struct Sim<'a> {
     w: &'a Workload,
     s: &'a Scenario,
-    /// Goodput, bytes per second.
+    /// Goodput of the live passes, bytes per second.
     g: f64,
-    /// Bytes that fit in the downtime target at the goodput.
+    /// Goodput of the stop-and-copy (QEMU sends it uncapped), bytes per second.
+    g_stop: f64,
+    /// The switchover threshold: bytes that fit in the downtime target at the live goodput,
+    /// as QEMU's `threshold_size = bandwidth x downtime-limit` with the bandwidth it
+    /// measured in the last 100 ms window of the (capped) live phase.
     threshold: f64,
     /// Simulated time past which the migration is given up (deadline, else a day).
     horizon_s: f64,
@@ -552,6 +571,7 @@ impl<'a> Sim<'a> {
             w,
             s,
             g,
+            g_stop: s.stop_copy_goodput(),
             threshold: g * s.downtime_s,
             horizon_s: s.limits.deadline_s.unwrap_or(MAX_SIM_TIME_S),
             max_passes: s.limits.max_passes.unwrap_or(s.policy.max_passes()),
@@ -796,7 +816,7 @@ impl<'a> Sim<'a> {
     /// vMotion switches over anyway when it cannot make progress, and fails if the
     /// switchover would exceed its 100 s maximum.
     fn vmotion_switch_anyway(&self, pending: f64) -> Stop {
-        let sw = self.wire(pending) / self.g;
+        let sw = self.wire(pending) / self.g_stop;
         if sw > VMOTION_MAX_SWITCHOVER_S {
             return Stop::switch(
                 pending,
@@ -845,7 +865,7 @@ impl<'a> Sim<'a> {
                 ));
             }
         }
-        if self.now + pending / self.g > self.horizon_s {
+        if self.now + pending / self.g_stop > self.horizon_s {
             return Some(match self.s.limits.deadline_s {
                 Some(d) => Stop::abandon(Ending::Aborted, Reason::Deadline { deadline_s: d }),
                 None => Stop::abandon(Ending::Horizon, Reason::SimulatedDay),
@@ -869,7 +889,7 @@ impl<'a> Sim<'a> {
             ending,
             reason,
         } = stop;
-        let (g, s) = (self.g, self.s);
+        let (g, s) = (self.g_stop, self.s);
         let stop_bytes = self.wire(stop_bytes);
         let downtime = if stop_bytes.is_finite() && g > 0.0 {
             stop_bytes / g

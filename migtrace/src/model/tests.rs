@@ -21,6 +21,7 @@ fn scenario(link_bits: f64, policy: Policy, throttle: Throttle) -> Scenario {
         policy,
         throttle,
         limits: Limits::default(),
+        stop_copy_bits: None,
     }
 }
 
@@ -80,6 +81,79 @@ fn worked_example_40g_is_more_than_4x_faster_than_10g() {
     let speedup = slow.total_time_s / fast.total_time_s;
     assert!(speedup > 4.0, "{speedup}");
     assert!((speedup - 10.69).abs() < 0.01, "{speedup}");
+}
+
+/// QEMU lifts max-bandwidth for the stop-and-copy (`migration_completion`): with the link
+/// a 128 MiB/s cap and the stop-and-copy at 10 Gbit/s, the live passes and the switchover
+/// (decided at the capped bandwidth x downtime-limit) are the same, and only the downtime
+/// shrinks, to the same bytes over the faster rate.
+#[test]
+fn stop_copy_rate_changes_the_downtime_not_the_passes_or_the_switchover() {
+    // The back-test's guest: 512 MiB, 40 MiB/s at random over 128 MiB, 65 % zero pages.
+    let w = Workload::synthetic(512.0 * MIB, 40.0 * MIB, Some(128.0 * MIB), 1, 1.0, 0.65);
+    let capped = Scenario {
+        efficiency: 1.0,
+        ..qemu(128.0 * MIB * 8.0)
+    };
+    let fast = Scenario {
+        stop_copy_bits: Some(10e9),
+        ..capped
+    };
+    assert_eq!(fast.goodput(), capped.goodput());
+    assert_eq!(fast.stop_copy_goodput(), 10e9 / 8.0);
+    assert_eq!(capped.stop_copy_goodput(), capped.goodput());
+    let (a, b) = (simulate(&w, &capped), simulate(&w, &fast));
+    assert!(a.converges && b.converges);
+    assert_eq!(a.passes.len(), b.passes.len());
+    for (x, y) in a.passes.iter().zip(&b.passes) {
+        assert_eq!((x.duration_s, x.bytes), (y.duration_s, y.bytes));
+    }
+    assert_eq!(
+        a.reason, b.reason,
+        "the switchover is decided at the capped rate"
+    );
+    assert_eq!(a.stop_copy_bytes, b.stop_copy_bytes);
+    assert!((a.downtime_s - a.stop_copy_bytes / capped.goodput()).abs() < 1e-12);
+    assert!((b.downtime_s - b.stop_copy_bytes / 1.25e9).abs() < 1e-12);
+    let live = a.total_time_s - a.downtime_s;
+    assert!((b.total_time_s - (live + b.downtime_s)).abs() < 1e-9);
+    assert_eq!(a.total_bytes, b.total_bytes);
+    // By hand: pass 1 sends 512 MiB with 35 % at 4104 B/page and 65 % at 9 B/page =
+    // 180.28 MiB in 1.408 s; pass 2 resends U(1.408 s) = 128 MiB (1 - e^(-40 x 1.408 / 128))
+    // = 45.57 MiB, with headers 45.66 MiB in 0.357 s; U(0.357 s) = 13.50 MiB, with headers
+    // 13.53 MiB <= 38.4 MiB (128 MiB/s x 300 ms): switch over. Downtime 13.53 MiB at
+    // 1.25 GB/s = 11.3 ms instead of 105.7 ms at the cap.
+    assert_eq!(b.passes.len(), 2);
+    assert!(
+        (b.passes[0].duration_s - 1.408).abs() < 1e-3,
+        "{:?}",
+        b.passes
+    );
+    assert!(
+        (b.passes[1].duration_s - 0.357).abs() < 1e-3,
+        "{:?}",
+        b.passes
+    );
+    assert!((a.downtime_s - 0.1057).abs() < 1e-3, "{}", a.downtime_s);
+    assert!((b.downtime_s - 0.0113).abs() < 1e-3, "{}", b.downtime_s);
+}
+
+/// vMotion's switchover when pre-copy stalls, and its 100 s limit, are timed at the
+/// stop-and-copy's rate: a faster one can turn a failure into a (late) switchover.
+#[test]
+fn a_stalled_vmotion_switches_over_at_the_stop_copy_rate() {
+    let w = Workload::synthetic(256.0 * GIB, 2e9, Some(200.0 * GIB), 1, 1.0, 0.0);
+    let slow = scenario(1e9, Policy::Vmotion, Throttle::None);
+    assert_eq!(simulate(&w, &slow).ending, Ending::SwitchoverTooLong);
+    let fast = simulate(
+        &w,
+        &Scenario {
+            stop_copy_bits: Some(100e9),
+            ..slow
+        },
+    );
+    assert_eq!(fast.ending, Ending::ForcedStop, "{:?}", fast.reason);
+    assert!((fast.downtime_s - fast.stop_copy_bytes / (100e9 / 8.0 * 0.94)).abs() < 1e-9);
 }
 
 #[test]
@@ -399,6 +473,7 @@ fn grid_speedup_is_against_the_slowest_link() {
     let w = Workload::synthetic(16.0 * GIB, 1e9, Some(16.0 * GIB), 1, 1.0, 0.0);
     let input = GridInput {
         links_bits: vec![40e9, 10e9],
+        stop_copy_bits: None,
         downtimes_s: vec![0.3, 1.0],
         efficiency: 0.94,
         policy: Policy::Qemu,
@@ -455,6 +530,42 @@ proptest! {
         }
         // Bulk pass alone is a lower bound, and the pass count is finite.
         prop_assert!(a.total_time_s >= 0.0 && a.passes.len() as u32 <= MAX_SIM_PASSES);
+    }
+
+    /// A stop-and-copy faster than the live passes never changes the passes, the ending or
+    /// the bytes, and never lengthens the downtime or the total.
+    #[test]
+    fn a_faster_stop_copy_only_shortens_the_downtime(
+        mem_gib in 1.0f64..64.0,
+        rate in 0.0f64..3e9,
+        wws_frac in 0.01f64..1.0,
+        link in 1e9f64..40e9,
+        factor in 1.0f64..20.0,
+        dt in 0.05f64..2.0,
+        auto in any::<bool>(),
+        vmotion in any::<bool>(),
+    ) {
+        let mem = mem_gib * GIB;
+        let w = Workload::synthetic(mem, rate, Some(mem * wws_frac), 2, 1.0, 0.0);
+        let th = if auto { Throttle::AutoConverge(AutoConverge::default()) } else { Throttle::None };
+        let policy = if vmotion { Policy::Vmotion } else { Policy::Qemu };
+        let th = if vmotion { Throttle::None } else { th };
+        let a = simulate(&w, &Scenario { downtime_s: dt, ..scenario(link, policy, th) });
+        let b = simulate(&w, &Scenario {
+            downtime_s: dt,
+            stop_copy_bits: Some(link * factor),
+            ..scenario(link, policy, th)
+        });
+        prop_assert_eq!(a.passes.len(), b.passes.len());
+        // A vMotion switchover too long at the live rate may fit its 100 s at a faster
+        // one: then it completes (late), where it failed before.
+        if a.ending != Ending::SwitchoverTooLong {
+            prop_assert_eq!(a.ending, b.ending);
+            prop_assert!(!a.converges || b.converges);
+            prop_assert_eq!(a.stop_copy_bytes, b.stop_copy_bytes);
+            prop_assert!(b.downtime_s <= a.downtime_s * (1.0 + 1e-12));
+            prop_assert!(b.total_time_s <= a.total_time_s * (1.0 + 1e-12));
+        }
     }
 
     /// Zero dirtying is always exactly one pass of mem / goodput.

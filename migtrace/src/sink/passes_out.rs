@@ -194,9 +194,17 @@ fn backtest_text(o: &mut String, r: &Report, c: &Comparison) {
         fmt_bytes(c.actual_bytes as f64),
         pct(c.bytes_error)
     );
+    let stop = r
+        .predicted
+        .as_ref()
+        .and_then(|p| p.cell.stop_copy_goodput_bytes_per_sec)
+        .map_or(
+            "at max-bandwidth (an upper bound: QEMU lifts the limit for the stop-and-copy)".into(),
+            |g| format!("at {}/s (--stop-copy-rate)", fmt_bytes(g)),
+        );
     let _ = writeln!(
         o,
-        "live phase (total - downtime): predicted {:.3} s, actual {}, error {}; downtime: predicted {:.3} s at max-bandwidth (an upper bound: QEMU lifts the limit for the stop-and-copy), actual {}",
+        "live phase (total - downtime): predicted {:.3} s, actual {}, error {}; downtime: predicted {:.3} s {stop}, actual {}",
         c.predicted_live_s,
         opt(c.actual_live_s, |v| format!("{v:.3} s")),
         pct(c.live_time_error),
@@ -226,6 +234,7 @@ pub(crate) mod tests {
         let est = qemu_syncs(
             &p.workload,
             &cell.outcome,
+            cell.goodput_bytes_per_sec,
             cell.goodput_bytes_per_sec,
             0.3,
             60.0,

@@ -209,6 +209,20 @@ pub fn note_text(n: &Note) -> String {
 /// Extra caveats that depend on the results.
 fn result_caveats(w: &Workload, cells: &[Prediction]) -> Vec<String> {
     let mut v = Vec::new();
+    if let Some(first) = w.curve.flat_from_first_window() {
+        // Passes shorter than the first window, or writers slowed by a throttle, read the
+        // curve below it, where only a straight line from zero is known.
+        let passes = || cells.iter().flat_map(|c| c.outcome.passes.iter());
+        let shorter = passes().any(|p| p.duration_s < first);
+        let throttled = passes().any(|p| p.throttle_pct > 0.0);
+        if shorter || throttled {
+            v.push(format!(
+                "the growth curve is already flat at its shortest window ({}): the working set fills faster than that, so how fast it is dirtied below it is not known; {} read the curve there as a straight line from zero, which understates what they dirty (a shorter watch --interval measures it)",
+                fmt_secs(first),
+                if throttled { "passes shorter than that and throttled writers" } else { "passes shorter than that" }
+            ));
+        }
+    }
     if let Some(maxw) = w.curve.measured_up_to() {
         let longest = cells
             .iter()
@@ -278,8 +292,12 @@ fn header(w: &Workload, input: &GridInput, r: &Report, cells: &[Prediction]) -> 
 /// One link at one downtime: the pass table, the totals, the verdict, the recommendation.
 fn cell_text(c: &Prediction) -> String {
     let o = &c.outcome;
+    let stop = c
+        .stop_copy_goodput_bytes_per_sec
+        .map(|g| format!(", stop-and-copy at goodput {}/s", fmt_bytes(g)))
+        .unwrap_or_default();
     let mut s = format!(
-        "\nLink {} (goodput {}/s), downtime limit {}\n",
+        "\nLink {} (goodput {}/s){stop}, downtime limit {}\n",
         fmt_link(c.link_bits_per_sec),
         fmt_bytes(c.goodput_bytes_per_sec),
         fmt_secs(c.downtime_limit_s)
@@ -628,7 +646,7 @@ pub fn json(w: &Workload, input: &GridInput, r: &Report, cells: &[Prediction]) -
         Curve::Saturating { rate, wws } | Curve::Sweep { rate, wws } => (*rate, Some(*wws)),
         Curve::Measured { profile, .. } => (profile.dirty.bytes_per_sec, None),
     };
-    json!({
+    let mut doc = json!({
         "format": "migtrace-predict",
         "version": 1,
         "input": {
@@ -647,5 +665,9 @@ pub fn json(w: &Workload, input: &GridInput, r: &Report, cells: &[Prediction]) -
         "caveats": caveats,
         "not_modelled": NOT_MODELLED,
         "results": results_json(cells),
-    })
+    });
+    if let Some(b) = input.stop_copy_bits {
+        doc["input"]["stop_copy_rate_bits_per_sec"] = json!(b);
+    }
+    doc
 }

@@ -511,6 +511,7 @@ pub fn predict_live(mem: f64, rate: f64, link_bits: f64) -> crate::model::sim::O
         policy,
         throttle: sim::Throttle::None,
         limits: sim::Limits::default(),
+        stop_copy_bits: None,
     };
     sim::simulate(&w, &sc)
 }
