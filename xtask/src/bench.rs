@@ -182,22 +182,47 @@ pub fn run(rounds: usize, seconds: f64) -> Result<()> {
 }
 
 /// What the cost benchmark measures (`cargo xtask bench cost`).
-#[derive(Clone, Debug)]
-pub struct CostOptions {
-    /// Target sizes in GiB.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CostArgs {
+    /// cost: target sizes in GiB.
+    #[arg(long = "sizes-gib", value_delimiter = ',', default_values_t = [2u64, 16])]
     pub sizes_gib: Vec<u64>,
-    /// `--backend` values to measure.
+    /// cost: backends (`--backend` values; one this kernel cannot run fails the bench).
+    #[arg(long, value_delimiter = ',', default_values_t = ["sample".to_string(), "fault".to_string(), "auto".to_string()])]
     pub backends: Vec<String>,
-    /// Runs per backend and size (interleaved).
+    /// cost: interleaved runs per backend and size.
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Seconds of each run left out at the start (sample sizing, first snapshots).
+    /// cost: seconds of each run left out at the start (sample sizing, first snapshots).
+    #[arg(long = "warmup", default_value_t = 6.0)]
     pub warmup_s: f64,
-    /// Seconds of each run measured.
+    /// cost: seconds of each run measured.
+    #[arg(long = "window", default_value_t = 15.0)]
     pub window_s: f64,
-    /// The writer's rate, MiB/s of random 4 KiB page writes over the whole target.
+    /// cost: the writer's rate, MiB/s of random 4 KiB page writes over the whole target.
+    #[arg(long, default_value_t = 50.0)]
     pub rate_mib: f64,
-    /// The migtrace binary to measure (default: target/release/migtrace).
+    /// cost: measure this migtrace binary instead of the one built here.
+    #[arg(long)]
     pub migtrace: Option<std::path::PathBuf>,
+}
+
+/// `cargo xtask bench [overhead|cost]`: both by default.
+pub fn main(what: &str, rounds: usize, seconds: f64, cost: CostArgs) -> Result<()> {
+    if !matches!(what, "all" | "overhead" | "cost") {
+        anyhow::bail!("unknown benchmark {what:?}: overhead or cost (default: both)");
+    }
+    if cost.migtrace.is_none() || what != "cost" {
+        crate::build()?;
+    }
+    if what != "cost" {
+        crate::sys::ensure_packages(&["bpftrace"], "the benchmark")?;
+        run(rounds, seconds)?;
+    }
+    if what != "overhead" {
+        run_cost(&cost)?;
+    }
+    Ok(())
 }
 
 /// One watch run of the cost benchmark.
@@ -264,7 +289,7 @@ fn start_cost_target(bin: &std::path::Path, gib: u64, rate_mib: f64) -> Result<(
     Ok((child, pid))
 }
 
-fn cost_run(bin: &std::path::Path, pid: u32, backend: &str, o: &CostOptions) -> Result<CostRun> {
+fn cost_run(bin: &std::path::Path, pid: u32, backend: &str, o: &CostArgs) -> Result<CostRun> {
     let total = (o.warmup_s + o.window_s + 1.5).ceil() as u64;
     let mut w = Command::new(bin)
         .args([
@@ -337,7 +362,7 @@ fn cost_run(bin: &std::path::Path, pid: u32, backend: &str, o: &CostOptions) -> 
 }
 
 /// The cost benchmark: the watcher's own CPU in steady state, per backend and target size.
-pub fn run_cost(o: &CostOptions) -> Result<()> {
+pub fn run_cost(o: &CostArgs) -> Result<()> {
     let bin = o
         .migtrace
         .clone()

@@ -75,27 +75,8 @@ enum Cmd {
         /// overhead: seconds per run.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
-        /// cost: target sizes in GiB.
-        #[arg(long, value_delimiter = ',', default_values_t = [2u64, 16])]
-        sizes_gib: Vec<u64>,
-        /// cost: backends (`--backend` values; those this kernel cannot run fail the bench).
-        #[arg(long, value_delimiter = ',', default_values_t = ["sample".to_string(), "fault".to_string(), "auto".to_string()])]
-        backends: Vec<String>,
-        /// cost: interleaved runs per backend and size.
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// cost: seconds of warm-up left out of each run.
-        #[arg(long, default_value_t = 6.0)]
-        warmup: f64,
-        /// cost: seconds measured per run.
-        #[arg(long, default_value_t = 15.0)]
-        window: f64,
-        /// cost: the target's rate, MiB/s of random page writes.
-        #[arg(long, default_value_t = 50.0)]
-        rate_mib: f64,
-        /// cost: measure this migtrace binary instead of the one built here.
-        #[arg(long)]
-        migtrace: Option<PathBuf>,
+        #[command(flatten)]
+        cost: bench::CostArgs,
     },
 }
 
@@ -206,38 +187,8 @@ fn main() -> Result<()> {
             what,
             rounds,
             seconds,
-            sizes_gib,
-            backends,
-            runs,
-            warmup,
-            window,
-            rate_mib,
-            migtrace,
-        } => {
-            let what = what.as_deref().unwrap_or("all");
-            if !matches!(what, "all" | "overhead" | "cost") {
-                bail!("unknown benchmark {what:?}: overhead or cost (default: both)");
-            }
-            if migtrace.is_none() || what != "cost" {
-                build()?;
-            }
-            if what != "cost" {
-                sys::ensure_packages(&["bpftrace"], "the benchmark")?;
-                bench::run(rounds, seconds)?;
-            }
-            if what != "overhead" {
-                bench::run_cost(&bench::CostOptions {
-                    sizes_gib,
-                    backends,
-                    runs,
-                    warmup_s: warmup,
-                    window_s: window,
-                    rate_mib,
-                    migtrace,
-                })?;
-            }
-            Ok(())
-        }
+            cost,
+        } => bench::main(what.as_deref().unwrap_or("all"), rounds, seconds, cost),
     }
 }
 

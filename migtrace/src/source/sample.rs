@@ -668,6 +668,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_budget_left_after_the_rest_of_the_watch_sizes_the_sample() {
+        let mut c = Cost {
+            budget: 0.01,
+            ..Default::default()
+        };
+        assert_eq!(c.affordable(Duration::from_secs(1)), None);
+        c.per_page = Some(2e-6);
+        let near = |got: Option<u64>, want: u64| got.is_some_and(|g| g.abs_diff(want) <= 1);
+        // Nothing known of the rest yet: the whole budget.
+        assert!(near(c.affordable(Duration::from_secs(1)), 5000));
+        c.other = Some(0.002);
+        assert!(near(c.affordable(Duration::from_secs(1)), 4000));
+        // Longer intervals afford proportionally more pages per snapshot.
+        assert!(near(c.affordable(Duration::from_secs(10)), 40_000));
+        // The rest alone over budget: nothing left (the sampler keeps its minimum).
+        c.other = Some(0.02);
+        assert_eq!(c.affordable(Duration::from_secs(1)), Some(0));
+    }
+
+    #[test]
+    fn the_first_interval_does_not_measure_the_rest() {
+        let mut c = Cost::default();
+        c.end_interval(); // at start
+        c.end_interval(); // end of the first interval: start-up work, not counted
+        assert_eq!(c.other, None);
+        c.end_interval();
+        assert!(c.other.is_some());
+    }
+
+    #[test]
     fn change_rules() {
         let z = 12345;
         assert_eq!(changed(ABSENT, ABSENT, z), Some(false));
