@@ -22,6 +22,10 @@
 //!   `--range` must be reported as known only at 2 MiB, never counted as 4 KiB pages.
 use std::process::ExitCode;
 
+// Checks against a real KVM guest, for the nested-KVM boot (tests/vm/kvm.json).
+#[path = "vm/kvm_check.rs"]
+mod kvm_check;
+
 use migtrace::workload::{expected_unique, Pattern};
 use migtrace_e2e::{assert_complete_summary, Watch, Writer};
 
@@ -41,8 +45,17 @@ fn main() -> ExitCode {
         Some("thp") => thp(),
         Some("thp-clipped") => thp_clipped(),
         Some("thp-rate") => thp_rate(&args[1], args[2].parse().unwrap(), &args[3]),
+        Some("kvm-watch") if args.get(1).map(String::as_str) == Some("fault") => {
+            kvm_check::watch_fault()
+        }
+        Some("kvm-watch") if args.len() == 2 => kvm_check::watch(&args[1]),
+        Some("kvm-idle") if args.len() == 2 => kvm_check::idle(&args[1]),
+        Some("kvm-migrate") => kvm_check::migrate(),
+        Some("kvm-attach") if args.len() == 3 => {
+            kvm_check::attach_cycles(&args[1], args[2].parse().unwrap())
+        }
         _ => {
-            Err("usage: vm-check rate seq|random RATE_MIB | growth | agree | exit-mid-epoch | thp | thp-rate seq|random RATE_MIB anon|malloc".into())
+            Err("usage: vm-check rate seq|random RATE_MIB | growth | agree | exit-mid-epoch | thp | thp-rate seq|random RATE_MIB anon|malloc | kvm-watch auto|softdirty|sample|fault | kvm-idle BACKEND | kvm-attach MODE CYCLES | kvm-migrate".into())
         }
     };
     match r {

@@ -226,6 +226,64 @@ pub struct ThreadSend {
     pub comm: [u8; 16],
 }
 
+/// Slots of [`KvmState::counters`] (the `kvm:kvm_page_fault` program). Like the fault
+/// counters they only grow; user space takes deltas.
+pub mod kvm_counter {
+    /// The target's guest page faults that KVM handled (nested page table faults: the
+    /// guest touched guest-physical memory KVM had not mapped, or wrote memory it had
+    /// write-protected, e.g. after a soft-dirty clear).
+    pub const FAULTS: u32 = 0;
+    /// Of those, the ones with the write bit in the error code: the guest's first write to
+    /// a page (4 KiB, or 2 MiB where the host backs it with a huge page) since it was
+    /// write-protected.
+    pub const WRITE_FAULTS: u32 = 1;
+    /// Faults whose per-thread (per-vCPU) attribution was lost because `KVM_VCPUS` was full.
+    pub const VCPU_MAP_FULL: u32 = 2;
+    /// Number of slots.
+    pub const SLOTS: u32 = 3;
+}
+
+/// `KvmConfig::flags`: the event record has a `vcpu_id` field (Linux 6.0 and later) at
+/// `KvmConfig::vcpu_id_off`.
+pub const KVM_FLAG_VCPU_ID: u32 = 1;
+
+/// The one entry of the `KVM_CONFIG` array, written by user space. Offsets come from
+/// `/sys/kernel/tracing/events/kvm/kvm_page_fault/format` at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmConfig {
+    /// The QEMU process whose vCPU threads are counted (initial pid namespace). 0 = none.
+    pub tgid: u32,
+    /// `KVM_FLAG_*` bits.
+    pub flags: u32,
+    /// Offset of `vcpu_id` (u32) in the record, with `KVM_FLAG_VCPU_ID`.
+    pub vcpu_id_off: u32,
+    /// Offset of `error_code` in the record.
+    pub error_code_off: u32,
+    /// Size of `error_code`: 8 (u64, Linux 6.0+) or 4 (unsigned int before).
+    pub error_code_size: u32,
+    pub _pad: u32,
+}
+
+/// Counters of the `kvm_page_fault` program, one entry per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvmState {
+    pub counters: [u64; kvm_counter::SLOTS as usize],
+}
+
+/// Value of the `KVM_VCPUS` hash map (key: thread id of the vCPU thread that took the
+/// fault): its guest page faults so far.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmVcpu {
+    /// The vCPU's id as KVM knows it (`u32::MAX` when the record has none).
+    pub vcpu_id: u32,
+    pub _pad: u32,
+    pub faults: u64,
+    pub write_faults: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)], Copy, and valid for any bit pattern.
@@ -237,6 +295,9 @@ mod pod {
     unsafe impl aya::Pod for super::SendConfig {}
     unsafe impl aya::Pod for super::SendState {}
     unsafe impl aya::Pod for super::ThreadSend {}
+    unsafe impl aya::Pod for super::KvmConfig {}
+    unsafe impl aya::Pod for super::KvmState {}
+    unsafe impl aya::Pod for super::KvmVcpu {}
 }
 
 #[cfg(test)]

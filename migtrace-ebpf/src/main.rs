@@ -23,6 +23,11 @@
 //! - [`sock_send_length`]: raw tracepoint `sock_send_length`, the target's socket sends,
 //!   per CPU (`SEND_STATE`) and per thread (`SEND_THREADS`), configured by `SEND_CONFIG`.
 //!
+//! KVM guests (the vCPU side of a guest's dirtying, `watch` on a QEMU with `-accel kvm`), in
+//! [`kvm`]:
+//! - [`kvm_page_fault`]: classic tracepoint `kvm:kvm_page_fault`, the target QEMU's guest page
+//!   faults per vCPU thread (`KVM_CONFIG`, `KVM_STATE`, `KVM_VCPUS`).
+//!
 //! Their layouts are `migtrace-common`'s, shared with the user-space loader.
 //!
 //! Hot-path budget: every fault of every process on the machine enters these programs, so
@@ -38,6 +43,8 @@
 #![feature(core_intrinsics)]
 
 mod fault;
+mod kvm;
+mod kvm_page_fault;
 mod maps;
 mod net_dev_xmit;
 mod page_fault_kernel;

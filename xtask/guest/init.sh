@@ -69,6 +69,29 @@ else
     feature btf no "/sys/kernel/btf/vmlinux does not exist"
 fi
 
+# --- nested KVM: only a boot with "nested_kvm" (tests/vm/kvm.json) has the modules ---
+if [ -f /vm/kvm/modules ]; then
+    failed=
+    while IFS= read -r m; do
+        insmod "/vm/kvm/$m" 2>/tmp/err || failed="$failed insmod $m: $(cat /tmp/err);"
+    done < /vm/kvm/modules
+    # Loopback for migrations between inner guests.
+    ip link set lo up
+    i=0
+    while [ ! -c /dev/kvm ] && [ $i -lt 50 ]; do usleep 100000; i=$((i + 1)); done
+    flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -x -E 'svm|npt|vgif' | tr '\n' ' ')
+    flags=${flags% }
+    npt=no
+    dmesg | grep -q 'Nested Paging enabled' && npt=yes
+    if [ -c /dev/kvm ]; then
+        feature kvm yes "/dev/kvm present; cpu flags: ${flags}; kvm_amd nested paging: ${npt}${failed:+; $failed}"
+    else
+        feature kvm no "/dev/kvm missing;$failed cpu flags: ${flags:-none of svm npt vgif}; $(dmesg | grep -i -E 'kvm|svm' | tail -3 | tr '\n' ' ')"
+    fi
+else
+    feature kvm no "this boot loads no kvm modules (only a nested_kvm boot, tests/vm/kvm.json, does)"
+fi
+
 # --- soft-dirty and userfaultfd need system calls: vm-probe does them ---
 if command -v vm-probe >/dev/null; then
     vm-probe features > /tmp/probe.out 2>&1

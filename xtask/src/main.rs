@@ -37,7 +37,8 @@ enum Cmd {
     },
     /// Run the whole test suite: fmt, clippy, unit tests, end-to-end tests (as root), VM tests.
     Test,
-    /// Run the VM tests (tests/vm/tests.json) inside one QEMU boot of Debian 12's kernel.
+    /// Run the VM tests inside QEMU boots of Debian 12's kernel: tests/vm/tests.json, then
+    /// tests/vm/kvm.json (a real KVM nested inside the TCG guest), one boot each.
     Vmtest {
         /// Run only the tests whose name contains this string.
         #[arg(long)]
@@ -45,12 +46,12 @@ enum Cmd {
         /// Keep target/vmtest/run (initramfs, test dirs) for debugging.
         #[arg(long)]
         keep: bool,
-        /// Test spec file (default: tests/vm/tests.json).
+        /// One test spec file (default: tests/vm/tests.json and tests/vm/kvm.json).
         #[arg(long)]
         spec: Option<std::path::PathBuf>,
-        /// Overall timeout for the boot, in seconds.
-        #[arg(long, default_value_t = 480)]
-        timeout: u64,
+        /// Timeout for each boot, in seconds (default: the spec's boot.timeout_secs, else 480).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// Write a guest (Debian 12 kernel + initramfs) that runs `migtrace writer` with the
     /// arguments given on its kernel command line (`migtrace.writer=--rate-mib,40,...`);
@@ -221,8 +222,8 @@ fn test() -> Result<()> {
             .args(["test", "--workspace", "--release"]),
     )?;
     fuzz()?;
-    eprintln!("xtask: tests inside a Debian guest kernel (soft-dirty, kprobes)");
-    vmtest(None, false, None, 480)
+    eprintln!("xtask: tests inside a Debian guest kernel (soft-dirty, kprobes; then a real KVM nested inside it)");
+    vmtest(None, false, None, None)
 }
 
 /// A timed fuzz pass over the unit parser and the profile reader (`migtrace/tests/fuzz.rs`,
@@ -243,12 +244,17 @@ fn fuzz() -> Result<()> {
     .context("the fuzz pass found a failure: make it a named test in migtrace/tests/fuzz.rs")
 }
 
-fn vmtest(filter: Option<String>, keep: bool, spec: Option<PathBuf>, timeout: u64) -> Result<()> {
+fn vmtest(
+    filter: Option<String>,
+    keep: bool,
+    spec: Option<PathBuf>,
+    timeout: Option<u64>,
+) -> Result<()> {
     let report = vm::run(vm::VmTestOptions {
         filter,
         keep,
         spec,
-        timeout: std::time::Duration::from_secs(timeout),
+        timeout: timeout.map(std::time::Duration::from_secs),
     })?;
     match report.exit_code() {
         0 => Ok(()),

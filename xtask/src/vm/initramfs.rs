@@ -22,10 +22,13 @@ pub struct Built {
 
 /// Builds the archive for `tests` into `out`. `bins` maps bin name -> host executable;
 /// every one is installed as `/usr/local/bin/<name>`.
+/// With `nested`, also the kvm modules, the host's QEMU and the inner guest
+/// ([`super::nested`]).
 pub fn build(
     root: &Path,
     tests: &[TestSpec],
     bins: &BTreeMap<String, std::path::PathBuf>,
+    nested: Option<&super::nested::NestedKvm>,
     out: &Path,
 ) -> Result<Built> {
     let mut a = Archive::default();
@@ -44,6 +47,9 @@ pub fn build(
     }
     for (i, t) in tests.iter().enumerate() {
         add_test_dir(&mut a, &format!("vm/tests/{:03}", i + 1), t);
+    }
+    if let Some(n) = nested {
+        super::nested::add(&mut a, n)?;
     }
 
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;

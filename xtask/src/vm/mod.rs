@@ -1,16 +1,18 @@
 //! `cargo xtask vmtest`: runs tests that need guest-kernel features the development and CI
-//! kernels lack (soft-dirty, kprobes, ...) inside one QEMU/TCG boot of Debian 12's 6.1
-//! kernel, and reports one result per test. See docs/vmtest.md.
+//! kernels lack (soft-dirty, kprobes, a real KVM, ...) inside QEMU/TCG boots of Debian 12's
+//! 6.1 kernel, one boot per spec file, and reports one result per test. See docs/vmtest.md.
 //!
-//! Entry point: [`run`]. Flow: host tools ([`host`]) -> guest kernel ([`kernel`]) -> cargo
-//! builds of what runs inside ([`artifacts`]) -> initramfs ([`initramfs`], [`cpio`]) ->
-//! boot and read the serial console ([`qemu`], [`protocol`]) -> summary.
+//! Entry point: [`run`]. Flow: host tools ([`host`]) -> guest kernel ([`kernel`]) -> per
+//! spec file: cargo builds of what runs inside ([`artifacts`]) -> for a nested-KVM boot, the
+//! kvm modules, QEMU and the inner guest ([`nested`]) -> initramfs ([`initramfs`],
+//! [`cpio`]) -> boot and read the serial console ([`qemu`], [`protocol`]) -> summary.
 pub mod artifacts;
 pub mod cpio;
 pub mod guest_image;
 pub mod host;
 pub mod initramfs;
 pub mod kernel;
+pub mod nested;
 pub mod protocol;
 pub mod qemu;
 pub mod spec;
@@ -21,27 +23,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// What `cargo xtask vmtest` was asked to do.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct VmTestOptions {
     /// Run only tests whose name contains this string.
     pub filter: Option<String>,
     /// Keep the work directory (initramfs, test dirs) for debugging.
     pub keep: bool,
-    /// Test spec; default `tests/vm/tests.json` in the repository.
+    /// One test spec; default: every file of [`spec::DEFAULT_SPECS`], one boot each.
     pub spec: Option<PathBuf>,
-    /// Overall limit for the boot, after which QEMU is killed.
-    pub timeout: Duration,
-}
-
-impl Default for VmTestOptions {
-    fn default() -> Self {
-        VmTestOptions {
-            filter: None,
-            keep: false,
-            spec: None,
-            timeout: Duration::from_secs(480),
-        }
-    }
+    /// Limit for each boot, after which QEMU is killed; default: the spec's
+    /// `boot.timeout_secs`, else [`spec::DEFAULT_BOOT_TIMEOUT_SECS`].
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,17 +104,9 @@ impl VmReport {
         self.tests.iter().filter(|t| t.status == s).count()
     }
 
+    /// Every test passed or was legitimately skipped, and the harness saw no problem.
     pub fn success(&self) -> bool {
         self.problems.is_empty() && self.count(Status::Fail) == 0
-    }
-
-    /// 0 when every test passed or was legitimately skipped, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
-        if self.success() {
-            0
-        } else {
-            1
-        }
     }
 }
 
@@ -133,13 +117,50 @@ fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
-/// Runs the VM test suite and prints progress, a summary table and the closing line
-/// `vmtest: N passed, N failed, N skipped`. `Err` only when the harness itself could not
-/// get as far as booting; test failures are in the report.
-pub fn run(opts: VmTestOptions) -> Result<VmReport> {
+/// One boot's worth of tests: a spec file, its machine, and the tests `--filter` kept.
+struct Plan {
+    spec_path: PathBuf,
+    boot: spec::BootSpec,
+    tests: Vec<spec::TestSpec>,
+}
+
+impl Plan {
+    /// `run` for `tests/vm/tests.json`, `run-kvm` for `tests/vm/kvm.json`: each boot keeps
+    /// its own work directory and serial log.
+    fn tag(&self) -> String {
+        match self.spec_path.file_stem().and_then(|s| s.to_str()) {
+            Some("tests") | None => String::new(),
+            Some(stem) => format!("-{stem}"),
+        }
+    }
+}
+
+/// The outcome of a whole `cargo xtask vmtest`: one report per boot.
+#[derive(Debug, Clone)]
+pub struct VmRun {
+    pub reports: Vec<VmReport>,
+}
+
+impl VmRun {
+    /// 0 when every boot succeeded, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.reports.iter().all(VmReport::success) {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// Runs the VM test suite: one boot per spec file (`tests/vm/tests.json`, then
+/// `tests/vm/kvm.json`, whose guest runs a nested KVM; or the one `--spec` names) that has a
+/// test `--filter` selects. Prints progress, a summary table per boot and the closing line
+/// `vmtest: N passed, N failed, N skipped` over all boots. `Err` only when the harness
+/// itself could not get as far as booting; test failures are in the reports.
+pub fn run(opts: VmTestOptions) -> Result<VmRun> {
     let t_all = Instant::now();
     let root = crate::root();
-    let tests = select_tests(&root, &opts)?;
+    let plans = select_tests(&root, &opts)?;
     let mut timings = Timings::default();
 
     let t = Instant::now();
@@ -148,23 +169,89 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
 
     let vmdir = target_dir(&root).join("vmtest");
     let kernel = guest_kernel(&vmdir, &mut timings)?;
-    let expected = expected_features(&kernel);
+    let mut reports = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        println!(
+            "vmtest: boot {} of {}: {} ({} tests{})",
+            i + 1,
+            plans.len(),
+            plan.spec_path.display(),
+            plan.tests.len(),
+            if plan.boot.nested_kvm {
+                ", nested KVM"
+            } else {
+                ""
+            }
+        );
+        let t_boot = Instant::now();
+        let mut tm = timings.clone();
+        let mut report = run_boot(&root, &vmdir, &kernel, plan, &opts, &mut tm)?;
+        report.timings.total = if i == 0 {
+            t_all.elapsed()
+        } else {
+            t_boot.elapsed()
+        };
+        print_summary(&report, &vmdir.join(format!("serial{}.log", plan.tag())));
+        println!(
+            "vmtest: {}: {} passed, {} failed, {} skipped",
+            plan.spec_path.display(),
+            report.count(Status::Pass),
+            report.count(Status::Fail) + report.problems.len(),
+            report.count(Status::Skip)
+        );
+        reports.push(report);
+    }
+    let sum = |f: &dyn Fn(&VmReport) -> usize| reports.iter().map(f).sum::<usize>();
+    println!(
+        "vmtest: {} passed, {} failed, {} skipped",
+        sum(&|r| r.count(Status::Pass)),
+        sum(&|r| r.count(Status::Fail) + r.problems.len()),
+        sum(&|r| r.count(Status::Skip))
+    );
+    Ok(VmRun { reports })
+}
 
-    let t = Instant::now();
-    let exes = artifacts::build(&root, &guest_bins(&tests)?)?;
-    timings.cargo_build = t.elapsed();
+/// Builds what one spec's boot needs, boots it and judges the results.
+fn run_boot(
+    root: &Path,
+    vmdir: &Path,
+    kernel: &kernel::Kernel,
+    plan: &Plan,
+    opts: &VmTestOptions,
+    timings: &mut Timings,
+) -> Result<VmReport> {
+    let expected = expected_features(kernel, plan.boot.nested_kvm);
+    let timeout = opts.timeout.unwrap_or_else(|| {
+        Duration::from_secs(
+            plan.boot
+                .timeout_secs
+                .unwrap_or(spec::DEFAULT_BOOT_TIMEOUT_SECS),
+        )
+    });
 
-    let work = vmdir.join("run");
-    let initrd = build_initramfs(&root, &tests, &exes, &work, &mut timings)?;
+    let (exes, nested_kvm) = build_inputs(root, vmdir, kernel, plan, timings)?;
+
+    let work = vmdir.join(format!("run{}", plan.tag()));
+    let initrd = build_initramfs(
+        root,
+        &plan.tests,
+        &exes,
+        nested_kvm.as_ref(),
+        &work,
+        timings,
+    )?;
 
     // Boot once and run everything.
-    let serial_log = vmdir.join("serial.log");
+    let serial_log = vmdir.join(format!("serial{}.log", plan.tag()));
     let boot = qemu::Boot {
         vmlinuz: &kernel.vmlinuz,
         initrd: &initrd,
-        timeout: opts.timeout,
+        cpu: plan.boot.cpu.as_deref(),
+        memory_mib: plan.boot.memory_mib,
+        timeout,
         serial_log: serial_log.clone(),
     };
+    println!("vmtest: this boot may take {} s", timeout.as_secs());
     let rerun = write_rerun_script(&work, &boot)?;
     let mut console = Console::default();
     let outcome = qemu::boot(&boot, |line, at| console.on_line(line, at))?;
@@ -172,53 +259,102 @@ pub fn run(opts: VmTestOptions) -> Result<VmReport> {
     timings.boot_to_init = console.boot_to_init;
     timings.boot_to_first_test = console.boot_to_first_test;
 
-    let mut problems = harness_problems(&outcome, &console, &kernel, opts.timeout);
+    let mut problems = harness_problems(&outcome, &console, kernel, timeout);
     let features = feature_report(&expected, &console, &mut problems);
-    let tests = test_results(&tests, &mut console, &expected);
-    timings.total = t_all.elapsed();
+    let tests = test_results(&plan.tests, &mut console, &expected);
     let report = VmReport {
         kernel_package: kernel.package.clone(),
         guest_release: console.guest_release,
         features,
         tests,
         problems,
-        timings,
+        timings: timings.clone(),
     };
-    print_summary(&report, &serial_log);
-    finish(&report, opts.keep, &work, &rerun);
+    finish(opts.keep, &work, &rerun);
     Ok(report)
 }
 
-/// The tests of the spec that `--filter` selects; an error naming all tests when none is.
-fn select_tests(root: &Path, opts: &VmTestOptions) -> Result<Vec<spec::TestSpec>> {
-    let spec_path = opts
-        .spec
-        .clone()
-        .unwrap_or_else(|| root.join("tests/vm/tests.json"));
-    let spec = spec::load(&spec_path)?;
-    let tests: Vec<spec::TestSpec> = spec
-        .tests
-        .iter()
-        .filter(|t| {
-            opts.filter
-                .as_ref()
-                .is_none_or(|f| t.name.contains(f.as_str()))
-        })
-        .cloned()
-        .collect();
-    if tests.is_empty() {
+/// The cargo builds of what runs inside, and for a nested-KVM boot its modules, QEMU and
+/// inner guest.
+fn build_inputs(
+    root: &Path,
+    vmdir: &Path,
+    kernel: &kernel::Kernel,
+    plan: &Plan,
+    timings: &mut Timings,
+) -> Result<(BTreeMap<String, PathBuf>, Option<nested::NestedKvm>)> {
+    let nested = plan.boot.nested_kvm;
+    let t = Instant::now();
+    let mut bins = guest_bins(&plan.tests)?;
+    if nested && !bins.iter().any(|b| b.bin == "migtrace") {
+        // The inner guest runs `migtrace writer`.
+        bins.insert(spec::CargoBin {
+            package: "migtrace".into(),
+            bin: "migtrace".into(),
+            profile: "release".into(),
+        });
+    }
+    let exes = artifacts::build(root, &bins)?;
+    timings.cargo_build = t.elapsed();
+    if !nested {
+        return Ok((exes, None));
+    }
+    let t = Instant::now();
+    let n = nested::prepare(kernel, vmdir, &exes["migtrace"])?;
+    println!(
+        "vmtest: nested KVM: {} kvm modules, inner guest {} in {:.2} s",
+        n.modules.len(),
+        n.l2.initrd.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok((exes, Some(n)))
+}
+
+/// The tests of each spec that `--filter` selects, one plan per spec with any; an error
+/// naming all tests when none is selected anywhere.
+fn select_tests(root: &Path, opts: &VmTestOptions) -> Result<Vec<Plan>> {
+    let paths: Vec<PathBuf> = match &opts.spec {
+        Some(p) => vec![p.clone()],
+        None => spec::DEFAULT_SPECS.iter().map(|f| root.join(f)).collect(),
+    };
+    let mut plans = Vec::new();
+    let mut all = Vec::new();
+    for spec_path in paths {
+        let spec = spec::load(&spec_path)?;
+        all.extend(spec.tests.iter().map(|t| t.name.clone()));
+        let tests: Vec<spec::TestSpec> = spec
+            .tests
+            .iter()
+            .filter(|t| {
+                opts.filter
+                    .as_ref()
+                    .is_none_or(|f| t.name.contains(f.as_str()))
+            })
+            .cloned()
+            .collect();
+        if !tests.is_empty() {
+            plans.push(Plan {
+                spec_path,
+                boot: spec.boot,
+                tests,
+            });
+        }
+    }
+    if plans.is_empty() {
         bail!(
-            "no VM test matches --filter {:?}; the tests in {} are: {}",
+            "no VM test matches --filter {:?}; the tests are: {}",
             opts.filter.as_deref().unwrap_or(""),
-            spec_path.display(),
-            spec.tests
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            all.join(", ")
         );
     }
-    Ok(tests)
+    // One name, one test: --filter and the result tables go by name across boots.
+    let mut seen = BTreeSet::new();
+    for n in &all {
+        if !seen.insert(n) {
+            bail!("VM test name {n:?} appears in two spec files");
+        }
+    }
+    Ok(plans)
 }
 
 /// Finds (downloading if needed) the guest kernel under `vmdir/kernel` and says which.
@@ -245,14 +381,28 @@ fn guest_kernel(vmdir: &Path, timings: &mut Timings) -> Result<kernel::Kernel> {
 /// in, `OPTION=value` words). Printed as it goes.
 type Expected = BTreeMap<String, (bool, String)>;
 
-fn expected_features(kernel: &kernel::Kernel) -> Expected {
+/// Module features (`kvm`) count as there only in a nested boot, whose harness loads the
+/// modules: `y` or `m` will do there.
+fn expected_features(kernel: &kernel::Kernel, nested: bool) -> Expected {
     let mut expected = BTreeMap::new();
     for (feature, options) in spec::FEATURES {
-        let values: Vec<String> = options
+        let mut values: Vec<String> = options
             .iter()
             .map(|o| format!("{o}={}", kernel.config_value(o)))
             .collect();
-        let builtin = options.iter().all(|o| kernel.config_value(o) == "y");
+        let builtin = if spec::MODULE_FEATURES.contains(feature) {
+            values.push(if nested {
+                "(modules loaded by this boot)".into()
+            } else {
+                "(modules loaded only by a nested_kvm boot)".into()
+            });
+            nested
+                && options
+                    .iter()
+                    .all(|o| matches!(kernel.config_value(o), "y" | "m"))
+        } else {
+            options.iter().all(|o| kernel.config_value(o) == "y")
+        };
         println!(
             "vmtest: kernel config for {feature:<12} {}",
             values.join(" ")
@@ -288,6 +438,7 @@ fn build_initramfs(
     root: &Path,
     tests: &[spec::TestSpec],
     exes: &BTreeMap<String, PathBuf>,
+    nested: Option<&nested::NestedKvm>,
     work: &Path,
     timings: &mut Timings,
 ) -> Result<PathBuf> {
@@ -295,7 +446,7 @@ fn build_initramfs(
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let initrd = work.join("initramfs.cpio");
     let t = Instant::now();
-    let built = initramfs::build(root, tests, exes, &initrd)?;
+    let built = initramfs::build(root, tests, exes, nested, &initrd)?;
     timings.initramfs = t.elapsed();
     println!(
         "vmtest: initramfs {} ({} entries, {:.1} MiB) in {:.2} s",
@@ -521,8 +672,8 @@ fn missing_result(t: &spec::TestSpec, console: &Console) -> TestResult {
     }
 }
 
-/// Keeps or removes the work directory, then prints the closing line.
-fn finish(report: &VmReport, keep: bool, work: &Path, rerun: &Path) {
+/// Keeps or removes the work directory.
+fn finish(keep: bool, work: &Path, rerun: &Path) {
     if keep {
         println!(
             "vmtest: kept the work directory {} (boot it again by hand with {})",
@@ -532,12 +683,6 @@ fn finish(report: &VmReport, keep: bool, work: &Path, rerun: &Path) {
     } else {
         let _ = std::fs::remove_dir_all(work);
     }
-    println!(
-        "vmtest: {} passed, {} failed, {} skipped",
-        report.count(Status::Pass),
-        report.count(Status::Fail) + report.problems.len(),
-        report.count(Status::Skip)
-    );
 }
 
 /// Prints the feature table, the test table, the harness failures, the output of the failed
@@ -566,10 +711,11 @@ fn print_features(features: &[Feature]) {
             "  {:<12} {:<4} {:<20} {}",
             f.name,
             if f.present { "yes" } else { "no" },
-            if f.expected {
-                "(config: built in)"
-            } else {
-                "(config: not built in)"
+            match (f.expected, spec::MODULE_FEATURES.contains(&f.name.as_str())) {
+                (true, true) => "(modules: loaded)",
+                (false, true) => "(modules: not here)",
+                (true, false) => "(config: built in)",
+                (false, false) => "(config: not built in)",
             },
             f.detail
         );

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub struct Boot<'a> {
     pub vmlinuz: &'a Path,
     pub initrd: &'a Path,
+    /// `-cpu` model (`None`: QEMU's default).
+    pub cpu: Option<&'a str>,
+    pub memory_mib: u64,
     pub timeout: Duration,
     /// Raw serial output is copied here.
     pub serial_log: PathBuf,
@@ -46,7 +49,13 @@ const APPEND: &str = "console=ttyS0 quiet panic=-1 oops=panic rdinit=/init";
 /// `extra` is appended to the kernel command line.
 pub fn command(b: &Boot, extra: &str) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "1G", "-smp", "2"])
+    match b.cpu {
+        // A named CPU (`max` for nested KVM): TCG with one host thread per vCPU, as measured
+        // in docs/platform.md.
+        Some(cpu) => cmd.args(["-accel", "tcg,thread=multi", "-cpu", cpu]),
+        None => cmd.args(["-accel", "tcg"]),
+    };
+    cmd.args(["-m", &format!("{}M", b.memory_mib), "-smp", "2"])
         .args([
             "-nographic",
             "-nodefaults",
