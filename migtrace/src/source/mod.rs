@@ -352,6 +352,7 @@ mod tests {
             accel: accel.map(str::to_string),
             sample_error: 0.05,
             sample_pages: None,
+            sample_cpu_pct: sample::DEFAULT_CPU_PCT,
             epoch: Duration::from_millis(100),
             max_overhead_pct: 2.0,
             force: false,
