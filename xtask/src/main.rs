@@ -216,14 +216,27 @@ fn test() -> Result<()> {
     // Release binary for the end-to-end tests: rates and fault counts are measured against
     // a real writer, and a debug build would make the measuring side the bottleneck.
     sys::run(cargo().args(["build", "--release", "-p", "migtrace"]))?;
+    // A table left by an earlier run must not pass for this run's.
+    let _ = std::fs::remove_file(root().join("target/backtest-latest.md"));
     sys::run(
         cargo()
             .env("MIGTRACE_BIN", root().join("target/release/migtrace"))
             .args(["test", "--workspace", "--release"]),
     )?;
+    print_backtest();
     fuzz()?;
     eprintln!("xtask: tests inside a Debian guest kernel (soft-dirty, kprobes; then a real KVM nested inside it)");
     vmtest(None, false, None, None)
+}
+
+/// Prints the back-test's table of predicted against actual migrations, which the test
+/// keeps in `target/backtest-latest.md` (cargo hides a passing test's output).
+fn print_backtest() {
+    let kept = root().join("target/backtest-latest.md");
+    match std::fs::read_to_string(&kept) {
+        Ok(t) => eprintln!("xtask: the back-test, predicted against real migrations:\n{t}"),
+        Err(e) => eprintln!("xtask: no back-test table ({}: {e})", kept.display()),
+    }
 }
 
 /// A timed fuzz pass over the unit parser and the profile reader (`migtrace/tests/fuzz.rs`,
