@@ -43,12 +43,38 @@ pub struct LinkWatch {
     cfg: LinkConfig,
     link_bits: Option<f64>,
     link_from: Option<String>,
-    /// Interface tx per interval (bytes/s), and the other traffic (tx minus migration).
-    tx_rates: Vec<f64>,
-    other_rates: Vec<f64>,
-    headrooms: Vec<f64>,
+    /// Running statistics of the per-interval rates (O(1) memory: a watch may run for days).
+    rates: Rates,
     totals: Totals,
     notes: Vec<String>,
+}
+
+/// Interface tx per interval (bytes/s), the other traffic (tx minus migration) and the
+/// headroom, kept as sums and extremes rather than lists.
+#[derive(Default)]
+struct Rates {
+    n: u64,
+    tx_sum: f64,
+    tx_peak: Option<f64>,
+    other_sum: f64,
+    headroom_min: Option<f64>,
+}
+
+impl Rates {
+    fn add(&mut self, tx: f64, other: f64) {
+        self.n += 1;
+        self.tx_sum += tx;
+        self.other_sum += other;
+        self.tx_peak = Some(self.tx_peak.map_or(tx, |p| p.max(tx)));
+    }
+
+    fn add_headroom(&mut self, h: f64) {
+        self.headroom_min = Some(self.headroom_min.map_or(h, |m| m.min(h)));
+    }
+
+    fn mean(&self, sum: f64) -> Option<f64> {
+        (self.n > 0).then(|| sum / self.n as f64)
+    }
 }
 
 #[derive(Default)]
@@ -86,9 +112,7 @@ impl LinkWatch {
             cfg,
             link_bits,
             link_from,
-            tx_rates: Vec::new(),
-            other_rates: Vec::new(),
-            headrooms: Vec::new(),
+            rates: Rates::default(),
             totals: Totals::default(),
             notes,
         })
@@ -118,10 +142,11 @@ impl LinkWatch {
             _ => None,
         };
         if let (Some(x), Some(o)) = (tx, other) {
-            self.tx_rates.push(x);
-            self.other_rates.push(o);
+            self.rates.add(x, o);
         }
-        self.headrooms.extend(head);
+        if let Some(h) = head {
+            self.rates.add_headroom(h);
+        }
         Ok(LinkInterval {
             t_s,
             iface: self.cfg.iface.clone(),
@@ -138,8 +163,8 @@ impl LinkWatch {
 
     /// The link side over the watch; `dirty` is the summary's dirty rate.
     pub fn summary(&mut self, dirty: f64) -> Result<LinkSummary> {
-        let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-        let head = match (self.link_bits, mean(&self.other_rates)) {
+        let r = &self.rates;
+        let head = match (self.link_bits, r.mean(r.other_sum)) {
             (Some(l), Some(o)) => Some(headroom(l, self.cfg.efficiency, o)),
             _ => None,
         };
@@ -161,10 +186,10 @@ impl LinkWatch {
             link_bits: self.link_bits,
             link_from: self.link_from.clone(),
             efficiency: self.cfg.efficiency,
-            tx_bytes_per_sec: mean(&self.tx_rates),
-            tx_peak_bytes_per_sec: self.tx_rates.iter().copied().reduce(f64::max),
+            tx_bytes_per_sec: r.mean(r.tx_sum),
+            tx_peak_bytes_per_sec: r.tx_peak,
             headroom_bytes_per_sec: head,
-            headroom_min_bytes_per_sec: self.headrooms.iter().copied().reduce(f64::min),
+            headroom_min_bytes_per_sec: r.headroom_min,
             dirty_to_headroom: dirty_to_headroom(dirty, head),
             send_bytes: t.send,
             send_calls: t.calls,
@@ -190,5 +215,19 @@ mod tests {
         assert_eq!(dirty_to_headroom(50e6, Some(100e6)), Some(0.5));
         assert_eq!(dirty_to_headroom(50e6, Some(0.0)), None);
         assert_eq!(dirty_to_headroom(50e6, None), None);
+    }
+
+    #[test]
+    fn running_rates_give_the_mean_peak_and_lowest_headroom() {
+        let mut r = Rates::default();
+        assert_eq!(r.mean(r.tx_sum), None);
+        for (tx, other, h) in [(10.0, 4.0, 90.0), (30.0, 8.0, 70.0), (20.0, 6.0, 80.0)] {
+            r.add(tx, other);
+            r.add_headroom(h);
+        }
+        assert_eq!(r.mean(r.tx_sum), Some(20.0));
+        assert_eq!(r.mean(r.other_sum), Some(6.0));
+        assert_eq!(r.tx_peak, Some(30.0));
+        assert_eq!(r.headroom_min, Some(70.0));
     }
 }
