@@ -122,6 +122,14 @@ fn kill_if_running(child: &mut Child) {
     }
 }
 
+/// Kills `child` and reaps it, if it is still running (QEMU guests on Drop).
+pub fn kill_and_reap(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: sending a signal to a child of this test.
     unsafe { libc::kill(pid as i32, sig) };

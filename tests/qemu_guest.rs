@@ -245,10 +245,7 @@ impl QemuGuest {
 
     /// Kills QEMU and reaps it (also done on Drop).
     pub fn kill(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        crate::kill_and_reap(&mut self.child);
     }
 }
 

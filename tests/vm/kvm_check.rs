@@ -212,10 +212,7 @@ impl L2 {
     }
 
     pub fn kill(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        migtrace_e2e::kill_and_reap(&mut self.child);
     }
 }
 
@@ -354,6 +351,20 @@ fn check_guest(start: &Value) -> Vec<String> {
     errors
 }
 
+/// (seconds, dirty pages) of each interval but the first (the backend's start-up).
+fn after_first(intervals: &[Value]) -> Vec<(f64, f64)> {
+    intervals
+        .iter()
+        .skip(1)
+        .map(|i| {
+            (
+                i["duration_s"].as_f64().unwrap_or(f64::NAN),
+                i["dirty_pages"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
 /// The measured unique pages against the truth, within 10 %. The first interval holds the
 /// backend's start-up (first arm, sample sizing) and is left out. Each interval is compared
 /// with the truth for its own window (a sampler's interval is as long as its snapshots are
@@ -365,16 +376,7 @@ fn check_rate(
     intervals: &[Value],
     s: &Value,
 ) -> Vec<String> {
-    let tail: Vec<(f64, f64)> = intervals
-        .iter()
-        .skip(1)
-        .map(|i| {
-            (
-                i["duration_s"].as_f64().unwrap_or(f64::NAN),
-                i["dirty_pages"].as_f64().unwrap_or(f64::NAN),
-            )
-        })
-        .collect();
+    let tail = after_first(intervals);
     let measured: f64 = tail.iter().map(|t| t.1).sum();
     let truth: f64 = tail.iter().map(|t| writer.truth_in(writes, t.0)).sum();
     let err = (measured - truth) / truth;
@@ -735,16 +737,7 @@ pub fn idle(backend: &str) -> Result<(), String> {
         &secs,
     ]);
     let (intervals, s, st) = w.finish();
-    let tail: Vec<(f64, f64)> = intervals
-        .iter()
-        .skip(1)
-        .map(|i| {
-            (
-                i["duration_s"].as_f64().unwrap_or(f64::NAN),
-                i["dirty_pages"].as_f64().unwrap_or(f64::NAN),
-            )
-        })
-        .collect();
+    let tail = after_first(&intervals);
     let pages: f64 = tail.iter().map(|t| t.1).sum();
     let secs: f64 = tail.iter().map(|t| t.0).sum();
     println!(
