@@ -174,13 +174,11 @@ impl L2 {
     ) -> Result<(), String> {
         let start = Instant::now();
         while !done(self) {
-            let exited = self.child.try_wait().ok().flatten();
-            if exited.is_some() || start.elapsed() > timeout {
+            if let Some(why) = migtrace_e2e::qemu_gave_up(&mut self.child, start, timeout) {
                 let stderr =
                     std::fs::read_to_string(self.dir.join("qemu.stderr")).unwrap_or_default();
                 return Err(format!(
-                    "L2: waiting for {what}: {} after {:.1} s\n--- L2 console ---\n{}\n--- L2 QEMU stderr ---\n{stderr}",
-                    exited.map_or("timed out".to_string(), |s| format!("QEMU exited ({s})")),
+                    "L2: waiting for {what}: {why} after {:.1} s\n--- L2 console ---\n{}\n--- L2 QEMU stderr ---\n{stderr}",
                     start.elapsed().as_secs_f64(),
                     self.serial_text()
                 ));
@@ -212,7 +210,7 @@ impl L2 {
     }
 
     pub fn kill(&mut self) {
-        migtrace_e2e::kill_and_reap(&mut self.child);
+        migtrace_e2e::kill_if_running(&mut self.child);
     }
 }
 
