@@ -5,6 +5,7 @@
 //! is the writer's own achieved write rate, which it reports. Tolerance: ±10 % (the accuracy bound
 //! promised for sampling); the sample is sized for a ±5 % 95 % interval per interval and averaged over 5.
 use migtrace_e2e::*;
+use serde_json::Value;
 
 fn check_rate(rate_mib: f64, wss_mib: u64) {
     require_root();
@@ -45,6 +46,23 @@ fn sample_within_10_percent_at_200_mib_s() {
     check_rate(200.0, 512);
 }
 
+/// The large target of the next two tests: a uniformly random writer of 30 MiB/s over
+/// 2 GiB, watched by `sample` with `extra` arguments. Returns its page count, the
+/// intervals, the summary and the writer's done line; the watch must have succeeded.
+fn watch_large_random(extra: &[&str]) -> (f64, Vec<Value>, Value, Value) {
+    require_root();
+    let w = Writer::steady("random", 30.0, 2048, &[]);
+    let pages = w.ready["pages"].as_f64().unwrap();
+    let pid = w.pid().to_string();
+    let mut args = vec!["--pid", &pid, "--backend", "sample"];
+    args.extend_from_slice(extra);
+    let watch = Watch::start(&args);
+    let (intervals, s, st) = watch.finish();
+    let done = w.stop();
+    assert!(st.success());
+    (pages, intervals, s, done)
+}
+
 /// On a large target the first sample (4096 pages) is too small for ±5 %: the sampler grows
 /// it after the first interval. That interval is marked warm-up and left out of the summary,
 /// which then holds the truth within ±10 %. Truth for a uniformly random writer of w writes
@@ -53,22 +71,8 @@ fn sample_within_10_percent_at_200_mib_s() {
 /// gives the sampler the CPU it needs.
 #[test]
 fn first_interval_of_a_large_target_is_warm_up_not_a_low_reading() {
-    require_root();
-    let w = Writer::steady("random", 30.0, 2048, &[]);
-    let pages = w.ready["pages"].as_f64().unwrap();
-    let watch = Watch::start(&[
-        "--pid",
-        &w.pid().to_string(),
-        "--backend",
-        "sample",
-        "--duration",
-        "5s",
-        "--sample-cpu",
-        "100",
-    ]);
-    let (intervals, s, st) = watch.finish();
-    let done = w.stop();
-    assert!(st.success());
+    let (pages, intervals, s, done) =
+        watch_large_random(&["--duration", "5s", "--sample-cpu", "100"]);
     assert_eq!(intervals[0]["warmup"], true, "{}", intervals[0]);
     assert!(intervals[1..].iter().all(|i| i.get("warmup").is_none()));
     assert_eq!(s["intervals"].as_u64(), Some(intervals.len() as u64 - 1));
@@ -91,20 +95,7 @@ fn first_interval_of_a_large_target_is_warm_up_not_a_low_reading() {
 /// standard errors: a stated interval that understates the error twofold fails this).
 #[test]
 fn a_budget_capped_sample_says_so_and_its_interval_holds() {
-    require_root();
-    let w = Writer::steady("random", 30.0, 2048, &[]);
-    let pages = w.ready["pages"].as_f64().unwrap();
-    let watch = Watch::start(&[
-        "--pid",
-        &w.pid().to_string(),
-        "--backend",
-        "sample",
-        "--duration",
-        "8s",
-    ]);
-    let (intervals, s, st) = watch.finish();
-    let done = w.stop();
-    assert!(st.success());
+    let (pages, intervals, s, done) = watch_large_random(&["--duration", "8s"]);
     let caveats = s["caveats"].to_string();
     assert!(caveats.contains("capped at"), "{caveats}");
     let last = &intervals[intervals.len() - 1]["sample"]["sampled"];

@@ -5,6 +5,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     path::PathBuf,
     process::{Child, ChildStdout, Command, Output, Stdio},
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -115,11 +116,22 @@ impl Drop for Writer {
     }
 }
 
-fn kill_if_running(child: &mut Child) {
+/// Kills `child` and reaps it, if it is still running (writers, watches, QEMU guests).
+pub fn kill_if_running(child: &mut Child) {
     if matches!(child.try_wait(), Ok(None)) {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Why a wait on a QEMU `child` started at `start` gives up: `None` while it runs and
+/// `timeout` has not passed, else "timed out" or "QEMU exited (its status)".
+pub fn qemu_gave_up(child: &mut Child, start: Instant, timeout: Duration) -> Option<String> {
+    let exited = child.try_wait().ok().flatten();
+    if exited.is_none() && start.elapsed() <= timeout {
+        return None;
+    }
+    Some(exited.map_or("timed out".to_string(), |s| format!("QEMU exited ({s})")))
 }
 
 pub fn signal(pid: u32, sig: i32) {

@@ -23,13 +23,7 @@ async fn passes_match_qemus_own_counters() {
     let Some(src) = QemuGuest::boot(&GuestOptions::default()) else {
         return;
     };
-    let plan = Plan {
-        bandwidth_mib: 128,
-        auto_converge: false,
-        profile: None,
-        cancel_after: None,
-        stop_copy_rate: None,
-    };
+    let plan = Plan::unthrottled(128);
     let run = migrate_under_passes(&src, &plan).await;
     let (r, q) = (&run.report, &run.qemu);
     eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
@@ -187,13 +181,7 @@ async fn prometheus_scrapes_passes_during_a_real_migration() {
     let server = prom::Prometheus::start(&prom_bin, &dir, port);
     let hlog = dir.join("passes.hlog");
     let listen = format!("127.0.0.1:{port}");
-    let plan = Plan {
-        bandwidth_mib: 128,
-        auto_converge: false,
-        profile: None,
-        cancel_after: None,
-        stop_copy_rate: None,
-    };
+    let plan = Plan::unthrottled(128);
     let extra = [
         "--listen",
         &listen,

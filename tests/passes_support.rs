@@ -31,6 +31,22 @@ pub struct Plan<'a> {
     pub stop_copy_rate: Option<&'a str>,
 }
 
+impl Plan<'_> {
+    /// A plain migration at `bandwidth_mib` MiB/s: no auto-converge (so QEMU never throttles
+    /// the guest), no profile, no cancelling, no stop-and-copy rate (tests/passes.rs; not
+    /// tests/backtest.rs, whose scenarios set each field).
+    #[allow(dead_code)]
+    pub fn unthrottled(bandwidth_mib: u64) -> Self {
+        Plan {
+            bandwidth_mib,
+            auto_converge: false,
+            profile: None,
+            cancel_after: None,
+            stop_copy_rate: None,
+        }
+    }
+}
+
 /// Migrates `src` under `migtrace passes`; returns its report and QEMU's final numbers.
 pub async fn migrate_under_passes(src: &QemuGuest, plan: &Plan<'_>) -> Run {
     attach_passes(src, plan, &[])

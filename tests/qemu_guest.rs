@@ -222,13 +222,11 @@ impl QemuGuest {
     fn wait_until(&mut self, timeout: Duration, what: &str, done: impl Fn(&QemuGuest) -> bool) {
         let start = Instant::now();
         while !done(self) {
-            let exited = self.child.try_wait().ok().flatten();
-            if exited.is_some() || start.elapsed() > timeout {
+            if let Some(why) = crate::qemu_gave_up(&mut self.child, start, timeout) {
                 let stderr =
                     std::fs::read_to_string(self.dir.join("qemu.stderr")).unwrap_or_default();
                 panic!(
-                    "waiting for {what}: {} after {:.1} s\n--- serial ---\n{}\n--- qemu stderr ---\n{stderr}",
-                    exited.map_or("timed out".to_string(), |s| format!("QEMU exited ({s})")),
+                    "waiting for {what}: {why} after {:.1} s\n--- serial ---\n{}\n--- qemu stderr ---\n{stderr}",
                     start.elapsed().as_secs_f64(),
                     self.serial()
                 );
@@ -245,10 +243,7 @@ impl QemuGuest {
 
     /// Kills QEMU and reaps it (also done on Drop).
     pub fn kill(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        crate::kill_if_running(&mut self.child);
     }
 }
 

@@ -174,13 +174,11 @@ impl L2 {
     ) -> Result<(), String> {
         let start = Instant::now();
         while !done(self) {
-            let exited = self.child.try_wait().ok().flatten();
-            if exited.is_some() || start.elapsed() > timeout {
+            if let Some(why) = migtrace_e2e::qemu_gave_up(&mut self.child, start, timeout) {
                 let stderr =
                     std::fs::read_to_string(self.dir.join("qemu.stderr")).unwrap_or_default();
                 return Err(format!(
-                    "L2: waiting for {what}: {} after {:.1} s\n--- L2 console ---\n{}\n--- L2 QEMU stderr ---\n{stderr}",
-                    exited.map_or("timed out".to_string(), |s| format!("QEMU exited ({s})")),
+                    "L2: waiting for {what}: {why} after {:.1} s\n--- L2 console ---\n{}\n--- L2 QEMU stderr ---\n{stderr}",
                     start.elapsed().as_secs_f64(),
                     self.serial_text()
                 ));
@@ -212,10 +210,7 @@ impl L2 {
     }
 
     pub fn kill(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        migtrace_e2e::kill_if_running(&mut self.child);
     }
 }
 
@@ -354,6 +349,20 @@ fn check_guest(start: &Value) -> Vec<String> {
     errors
 }
 
+/// (seconds, dirty pages) of each interval but the first (the backend's start-up).
+fn after_first(intervals: &[Value]) -> Vec<(f64, f64)> {
+    intervals
+        .iter()
+        .skip(1)
+        .map(|i| {
+            (
+                i["duration_s"].as_f64().unwrap_or(f64::NAN),
+                i["dirty_pages"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
 /// The measured unique pages against the truth, within 10 %. The first interval holds the
 /// backend's start-up (first arm, sample sizing) and is left out. Each interval is compared
 /// with the truth for its own window (a sampler's interval is as long as its snapshots are
@@ -365,16 +374,7 @@ fn check_rate(
     intervals: &[Value],
     s: &Value,
 ) -> Vec<String> {
-    let tail: Vec<(f64, f64)> = intervals
-        .iter()
-        .skip(1)
-        .map(|i| {
-            (
-                i["duration_s"].as_f64().unwrap_or(f64::NAN),
-                i["dirty_pages"].as_f64().unwrap_or(f64::NAN),
-            )
-        })
-        .collect();
+    let tail = after_first(intervals);
     let measured: f64 = tail.iter().map(|t| t.1).sum();
     let truth: f64 = tail.iter().map(|t| writer.truth_in(writes, t.0)).sum();
     let err = (measured - truth) / truth;
@@ -735,16 +735,7 @@ pub fn idle(backend: &str) -> Result<(), String> {
         &secs,
     ]);
     let (intervals, s, st) = w.finish();
-    let tail: Vec<(f64, f64)> = intervals
-        .iter()
-        .skip(1)
-        .map(|i| {
-            (
-                i["duration_s"].as_f64().unwrap_or(f64::NAN),
-                i["dirty_pages"].as_f64().unwrap_or(f64::NAN),
-            )
-        })
-        .collect();
+    let tail = after_first(&intervals);
     let pages: f64 = tail.iter().map(|t| t.1).sum();
     let secs: f64 = tail.iter().map(|t| t.0).sum();
     println!(

@@ -304,10 +304,9 @@ impl Pagemap {
             {
                 j += 1;
             }
-            let (start, end) = (addrs[i], addrs[j - 1] + page);
             let ok = match self.method {
-                Method::Read => self.residency_read(start, end, &addrs[i..j], &mut out[i..j]),
-                Method::Scan => self.residency_scan(start, end, &addrs[i..j], &mut out[i..j]),
+                Method::Read => self.residency_read(&addrs[i..j], &mut out[i..j]),
+                Method::Scan => self.residency_scan(&addrs[i..j], &mut out[i..j]),
             };
             if ok.is_err() {
                 out[i..j].fill(Residency::Unknown);
@@ -316,13 +315,14 @@ impl Pagemap {
         }
     }
 
-    fn residency_read(
-        &mut self,
-        start: u64,
-        end: u64,
-        addrs: &[u64],
-        out: &mut [Residency],
-    ) -> io::Result<()> {
+    /// The pages `addrs` (sorted, page-aligned, not empty) lie in: from the first to the end
+    /// of the last.
+    fn span(&self, addrs: &[u64]) -> (u64, u64) {
+        (addrs[0], addrs[addrs.len() - 1] + self.page)
+    }
+
+    fn residency_read(&mut self, addrs: &[u64], out: &mut [Residency]) -> io::Result<()> {
+        let (start, end) = self.span(addrs);
         let n = ((end - start) / self.page) as usize;
         let mut buf = std::mem::take(&mut self.entries);
         buf.resize(n, 0);
@@ -336,13 +336,8 @@ impl Pagemap {
         r
     }
 
-    fn residency_scan(
-        &mut self,
-        start: u64,
-        end: u64,
-        addrs: &[u64],
-        out: &mut [Residency],
-    ) -> io::Result<()> {
+    fn residency_scan(&mut self, addrs: &[u64], out: &mut [Residency]) -> io::Result<()> {
+        let (start, end) = self.span(addrs);
         out.fill(Residency::Absent);
         let q = Query {
             all: 0,

@@ -9,7 +9,7 @@ use crate::sys;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 
 const PREFIX: &str = "linux-image-6.1.0-";
 const SUFFIX: &str = "-amd64";
@@ -180,20 +180,7 @@ fn fetch(cache: &Path, n: u32) -> Result<()> {
     println!("vmtest: unpacking ./boot of {}", deb.display());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let mut dpkg = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(&deb)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not start dpkg-deb (package dpkg)")?;
-    let tar_status = Command::new("tar")
-        .args(["-x", "-C"])
-        .arg(&dir)
-        .arg("./boot")
-        .stdin(dpkg.stdout.take().expect("piped"))
-        .status()
-        .context("could not start tar")?;
-    let dpkg_status = dpkg.wait()?;
+    let (tar_status, dpkg_status) = untar_deb(&deb, &dir, ["./boot"])?;
     if !tar_status.success() || !dpkg_status.success() {
         bail!(
             "unpacking {} failed (dpkg-deb {dpkg_status}, tar {tar_status})",
@@ -205,6 +192,30 @@ fn fetch(cache: &Path, n: u32) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dl);
     std::fs::write(dir.join(STAMP), b"")?;
     Ok(())
+}
+
+/// `dpkg-deb --fsys-tarfile DEB | tar -x -C INTO MEMBERS...`: unpacks only `members` of a
+/// package's files. Returns tar's status and dpkg-deb's, for the caller to judge (dpkg-deb
+/// may die of SIGPIPE once tar has all it asked for).
+pub(super) fn untar_deb<S: AsRef<std::ffi::OsStr>>(
+    deb: &Path,
+    into: &Path,
+    members: impl IntoIterator<Item = S>,
+) -> Result<(ExitStatus, ExitStatus)> {
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not start dpkg-deb (package dpkg)")?;
+    let tar = Command::new("tar")
+        .args(["-x", "-C"])
+        .arg(into)
+        .args(members)
+        .stdin(dpkg.stdout.take().expect("piped"))
+        .status()
+        .context("could not start tar")?;
+    Ok((tar, dpkg.wait()?))
 }
 
 fn load(cache: &Path, n: u32, downloaded: bool) -> Result<Kernel> {

@@ -13,10 +13,9 @@
 //!   kernel command line), built into `target/vmtest/l2/` and rebuilt only when its inputs
 //!   change.
 use super::cpio::{Archive, Entry};
-use super::{guest_image, initramfs, kernel::Kernel};
+use super::{guest_image, initramfs, kernel, kernel::Kernel};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// The kvm modules in the order `insmod` must load them (each needs the ones before it),
 /// as paths inside the kernel package.
@@ -93,20 +92,8 @@ fn kvm_modules(kernel: &Kernel) -> Result<Vec<PathBuf>> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     // `dpkg-deb --fsys-tarfile X | tar -x <the four modules>`: 4 files, not 400 MB of modules.
-    let mut dpkg = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(&deb)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not start dpkg-deb (package dpkg)")?;
-    let tar = Command::new("tar")
-        .args(["-x", "-C"])
-        .arg(&out)
-        .args(MODULES.iter().map(|m| format!("./{base}/{m}")))
-        .stdin(dpkg.stdout.take().expect("piped"))
-        .status()
-        .context("could not start tar")?;
-    let dpkg_status = dpkg.wait()?;
+    let members = MODULES.iter().map(|m| format!("./{base}/{m}"));
+    let (tar, dpkg_status) = kernel::untar_deb(&deb, &out, members)?;
     // dpkg-deb may die of SIGPIPE once tar has what it wants: only tar's status matters.
     if !tar.success() {
         bail!(
