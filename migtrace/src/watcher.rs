@@ -400,7 +400,10 @@ impl Watch<'_> {
             let gone = end == EndReason::TargetExited || !self.target.alive();
             self.end_interval(gone)?;
         }
-        let fin = self.src.finish()?;
+        let mut fin = self.src.finish()?;
+        if fin.zero_page_share.is_none() && self.target.alive() {
+            fin.zero_page_share = source::sample::zero_share_once(&self.cfg.source);
+        }
         // The name may have changed since the last exec (prctl).
         self.target.refresh_comm();
         let target = &self.target;
