@@ -114,4 +114,10 @@ fn a_budget_capped_sample_says_so_and_its_interval_holds() {
         (measured - truth).abs() <= 2.0 * half,
         "measured {measured:.0} ± {half:.0} vs truth {truth:.0}"
     );
+    // An interval wide enough to hold anything would pass the check above: the capped
+    // sample must still say something (seen: ±14 % of the truth over 8 s).
+    assert!(
+        half <= 0.25 * truth,
+        "stated 95 % half-width {half:.0} is over a quarter of the truth {truth:.0}"
+    );
 }

@@ -526,6 +526,11 @@ pub fn watch_fault() -> Result<(), String> {
     if !st.success() {
         return Err(format!("watch --range exited with {st}"));
     }
+    if writes < 1000.0 {
+        return Err(format!(
+            "the guest wrote only {writes:.0} pages during the watch: nothing for the fault backend to be blind to"
+        ));
+    }
     if seen as f64 > 0.01 * writes {
         return Err(format!(
             "the fault backend saw {seen} write faults for {writes:.0} guest writes: it is not blind to KVM writes after all, so the refusal is wrong"

@@ -386,8 +386,11 @@ pub fn run_cost(o: &CostArgs) -> Result<()> {
                         r.cpu_pct,
                         r.sampled
                             .map(|n| format!(
-                                ", sample {n:.0} pages, ±{:.1} %",
-                                r.rel_half_width.unwrap_or(0.0) * 100.0
+                                ", sample {n:.0} pages, {}",
+                                r.rel_half_width.map_or("no interval".into(), |h| format!(
+                                    "±{:.1} %",
+                                    h * 100.0
+                                ))
                             ))
                             .unwrap_or_default()
                     );

@@ -148,9 +148,12 @@ fn cpu_time(clock: libc::clockid_t) -> Duration {
 }
 
 impl Cost {
-    /// Ends an interval: what the rest of the watch took since the last end.
+    /// Ends an interval: what the rest of the watch took since the last end. A watch runs
+    /// on one thread (a current-thread runtime: its ticks, eBPF reads and QMP task), so this
+    /// thread's CPU is the watch's; the process clock would charge each watch of an
+    /// `exporter` with every other target's sampling and starve them all.
     fn end_interval(&mut self) {
-        let (proc_now, now) = (cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID), Instant::now());
+        let (proc_now, now) = (cpu_time(libc::CLOCK_THREAD_CPUTIME_ID), Instant::now());
         self.ends += 1;
         if let Some((proc_then, then)) = self.mark.filter(|_| self.ends > 2) {
             let wall = now.duration_since(then).as_secs_f64();
