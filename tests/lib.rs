@@ -170,6 +170,22 @@ impl Watch {
         Watch { child, out, start }
     }
 
+    /// Reads lines up to the next interval line and returns it (QEMU and link lines are
+    /// passed over); fails the test if the watch ends first.
+    pub fn next_interval(&mut self) -> Value {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.out.read_line(&mut line).unwrap();
+            assert!(n > 0, "the watch ended before its next interval line");
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            if v["type"] == "interval" {
+                return v;
+            }
+        }
+    }
+
     /// Reads every remaining line (each must parse) and returns (intervals, summary, status).
     pub fn finish(mut self) -> (Vec<Value>, Value, std::process::ExitStatus) {
         let mut intervals = Vec::new();

@@ -63,6 +63,10 @@ fn read_state(t: &Target) -> (TargetState, Instant) {
     (state, Instant::now())
 }
 
+/// After an exec, an interval in which the target's resident memory grew by more than this
+/// share of its size is the new program's start-up (loading, allocating, filling its memory).
+const STARTUP_GROWTH: f64 = 0.05;
+
 /// One watch in progress.
 struct Watch<'a> {
     cfg: &'a WatchConfig,
@@ -81,6 +85,9 @@ struct Watch<'a> {
     names: Vec<String>,
     /// What the next interval line should say (an exec happened during it).
     note: Option<String>,
+    /// After an exec, while the new program starts up: its resident size at the end of
+    /// the last interval (`None` until the interval that holds the exec has ended).
+    settling: Option<Option<u64>>,
     /// The guest, when the target is QEMU.
     guest: Option<GuestInfo>,
     qemu: QemuRates,
@@ -132,6 +139,7 @@ pub fn watch(cfg: &WatchConfig, sink: &mut dyn Sink) -> Result<Summary> {
         exec_id: None,
         names: Vec::new(),
         note: None,
+        settling: None,
         guest: start.guest,
         qemu: QemuRates::default(),
         link,
@@ -361,11 +369,41 @@ impl Watch<'_> {
         self.names.push(old.clone());
         self.src.on_exec()?;
         self.totals.exec();
+        self.settling = Some(None);
         self.note = Some(format!(
             "the target exec'd ({old} -> {}): measuring its new memory from here",
             self.target.comm
         ));
         Ok(())
+    }
+
+    /// After an exec, whether the interval just ended was still the new program's start-up
+    /// (the rule in docs/profile.md, "A target that execs"): its resident memory grew by
+    /// more than [`STARTUP_GROWTH`] of its size. Such an interval, like the one that held
+    /// the exec, is left out of the summary, and the source starts over at its end, so the
+    /// growth curve does not take the first fill in either. Returns the line's note.
+    fn starting_up(&mut self, gone: bool) -> Result<Option<String>> {
+        let Some(prev) = self.settling else {
+            return Ok(None);
+        };
+        let rss = self.last.0.rss;
+        let Some(prev) = prev else {
+            // The interval that held the exec: left out already; its end is the baseline.
+            self.settling = Some(Some(rss));
+            return Ok(None);
+        };
+        let grew = rss.saturating_sub(prev);
+        if gone || (grew as f64) <= STARTUP_GROWTH * rss as f64 {
+            self.settling = None;
+            return Ok(None);
+        }
+        self.settling = Some(Some(rss));
+        self.totals.starting();
+        self.src.on_exec()?;
+        Ok(Some(format!(
+            "still starting after the exec (resident memory +{} MiB): left out of the summary",
+            grew >> 20
+        )))
     }
 
     /// Ends the current interval: reads the target (while alive), asks the source, adds the
@@ -380,6 +418,13 @@ impl Watch<'_> {
         self.last_end = now;
         let t_s = now.duration_since(self.start).as_secs_f64();
         let mut rec = self.totals.add(&r, wall_s, t_s);
+        if let Some(note) = self.starting_up(gone)? {
+            // An unmeasured exec interval left its note for this line: both are said.
+            self.note = Some(match self.note.take() {
+                Some(exec) => format!("{exec}; {note}"),
+                None => note,
+            });
+        }
         if let (Some(rec), Some(note)) = (&mut rec, self.note.take()) {
             rec.note = Some(note);
         }

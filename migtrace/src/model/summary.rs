@@ -144,6 +144,13 @@ impl Totals {
         self.restart_after();
     }
 
+    /// The interval just added was still the new program's start-up after an exec: it
+    /// leaves the summary like the ones before it.
+    pub fn starting(&mut self) {
+        self.before_exec = self.before_exec.max(self.all.n);
+        self.restart_after();
+    }
+
     /// The left-out prefix grew past every interval so far.
     fn restart_after(&mut self) {
         self.full = Acc::default();
@@ -416,7 +423,7 @@ fn interval_caveats(t: &Totals) -> Vec<String> {
         Counted::Full => {
             if t.before_exec > t.warmup {
                 out.push(format!(
-                    "the first {} interval(s) measured the program before the target's exec and are left out of the summary",
+                    "the first {} interval(s) measured the program before the target's exec, or its start-up after it, and are left out of the summary",
                     t.skipped()
                 ));
             } else if t.warmup > 0 {
@@ -442,6 +449,10 @@ fn interval_caveats(t: &Totals) -> Vec<String> {
             "only partial intervals were measured (shortest {:.2} s of {:.2} s): the rate is per that shorter window and reads higher than a full interval would for a writer that rewrites pages",
             t.partial_min,
             t.interval_s
+        )),
+        Counted::WarmupOnly if t.before_exec > t.warmup => out.push(format!(
+            "all {} intervals came before the target's exec, held it or were the new program's start-up (its memory still growing): the summary mixes them and is not the new program's steady rate",
+            t.all.n
         )),
         Counted::WarmupOnly => out.push(format!(
             "all {} intervals were sample warm-up (the sample was still being sized): the rate is less precise than requested",
@@ -620,6 +631,11 @@ mod tests {
                 if x.is_multiple_of(97) {
                     t.exec();
                     r.before_exec = r.measured.len() + 1;
+                    continue;
+                }
+                if x.is_multiple_of(89) {
+                    t.starting();
+                    r.before_exec = r.before_exec.max(r.measured.len());
                     continue;
                 }
                 let pages = (next(&mut rng) % 1_000_000) as f64 / 7.0;
