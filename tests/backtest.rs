@@ -1,5 +1,5 @@
 //! The model back-tested against real QEMU 7.2 migrations, as a suite. For each scenario:
-//! boot a TCG guest with the in-guest writer, `watch` it for 6 s (`--qmp`,
+//! boot a TCG guest with the in-guest writer, `watch` it (12 s at 10 % of a core; `--qmp`,
 //! `--profile-out`), `predict` from that profile at the migration's bandwidth
 //! (`--efficiency 1`: QEMU's max-bandwidth caps the payload) with the stop-and-copy at the
 //! loopback's own rate (`--stop-copy-rate`: QEMU lifts max-bandwidth for it), then migrate
@@ -37,6 +37,11 @@ struct Scenario {
     /// resolve the passes' time scale: the CPU-bound writer fills its 64 MiB in about 0.1 s,
     /// so a 1 s interval only shows the plateau (its "rate" is the working set per second).
     watch_interval: &'static str,
+    /// `watch --duration` and `--sample-cpu`: the profile a user preparing this migration
+    /// would take (docs/backtest.md, "The input"). Its growth curve must reach the longest
+    /// pass (4.2 s at 64 MiB/s): past its last window the model reads it flat. Its sample
+    /// must be large enough for the dirty rate and the zero share to be precise.
+    watch: (&'static str, &'static str),
     bandwidth_mib: u64,
     auto_converge: bool,
     cancel_after: Option<Duration>,
@@ -61,7 +66,7 @@ struct Row {
     steps: Vec<(u64, u64, u64)>,
 }
 
-fn watch_profile(g: &QemuGuest, profile: &Path, interval: &str) {
+fn watch_profile(g: &QemuGuest, profile: &Path, interval: &str, watch: (&str, &str)) {
     let w = Watch::start(&[
         "--pid",
         &g.pid().to_string(),
@@ -70,7 +75,9 @@ fn watch_profile(g: &QemuGuest, profile: &Path, interval: &str) {
         "--interval",
         interval,
         "--duration",
-        "6s",
+        watch.0,
+        "--sample-cpu",
+        watch.1,
         "--profile-out",
         profile.to_str().unwrap(),
     ]);
@@ -138,7 +145,7 @@ async fn scenario(sc: &Scenario, stop_rate: &str) -> Option<Row> {
     let dir = std::env::temp_dir().join(format!("migtrace-bt-{}-{}", std::process::id(), sc.name));
     std::fs::create_dir_all(&dir).unwrap();
     let profile = dir.join("p.json");
-    watch_profile(&src, &profile, sc.watch_interval);
+    watch_profile(&src, &profile, sc.watch_interval, sc.watch);
     let pred = predict(sc, &profile, sc.auto_converge, stop_rate);
     if sc.auto_converge {
         // Converges only with auto-converge: the model must say so too.
@@ -185,6 +192,18 @@ async fn scenario(sc: &Scenario, stop_rate: &str) -> Option<Row> {
     std::fs::remove_dir_all(&dir).ok();
     let bt = &r.report["backtest"];
     eprintln!("{}: {}", sc.name, serde_json::to_string(bt).unwrap());
+    if let Some(ram) = &r.qemu.ram {
+        // QEMU's own count of the zero pages it found, against the profile's share.
+        let pages = ram.total as f64 / ram.page_size.max(1) as f64;
+        eprintln!(
+            "{}: QEMU sent {} normal and {} zero pages ({:.3} of guest RAM zero); the profile said {}",
+            sc.name,
+            ram.normal,
+            ram.duplicate,
+            ram.duplicate as f64 / pages,
+            prof["zero_page_share"]
+        );
+    }
     // `predict` and `passes` ran the same model on the same profile and settings.
     let (t_predict, t_passes) = (
         pred["total_time_s"].as_f64().unwrap(),
@@ -315,6 +334,7 @@ fn scenarios() -> Vec<Scenario> {
         name,
         writer: (40.0, 128),
         watch_interval: "1s",
+        watch: ("12s", "10"),
         bandwidth_mib: bw,
         auto_converge: false,
         cancel_after: None,
@@ -331,6 +351,8 @@ fn scenarios() -> Vec<Scenario> {
             name: "cpu-bound@48MiB/s+auto-converge",
             writer: (0.0, 64),
             watch_interval: "100ms",
+            // As in runs A-G: its time is reported, its throttle schedule held.
+            watch: ("6s", "1"),
             auto_converge: true,
             sync_bound: i64::MAX,
             ..plain("", 48)
