@@ -67,6 +67,15 @@ fn read_state(t: &Target) -> (TargetState, Instant) {
 /// share of its size is the new program's start-up (loading, allocating, filling its memory).
 const STARTUP_GROWTH: f64 = 0.05;
 
+/// The new program's start-up after an exec (docs/reliability.md, "A target that execs").
+#[derive(Clone, Copy)]
+enum Settling {
+    /// The interval that holds the exec has not ended yet.
+    Exec,
+    /// Resident bytes at the end of the last interval, which was still start-up.
+    Since(u64),
+}
+
 /// One watch in progress.
 struct Watch<'a> {
     cfg: &'a WatchConfig,
@@ -85,9 +94,8 @@ struct Watch<'a> {
     names: Vec<String>,
     /// What the next interval line should say (an exec happened during it).
     note: Option<String>,
-    /// After an exec, while the new program starts up: its resident size at the end of
-    /// the last interval (`None` until the interval that holds the exec has ended).
-    settling: Option<Option<u64>>,
+    /// Where the new program's start-up stands after an exec (`None`: no exec, or settled).
+    settling: Option<Settling>,
     /// The guest, when the target is QEMU.
     guest: Option<GuestInfo>,
     qemu: QemuRates,
@@ -369,7 +377,7 @@ impl Watch<'_> {
         self.names.push(old.clone());
         self.src.on_exec()?;
         self.totals.exec();
-        self.settling = Some(None);
+        self.settling = Some(Settling::Exec);
         self.note = Some(format!(
             "the target exec'd ({old} -> {}): measuring its new memory from here",
             self.target.comm
@@ -378,26 +386,27 @@ impl Watch<'_> {
     }
 
     /// After an exec, whether the interval just ended was still the new program's start-up
-    /// (the rule in docs/profile.md, "A target that execs"): its resident memory grew by
-    /// more than [`STARTUP_GROWTH`] of its size. Such an interval, like the one that held
+    /// (the rule in docs/reliability.md, "A target that execs"): its resident memory grew
+    /// by more than [`STARTUP_GROWTH`] of its size. Such an interval, like the one that held
     /// the exec, is left out of the summary, and the source starts over at its end, so the
     /// growth curve does not take the first fill in either. Returns the line's note.
     fn starting_up(&mut self, gone: bool) -> Result<Option<String>> {
-        let Some(prev) = self.settling else {
-            return Ok(None);
-        };
         let rss = self.last.0.rss;
-        let Some(prev) = prev else {
-            // The interval that held the exec: left out already; its end is the baseline.
-            self.settling = Some(Some(rss));
-            return Ok(None);
+        let prev = match self.settling {
+            None => return Ok(None),
+            Some(Settling::Exec) => {
+                // The interval that held the exec: left out already; its end is the baseline.
+                self.settling = Some(Settling::Since(rss));
+                return Ok(None);
+            }
+            Some(Settling::Since(prev)) => prev,
         };
         let grew = rss.saturating_sub(prev);
         if gone || (grew as f64) <= STARTUP_GROWTH * rss as f64 {
             self.settling = None;
             return Ok(None);
         }
-        self.settling = Some(Some(rss));
+        self.settling = Some(Settling::Since(rss));
         self.totals.starting();
         self.src.on_exec()?;
         Ok(Some(format!(

@@ -199,7 +199,9 @@ pub trait DirtySource {
         Ok(())
     }
     /// The target exec'd: its address space is new. Sources that hold descriptors or
-    /// samples of the old one start over on the new one.
+    /// samples of the old one start over on the new one. The watch calls it again at the
+    /// end of each interval of the new program's start-up (`watcher.rs`), so baselines and
+    /// growth windows start from the settled program, not from its first fill.
     fn on_exec(&mut self) -> Result<()> {
         Ok(())
     }
