@@ -119,7 +119,9 @@ fn exec_at(share: f64) {
         .filter(|&i| iv[i]["note"].is_string())
         .collect();
     assert!(
-        iv[noted[0]]["note"].as_str().unwrap().contains("exec'd"),
+        noted
+            .first()
+            .is_some_and(|&i| iv[i]["note"].as_str().unwrap().contains("exec'd")),
         "{what}: the exec is noted: {iv:?}"
     );
     // The rule: the summary counts the full intervals after the exec's and the start-up's
