@@ -116,6 +116,11 @@ impl L2 {
             .args(["-smp", &smp.to_string()])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-nic", "none", "-no-reboot"])
+            // A guest that resets itself (a triple fault under nested emulation) makes QEMU
+            // exit 0 under -no-reboot with nothing on the console: the CPU state at each
+            // reset goes to qemu.log, which a failed wait shows.
+            .args(["-d", "cpu_reset,guest_errors", "-D"])
+            .arg(dir.join("qemu.log"))
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .arg("-qmp")
@@ -175,12 +180,15 @@ impl L2 {
         let start = Instant::now();
         while !done(self) {
             if let Some(why) = migtrace_e2e::qemu_gave_up(&mut self.child, start, timeout) {
-                let stderr =
-                    std::fs::read_to_string(self.dir.join("qemu.stderr")).unwrap_or_default();
+                let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+                let (stderr, log) = (read("qemu.stderr"), read("qemu.log"));
+                let resets = log.matches("CPU Reset").count();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 return Err(format!(
-                    "L2: waiting for {what}: {why} after {:.1} s\n--- L2 console ---\n{}\n--- L2 QEMU stderr ---\n{stderr}",
+                    "L2: waiting for {what}: {why} after {:.1} s\n--- L2 console ---\n{}\n--- L2 QEMU stderr ---\n{stderr}\n--- L2 qemu.log: {resets} CPU resets (boot makes some; one more is a guest reset); last lines, newest first ---\n{}",
                     start.elapsed().as_secs_f64(),
-                    self.serial_text()
+                    self.serial_text(),
+                    tail.join("\n")
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
