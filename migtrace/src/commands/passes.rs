@@ -171,14 +171,16 @@ fn labels(pid: Option<u32>) -> TargetLabels {
         return TargetLabels::default();
     };
     TargetLabels {
-        pid: pid.to_string(),
+        pid: pid.to_string().into(),
         comm: std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|c| c.trim().to_string())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into(),
         guest: crate::qemu::read_cmdline(pid)
             .ok()
             .and_then(|c| c.name)
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into(),
     }
 }
 

@@ -17,7 +17,7 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
+    encoding::{text::encode, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
@@ -26,40 +26,78 @@ use super::{Interval, QemuRate, Sink, Start, Summary};
 use crate::error::Error;
 use crate::report::LinkInterval;
 
+/// A label value, escaped as the text exposition format requires: `\` as `\\`, `"` as
+/// `\"` and a line feed as `\n`. prometheus-client 0.24 writes label values verbatim, so
+/// a watched process (or, for `exporter --qemu`, any user's `qemu-system-*` with a `-name`
+/// of its choosing) named `x"} 1⏎evil 9⏎#` put a sample of its own on /metrics. Every
+/// label here is this type, so no value reaches the exposition unescaped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Default)]
+pub struct LabelValue(String);
+
+impl LabelValue {
+    /// The value as given (unescaped).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<S: Into<String>> From<S> for LabelValue {
+    fn from(s: S) -> LabelValue {
+        LabelValue(s.into())
+    }
+}
+
+impl EncodeLabelValue for LabelValue {
+    fn encode(&self, enc: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        let mut rest = self.0.as_str();
+        while let Some(i) = rest.find(['\\', '"', '\n']) {
+            enc.write_str(&rest[..i])?;
+            enc.write_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        enc.write_str(rest)
+    }
+}
+
 /// Who a series is about: one watched process (for QEMU, its guest's `-name`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet, Default)]
 pub struct TargetLabels {
-    pub pid: String,
-    pub comm: String,
+    pub pid: LabelValue,
+    pub comm: LabelValue,
     /// The guest name for a QEMU target; empty otherwise.
-    pub guest: String,
+    pub guest: LabelValue,
 }
 
 /// A target and one more label (the fault kind, the drop reason).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
-    pub pid: String,
-    pub comm: String,
-    pub guest: String,
-    pub kind: String,
+    pub pid: LabelValue,
+    pub comm: LabelValue,
+    pub guest: LabelValue,
+    pub kind: LabelValue,
 }
 
 /// A target and the link a prediction is for (bits per second).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LinkLabels {
-    pub pid: String,
-    pub comm: String,
-    pub guest: String,
-    pub link_bits: String,
+    pub pid: LabelValue,
+    pub comm: LabelValue,
+    pub guest: LabelValue,
+    pub link_bits: LabelValue,
 }
 
 /// A target and the state of its migration (`migtrace passes`), a state set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
-    pub pid: String,
-    pub comm: String,
-    pub guest: String,
-    pub status: String,
+    pub pid: LabelValue,
+    pub comm: LabelValue,
+    pub guest: LabelValue,
+    pub status: LabelValue,
 }
 
 pub mod passes;
@@ -398,9 +436,9 @@ impl Metrics {
         let _ = m.migration_pass.get_or_create(&l);
         let _ = m.migration_transferred.get_or_create(&l);
         let _ = m.migration_status.get_or_create(&StatusLabels {
-            pid: String::new(),
-            comm: String::new(),
-            guest: String::new(),
+            pid: LabelValue::default(),
+            comm: LabelValue::default(),
+            guest: LabelValue::default(),
             status: "active".into(),
         });
         let _ = m.dirty_pages.get_or_create(&l);
@@ -489,7 +527,7 @@ pub(crate) fn link(l: &TargetLabels, bits: f64) -> LinkLabels {
         pid: l.pid.clone(),
         comm: l.comm.clone(),
         guest: l.guest.clone(),
-        link_bits: format!("{bits:.0}"),
+        link_bits: format!("{bits:.0}").into(),
     }
 }
 
@@ -611,8 +649,8 @@ impl PromSink {
 impl Sink for PromSink {
     fn start(&mut self, s: &Start) {
         self.labels = TargetLabels {
-            pid: s.pid.to_string(),
-            comm: s.comm.clone(),
+            pid: s.pid.to_string().into(),
+            comm: s.comm.clone().into(),
             // The guest found by the watch; else QEMU's `-name` read from its command
             // line (a QEMU process watched whole, or whose guest RAM was not found).
             guest: s
@@ -620,7 +658,8 @@ impl Sink for PromSink {
                 .as_ref()
                 .and_then(|g| g.name.clone())
                 .or_else(|| crate::qemu::read_cmdline(s.pid).ok()?.name)
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
         };
         let m = &self.metrics;
         self.writable = s.writable_bytes as f64;
@@ -760,7 +799,7 @@ mod tests {
         let l = TargetLabels {
             pid: "1".into(),
             comm: "x".into(),
-            guest: String::new(),
+            guest: "".into(),
         };
         m.intervals.get_or_create(&l).inc();
         let t = to_text_004(&m.openmetrics());
@@ -769,6 +808,33 @@ mod tests {
         assert!(!t.contains("# EOF") && !t.contains("# UNIT"));
         m.forget(&l);
         assert!(!m.openmetrics().contains("pid=\"1\""));
+    }
+
+    /// The two forgeries issue 17 found: a watched process's name, and a `qemu-system-*`
+    /// `-name` that any user can choose, each closing the label and adding a sample.
+    #[test]
+    fn label_values_cannot_forge_samples() {
+        let m = Metrics::new();
+        let l = TargetLabels {
+            pid: "7".into(),
+            comm: "x\"} 1\nevil 9\n#\\".into(),
+            guest: "vm\"} 1\nmigtrace_predicted_converges{guest=\"prod-db\"} 1\n#".into(),
+        };
+        m.intervals.get_or_create(&l).inc();
+        let t = to_text_004(&m.openmetrics());
+        // Every sample line is one of ours; the forged names stay inside one of them.
+        let samples: Vec<&str> = t.lines().filter(|x| !x.starts_with('#')).collect();
+        assert!(samples.iter().all(|x| x.starts_with("migtrace_")), "{t}");
+        let samples: Vec<&str> = samples.into_iter().filter(|x| x.contains("pid=")).collect();
+        assert_eq!(samples.len(), 1, "{t}");
+        assert!(samples[0].starts_with("migtrace_intervals_total{"), "{t}");
+        assert!(samples[0].contains(r#"comm="x\"} 1\nevil 9\n#\\""#), "{t}");
+        assert!(
+            samples[0].contains(
+                r#"guest="vm\"} 1\nmigtrace_predicted_converges{guest=\"prod-db\"} 1\n#""#
+            ),
+            "{t}"
+        );
     }
 
     #[test]
