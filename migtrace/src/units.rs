@@ -173,8 +173,13 @@ fn no_unit(
     })
 }
 
-/// Parses a duration such as `1s`, `250ms`, `1m30s`. A bare number is rejected because it
-/// is ambiguous (seconds? milliseconds?).
+/// The longest duration any flag takes: ten years. Longer ones overflowed a deadline
+/// (`passes --timeout 18446744073709551615s` panicked adding it to the clock); a watch or a
+/// timeout meant to be endless is spelled by leaving the flag out.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 86_400);
+
+/// Parses a duration such as `1s`, `250ms`, `1m30s`, at most [`MAX_DURATION`]. A bare number
+/// is rejected because it is ambiguous (seconds? milliseconds?).
 /// A bare zero is zero seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let t = s.trim();
@@ -194,12 +199,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
             format!("duration {} has no unit (e.g. 1s, 250ms)", quote(t))
         }));
     }
-    humantime::parse_duration(t).map_err(|e| {
+    let d = humantime::parse_duration(t).map_err(|e| {
         UnitError::Invalid(format!(
             "bad duration {}: {e} (examples: 1s, 250ms, 1m30s)",
             quote(t)
         ))
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(UnitError::Invalid(format!(
+            "duration {} is longer than ten years (leave the flag out for no limit)",
+            quote(t)
+        )));
+    }
+    Ok(d)
 }
 
 /// Seconds in one of a duration unit, for a single number and unit (`1.5e3ms`).
@@ -636,6 +648,14 @@ mod tests {
         assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert!(parse_duration("300").is_err());
+        assert_eq!(
+            parse_duration("3650d").unwrap(),
+            Duration::from_secs(3650 * 86_400)
+        );
+        for s in ["18446744073709551615s", "3661d", "1000y"] {
+            let e = parse_duration(s).unwrap_err().to_string();
+            assert!(e.contains("longer than ten years"), "{s}: {e}");
+        }
     }
 
     #[test]
