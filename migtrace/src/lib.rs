@@ -20,6 +20,7 @@ pub mod estimate;
 pub mod guest;
 pub mod link;
 pub mod model;
+pub mod outfile;
 pub mod passes;
 pub mod profile;
 pub mod qemu;

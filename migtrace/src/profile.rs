@@ -349,12 +349,7 @@ impl Profile {
             path: path.display().to_string(),
             source,
         };
-        let tmp = temp_beside(path);
-        std::fs::write(&tmp, self.to_text()).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(e)
-        })
+        crate::outfile::replace(path, self.to_text().as_bytes()).map_err(err)
     }
 
     /// Checks, before a watch starts, that a profile can be written to `path`: its folder
@@ -364,12 +359,7 @@ impl Profile {
             path: path.display().to_string(),
             source,
         };
-        if path.is_dir() {
-            return Err(err(std::io::Error::from(std::io::ErrorKind::IsADirectory)));
-        }
-        let tmp = temp_beside(path);
-        std::fs::write(&tmp, b"").map_err(err)?;
-        std::fs::remove_file(&tmp).map_err(err)
+        crate::outfile::check_replaceable(path).map_err(err)
     }
 
     /// Reads and checks a profile file. Only a regular file is read (a device such as
@@ -668,16 +658,6 @@ fn monotone_growth(g: &[GrowthPoint]) -> Vec<GrowthPoint> {
 }
 
 /// A temporary name in the folder of `path`, unique to this process.
-fn temp_beside(path: &std::path::Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let tmp = format!(".{name}.{}.tmp", std::process::id());
-    dir.map_or_else(|| tmp.clone().into(), |d| d.join(&tmp))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

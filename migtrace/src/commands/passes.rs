@@ -79,8 +79,10 @@ struct Config {
     linger: Duration,
     /// `--listen`, bound before anything is followed.
     listener: Option<std::net::TcpListener>,
-    /// `--hdr-log`, created before anything is followed.
-    hdr_log: Option<std::fs::File>,
+    /// `--hdr-log`, checked before anything is followed and written at the end
+    /// ([`crate::outfile::replace`]: never through a symlink, and a run that fails to
+    /// attach leaves an existing file as it was).
+    hdr_log: Option<PathBuf>,
 }
 
 fn config(a: &PassesArgs) -> Result<Config> {
@@ -115,7 +117,8 @@ fn config(a: &PassesArgs) -> Result<Config> {
         .hdr_log
         .as_ref()
         .map(|p| {
-            std::fs::File::create(p)
+            crate::outfile::check_replaceable(p)
+                .map(|_| p.clone())
                 .map_err(|e| Error::Usage(format!("--hdr-log {}: {e}", p.display())))
         })
         .transpose()?;
@@ -155,9 +158,12 @@ pub fn run(args: PassesArgs) -> Result<()> {
     })?;
     let report = rt.block_on(follow(&args, &cfg, feed.as_mut()))?;
     print_report(&args, &report)?;
-    if let Some(f) = cfg.hdr_log.take() {
-        hdrlog::write_passes(f, &report.passes, report.started_wall_s)
+    if let Some(p) = cfg.hdr_log.take() {
+        let mut log = Vec::new();
+        hdrlog::write_passes(&mut log, &report.passes, report.started_wall_s)
             .context("writing --hdr-log")?;
+        crate::outfile::replace(&p, &log)
+            .with_context(|| format!("writing --hdr-log {}", p.display()))?;
     }
     if feed.is_some() {
         rt.block_on(linger(cfg.linger, stop));

@@ -60,7 +60,8 @@ pub fn run(a: PlotArgs) -> Result<()> {
         .map_err(|e| Error::Input(format!("{}: {e}", a.file.display())))?;
     let input = detect(&text).map_err(|m| Error::Input(format!("{}: {m}", a.file.display())))?;
     let svg = render(&input, a.kind, a.link)?;
-    std::fs::write(&a.output, svg).with_context(|| format!("writing {}", a.output.display()))
+    crate::outfile::replace(&a.output, svg.as_bytes())
+        .with_context(|| format!("writing {}", a.output.display()))
 }
 
 /// Tells the inputs apart by their `format` field, their `passes`, or JSON lines.

@@ -91,7 +91,7 @@ struct Head {
 
 /// A header, then one histogram of one value per entry.
 fn write_log(
-    file: File,
+    file: impl Write,
     started: SystemTime,
     head: &Head,
     entries: impl IntoIterator<Item = Entry>,
@@ -119,7 +119,7 @@ fn write_log(
 /// `passes --hdr-log`: every pass's duration (microseconds) at its start and for its length;
 /// the log starts at `started_wall_s` (the migration's start, seconds since the epoch).
 pub fn write_passes(
-    file: File,
+    file: impl Write,
     passes: &[crate::passes::PassRecord],
     started_wall_s: Option<f64>,
 ) -> anyhow::Result<()> {
