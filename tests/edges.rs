@@ -377,11 +377,24 @@ fn bad_ends_are_refused_before_attaching() {
             "--pid",
             &me,
             "--interval",
-            "100y",
+            "9y",
             "--duration",
             "1s",
         ],
         "longer than --duration",
+    );
+    // Past ten years a duration is refused as it is parsed (it overflowed deadlines).
+    usage_error(
+        &[
+            "watch",
+            "--pid",
+            &me,
+            "--interval",
+            "100y",
+            "--duration",
+            "1s",
+        ],
+        "longer than ten years",
     );
     usage_error(&["watch", "--pid", "2"], "kernel thread");
 }

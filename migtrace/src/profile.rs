@@ -246,24 +246,6 @@ fn count(name: &str, n: usize, max: usize) -> Result<(), InvalidProfile> {
     }
 }
 
-/// The kind of a file that is not a regular one, in words.
-fn file_kind(ft: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_dir() {
-        "a directory"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else {
-        "a special file"
-    }
-}
-
 /// `s` escaped (control characters) and cut to 200 characters, for a one-line message.
 fn one_line(s: &str) -> String {
     let s = crate::sink::clean(s);
@@ -349,7 +331,7 @@ impl Profile {
             path: path.display().to_string(),
             source,
         };
-        crate::outfile::replace(path, self.to_text().as_bytes()).map_err(err)
+        crate::files::replace(path, self.to_text().as_bytes()).map_err(err)
     }
 
     /// Checks, before a watch starts, that a profile can be written to `path`: its folder
@@ -359,46 +341,26 @@ impl Profile {
             path: path.display().to_string(),
             source,
         };
-        crate::outfile::check_replaceable(path).map_err(err)
+        crate::files::check_replaceable(path).map_err(err)
     }
 
     /// Reads and checks a profile file. Only a regular file is read (a device such as
     /// `/dev/zero` or a FIFO is refused, without waiting on the FIFO), and at most
     /// [`MAX_PROFILE_BYTES`] of it.
     pub fn load(path: &std::path::Path) -> Result<Profile, ProfileError> {
-        use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
         let p = one_line(&path.display().to_string());
         let io = |source| ProfileError::Io {
             path: p.clone(),
             source,
         };
-        // O_NONBLOCK: opening a FIFO does not wait for a writer; O_NOCTTY: a terminal does
-        // not become ours. The type is checked on the open file, so it cannot change after.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
-            return Err(ProfileError::NotAFile {
-                path: p,
-                kind: file_kind(meta.file_type()),
-            });
-        }
-        // Said before reading; the capped read below holds for files that grow meanwhile
-        // or report no size (/proc).
-        if meta.len() > MAX_PROFILE_BYTES {
-            return Err(ProfileError::TooLarge { path: p });
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_PROFILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        if bytes.len() as u64 > MAX_PROFILE_BYTES {
-            return Err(ProfileError::TooLarge { path: p });
-        }
+        let bytes = crate::files::read_capped(path, MAX_PROFILE_BYTES).map_err(|e| match e {
+            crate::files::ReadError::Io(e) => io(e),
+            crate::files::ReadError::NotAFile(kind) => ProfileError::NotAFile {
+                path: p.clone(),
+                kind,
+            },
+            crate::files::ReadError::TooLarge => ProfileError::TooLarge { path: p.clone() },
+        })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

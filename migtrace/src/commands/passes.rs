@@ -80,7 +80,7 @@ struct Config {
     /// `--listen`, bound before anything is followed.
     listener: Option<std::net::TcpListener>,
     /// `--hdr-log`, checked before anything is followed and written at the end
-    /// ([`crate::outfile::replace`]: never through a symlink, and a run that fails to
+    /// ([`crate::files::replace`]: never through a symlink, and a run that fails to
     /// attach leaves an existing file as it was).
     hdr_log: Option<PathBuf>,
 }
@@ -117,7 +117,7 @@ fn config(a: &PassesArgs) -> Result<Config> {
         .hdr_log
         .as_ref()
         .map(|p| {
-            crate::outfile::check_replaceable(p)
+            crate::files::check_replaceable(p)
                 .map(|_| p.clone())
                 .map_err(|e| Error::Usage(format!("--hdr-log {}: {e}", p.display())))
         })
@@ -162,7 +162,7 @@ pub fn run(args: PassesArgs) -> Result<()> {
         let mut log = Vec::new();
         hdrlog::write_passes(&mut log, &report.passes, report.started_wall_s)
             .context("writing --hdr-log")?;
-        crate::outfile::replace(&p, &log)
+        crate::files::replace(&p, &log)
             .with_context(|| format!("writing --hdr-log {}", p.display()))?;
     }
     if feed.is_some() {

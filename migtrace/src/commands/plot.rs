@@ -55,13 +55,60 @@ enum Input {
     Passes(Value),
 }
 
+/// The largest input `plot` reads: a day of 1 s `watch --json` lines is about 90 MB.
+pub const MAX_INPUT_BYTES: u64 = 256 << 20;
+
+/// The largest magnitude of a number `plot` draws: 1e18 (an exabyte, or 3e10 years in
+/// seconds). Beyond it nothing migtrace wrote can be, and an axis from -1e308 to 1e308 has
+/// no finite length: the tick search spun forever on it.
+pub const MAX_ABS_VALUE: f64 = 1e18;
+
 pub fn run(a: PlotArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.file)
-        .map_err(|e| Error::Input(format!("{}: {e}", a.file.display())))?;
-    let input = detect(&text).map_err(|m| Error::Input(format!("{}: {m}", a.file.display())))?;
+    let input = read_input(&a.file)?;
     let svg = render(&input, a.kind, a.link)?;
-    crate::outfile::replace(&a.output, svg.as_bytes())
+    crate::files::replace(&a.output, svg.as_bytes())
         .with_context(|| format!("writing {}", a.output.display()))
+}
+
+/// Reads and recognises the input: a regular file of at most [`MAX_INPUT_BYTES`], every
+/// number in it within [`MAX_ABS_VALUE`].
+fn read_input(path: &std::path::Path) -> Result<Input> {
+    use crate::files::{read_capped, ReadError};
+    let name = crate::sink::clean(&path.display().to_string()).into_owned();
+    let bytes = read_capped(path, MAX_INPUT_BYTES).map_err(|e| {
+        Error::Input(match e {
+            ReadError::Io(e) => format!("{name}: {e}"),
+            ReadError::NotAFile(kind) => format!("{name} is {kind}, not a regular file"),
+            ReadError::TooLarge => format!(
+                "{name} is larger than {} MiB, the most plot reads",
+                MAX_INPUT_BYTES >> 20
+            ),
+        })
+    })?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| Error::Input(format!("{name}: not UTF-8 text")))?;
+    let input = detect(&text).map_err(|m| Error::Input(format!("{name}: {m}")))?;
+    let values: Vec<&Value> = match &input {
+        Input::WatchLog(l) => l.iter().collect(),
+        Input::Profile(v) | Input::Predict(v) | Input::Passes(v) => vec![v],
+    };
+    if let Some(x) = values.into_iter().find_map(out_of_range) {
+        return Err(Error::Input(format!(
+            "{name}: holds the number {x:e}, beyond ±{MAX_ABS_VALUE:e}: not something migtrace wrote"
+        ))
+        .into());
+    }
+    Ok(input)
+}
+
+/// The first number in `v` whose magnitude is beyond [`MAX_ABS_VALUE`].
+fn out_of_range(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64().filter(|x| x.abs() > MAX_ABS_VALUE),
+        Value::Array(a) => a.iter().find_map(out_of_range),
+        Value::Object(o) => o.values().find_map(out_of_range),
+        _ => None,
+    }
 }
 
 /// Tells the inputs apart by their `format` field, their `passes`, or JSON lines.
@@ -329,5 +376,32 @@ mod tests {
         ] {
             assert!(svg.contains(w), "{w} missing");
         }
+    }
+
+    /// Issue 17's inputs: `plot` spun forever on t_s = ±1e308, took 1.5 GB of /dev/zero,
+    /// and blocked on a FIFO. Each is now one Input error (exit 2).
+    #[test]
+    fn hostile_inputs_are_refused() {
+        let d = std::env::temp_dir().join(format!("migtrace-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let huge = d.join("huge.jsonl");
+        std::fs::write(
+            &huge,
+            "{\"type\":\"interval\",\"t_s\":-1e308,\"dirty_bytes_per_sec\":1}\n{\"type\":\"interval\",\"t_s\":1e308,\"dirty_bytes_per_sec\":1}\n",
+        )
+        .unwrap();
+        let fifo = d.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (p, want) in [
+            (huge.as_path(), "beyond"),
+            (std::path::Path::new("/dev/zero"), "a character device"),
+            (fifo.as_path(), "a FIFO"),
+        ] {
+            let e = read_input(p).err().expect("refused");
+            assert_eq!(crate::error::exit_code(&e), 2, "{e}");
+            assert!(e.to_string().contains(want), "{}: {e}", p.display());
+        }
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

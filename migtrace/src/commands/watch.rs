@@ -146,7 +146,7 @@ fn extra_sinks(a: &WatchArgs) -> Result<Vec<Box<dyn Sink>>> {
         out.push(Box::new(PromSink::new(metrics)));
     }
     if let Some(p) = &a.hdr_log {
-        let f = crate::outfile::create_stream(p)
+        let f = crate::files::create_stream(p)
             .map_err(|e| usage(format!("--hdr-log {}: {e}", p.display())))?;
         out.push(Box::new(HdrLogSink::new(f)));
     }

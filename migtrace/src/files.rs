@@ -1,5 +1,10 @@
-//! Output files a user names (`--profile-out`, `--hdr-log`, `plot -o`): opened so that a
-//! symlink at the path is never written through.
+//! Files a user names: the inputs (`predict --profile`, `plot FILE`), read only if they are
+//! regular files and only up to a cap, and the outputs (`--profile-out`, `--hdr-log`,
+//! `plot -o`), opened so that a symlink at the path is never written through.
+//!
+//! Inputs ([`read_capped`]): `O_NONBLOCK` at open, so a FIFO is not waited on, the type
+//! checked on the open file, and at most the caller's cap read (`plot /dev/zero` took
+//! 1.5 GB in 1.2 s before).
 //!
 //! migtrace runs as root, often with its files in a shared, sticky `/tmp`, and not every host
 //! has `fs.protected_symlinks=1`: a symlink another user planted at `/tmp/vm.hlog` pointing
@@ -27,6 +32,62 @@ const NOT_REGULAR: &str = "is not a regular file (a device, FIFO or socket is no
 
 /// Permission bits of the files migtrace writes (before the umask).
 const MODE: u32 = 0o644;
+
+/// Why an input file was not read.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(io::Error),
+    /// Not a regular file: what it is, in words.
+    NotAFile(&'static str),
+    /// Larger than the cap.
+    TooLarge,
+}
+
+/// Reads the regular file at `path`, at most `max` bytes (a larger one is refused, also
+/// when it grows while read or reports no size, as /proc files do).
+pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    // O_NONBLOCK: opening a FIFO does not wait for a writer; O_NOCTTY: a terminal does
+    // not become ours. The type is checked on the open file, so it cannot change after.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile(file_kind(meta.file_type())));
+    }
+    if meta.len() > max {
+        return Err(ReadError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// The kind of a file that is not a regular one, in words.
+pub fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
 
 /// Writes `bytes` to `path` through a fresh temporary file beside it and a rename. A path
 /// that is a device, FIFO, socket or folder is refused: renaming over `/dev/null` as root
@@ -167,6 +228,32 @@ mod tests {
         let mut h = create_stream(&f).unwrap();
         h.write_all(b"new").unwrap();
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn read_capped_refuses_devices_fifos_and_large_files() {
+        let d = dir("read");
+        assert!(matches!(
+            read_capped(Path::new("/dev/zero"), 1 << 20),
+            Err(ReadError::NotAFile("a character device"))
+        ));
+        let fifo = d.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            read_capped(&fifo, 1 << 20),
+            Err(ReadError::NotAFile("a FIFO"))
+        ));
+        let f = d.join("f");
+        std::fs::write(&f, vec![b'x'; 100]).unwrap();
+        assert!(matches!(read_capped(&f, 99), Err(ReadError::TooLarge)));
+        assert_eq!(read_capped(&f, 100).unwrap().len(), 100);
+        // No size reported, more than the cap: refused all the same.
+        assert!(matches!(
+            read_capped(Path::new("/proc/self/maps"), 10),
+            Err(ReadError::TooLarge)
+        ));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
