@@ -385,7 +385,45 @@ fn send_probe(pid: Option<u32>) -> Option<SendProbe> {
     }
 }
 
-/// Polls until the migration ends; a failed poll (QEMU gone) ends it too.
+/// What ends a follow besides the migration: SIGINT, SIGTERM, SIGHUP and `--timeout`.
+struct Stops {
+    sigint: Signal,
+    sigterm: Signal,
+    sighup: Signal,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Stops {
+    fn new(timeout: Option<Duration>) -> Result<Stops> {
+        Ok(Stops {
+            sigint: signal(SignalKind::interrupt())?,
+            sigterm: signal(SignalKind::terminate())?,
+            sighup: signal(SignalKind::hangup())?,
+            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+        })
+    }
+
+    /// The next stop; cancel-safe, so it can race a poll.
+    async fn next(&mut self) -> EndedBy {
+        let deadline = self.deadline;
+        let timeout = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.sigint.recv() => EndedBy::Signal("SIGINT".into()),
+            _ = self.sigterm.recv() => EndedBy::Signal("SIGTERM".into()),
+            _ = self.sighup.recv() => EndedBy::Signal("SIGHUP".into()),
+            _ = timeout => EndedBy::Timeout,
+        }
+    }
+}
+
+/// Polls until the migration ends; a failed poll (QEMU gone) ends it too. A signal or the
+/// timeout ends it also while a poll waits for its reply (a peer that answered nothing
+/// kept `passes` alive past `--timeout` and deaf to SIGTERM).
 async fn follow_loop(
     q: &mut Qmp,
     args: &PassesArgs,
@@ -394,26 +432,13 @@ async fn follow_loop(
     st: &mut Setup,
     mut live: Live<'_>,
 ) -> Result<EndedBy> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let deadline = cfg.timeout.map(|t| tokio::time::Instant::now() + t);
-    let timeout = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(timeout);
+    let mut stops = Stops::new(cfg.timeout)?;
     let mut tick = tokio::time::interval(cfg.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = sigint.recv() => return Ok(EndedBy::Signal("SIGINT".into())),
-            _ = sigterm.recv() => return Ok(EndedBy::Signal("SIGTERM".into())),
-            _ = sighup.recv() => return Ok(EndedBy::Signal("SIGHUP".into())),
-            _ = &mut timeout => return Ok(EndedBy::Timeout),
+            e = stops.next() => return Ok(e),
         }
         if let Some(p) = live.probe.as_deref_mut() {
             // Before the reply, so a pass boundary the reply shows splits the bytes close
@@ -422,7 +447,11 @@ async fn follow_loop(
                 tracker.add_wire(d.migration_bytes);
             }
         }
-        match poll_once(q, args, tracker, st, live.feed.as_deref_mut()).await {
+        let polled = tokio::select! {
+            r = poll_once(q, args, tracker, st, live.feed.as_deref_mut()) => r,
+            e = stops.next() => return Ok(e),
+        };
+        match polled {
             Ok(true) => return Ok(EndedBy::Migration),
             Ok(false) => {}
             Err(e) => return Ok(EndedBy::QemuGone(format!("{e:#}"))),

@@ -10,6 +10,13 @@
 //! call that timed out is recognised by its id and dropped; a timeout in the middle of a
 //! line loses that line, so after a timeout error reconnect rather than go on.
 //!
+//! A peer is not trusted to be QEMU (issue 17: a socket anyone can bind, a QEMU that is
+//! broken): a call's timeout is one deadline for its reply, however many events arrive
+//! meanwhile (a peer that sent one event a second and never answered kept `passes` alive
+//! past its `--timeout`); a line is read up to [`MAX_LINE`] bytes, and a longer one ends the
+//! connection (a peer that streamed bytes without a newline took `passes` to 2 GB); what a
+//! peer sent is echoed in errors cut to [`ECHO`] characters.
+//!
 //! No crate was used: `qapi` (the one maintained QMP crate) generates the whole QAPI schema
 //! of one QEMU version, far more than the dozen commands migtrace needs.
 use std::collections::VecDeque;
@@ -23,6 +30,27 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
+
+/// The longest QMP line read: 1 MiB. The longest replies migtrace asks for
+/// (`query-migrate`, `query-memdev`, `query-cpus-fast` of a large guest) are a few KiB;
+/// QEMU's largest, `query-qmp-schema`, is about 200 KiB and is not asked for.
+pub const MAX_LINE: u64 = 1 << 20;
+
+/// Events kept until taken; older ones are dropped beyond it and counted
+/// ([`Qmp::events_dropped`]).
+pub const MAX_EVENTS: usize = 1024;
+
+/// Characters of a peer's line echoed in an error message.
+pub const ECHO: usize = 200;
+
+/// `s` cut to [`ECHO`] characters for an error message.
+fn echo(s: &str) -> String {
+    let mut out: String = s.chars().take(ECHO).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
 
 /// An error reply from QEMU: `{"error": {"class": ..., "desc": ...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +86,7 @@ pub struct Qmp {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     events: VecDeque<QmpEvent>,
+    events_dropped: u64,
     timeout: Duration,
     next_id: u64,
     version: QemuVersion,
@@ -78,6 +107,7 @@ impl Qmp {
             reader: BufReader::new(r),
             writer: w,
             events: VecDeque::new(),
+            events_dropped: 0,
             timeout,
             next_id: 1,
             version: QemuVersion {
@@ -89,7 +119,11 @@ impl Qmp {
         };
         let greeting = q.read_message("the QMP greeting").await?;
         let v = greeting.get("QMP").with_context(|| {
-            format!("{} is not a QMP socket: it said {greeting}", path.display())
+            format!(
+                "{} is not a QMP socket: it said {}",
+                path.display(),
+                echo(&greeting.to_string())
+            )
         })?;
         q.version = serde_json::from_value(v["version"]["qemu"].clone())
             .context("QMP greeting without a QEMU version")?;
@@ -145,10 +179,15 @@ impl Qmp {
                     self.path.display()
                 )
             })?;
+        // One deadline for the reply, whatever arrives before it.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let reply = self.read_message(command).await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let reply = self
+                .read_message_within(command, left, self.timeout)
+                .await?;
             if reply.get("event").is_some() {
-                self.events.push_back(serde_json::from_value(reply)?);
+                self.queue(serde_json::from_value(reply)?);
                 continue;
             }
             if reply.get("id").and_then(Value::as_u64) != Some(id) {
@@ -157,30 +196,43 @@ impl Qmp {
             if let Some(e) = reply.get("error") {
                 return Err(QmpError {
                     command: command.to_string(),
-                    class: e["class"].as_str().unwrap_or("?").to_string(),
-                    desc: e["desc"].as_str().unwrap_or("?").to_string(),
+                    class: echo(e["class"].as_str().unwrap_or("?")),
+                    desc: echo(e["desc"].as_str().unwrap_or("?")),
                 }
                 .into());
             }
             return reply.get("return").cloned().with_context(|| {
-                format!("reply to {command} has neither return nor error: {reply}")
+                format!(
+                    "reply to {command} has neither return nor error: {}",
+                    echo(&reply.to_string())
+                )
             });
         }
     }
 
     /// Reads one JSON message, within the timeout.
     async fn read_message(&mut self, waiting_for: &str) -> Result<Value> {
-        self.read_message_within(waiting_for, self.timeout).await
+        self.read_message_within(waiting_for, self.timeout, self.timeout)
+            .await
     }
 
-    async fn read_message_within(&mut self, waiting_for: &str, timeout: Duration) -> Result<Value> {
+    /// Reads one JSON message within `left`, the rest of a wait of `total` (named in the
+    /// error).
+    async fn read_message_within(
+        &mut self,
+        waiting_for: &str,
+        left: Duration,
+        total: Duration,
+    ) -> Result<Value> {
+        use tokio::io::AsyncReadExt;
         let mut line = String::new();
-        let n = tokio::time::timeout(timeout, self.reader.read_line(&mut line))
+        let mut limited = (&mut self.reader).take(MAX_LINE);
+        let n = tokio::time::timeout(left, limited.read_line(&mut line))
             .await
             .map_err(|_| {
                 anyhow!(
                     "QEMU did not answer {waiting_for} within {:.1} s (QMP socket {}): is it stopped or hung?",
-                    timeout.as_secs_f64(),
+                    total.as_secs_f64(),
                     self.path.display()
                 )
             })?
@@ -196,8 +248,29 @@ impl Qmp {
                 self.path.display()
             );
         }
+        if !line.ends_with('\n') && n as u64 >= MAX_LINE {
+            bail!(
+                "QEMU sent a line longer than {} MiB while we waited for {waiting_for} (socket {}): not read further",
+                MAX_LINE >> 20,
+                self.path.display()
+            );
+        }
         serde_json::from_str(&line)
-            .with_context(|| format!("QEMU sent a line that is not JSON: {line:?}"))
+            .with_context(|| format!("QEMU sent a line that is not JSON: {:?}", echo(&line)))
+    }
+
+    /// Queues an event, dropping the oldest beyond [`MAX_EVENTS`].
+    fn queue(&mut self, e: QmpEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    /// Events dropped because more than [`MAX_EVENTS`] waited to be taken.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
     }
 
     /// Events received so far, oldest first; the queue is emptied.
@@ -217,13 +290,13 @@ impl Qmp {
             if left.is_zero() {
                 bail!("no {name} event within {:.1} s", timeout.as_secs_f64());
             }
-            let msg = self.read_message_within(name, left).await?;
+            let msg = self.read_message_within(name, left, timeout).await?;
             if msg.get("event").is_some() {
                 let e: QmpEvent = serde_json::from_value(msg)?;
                 if e.event == name {
                     return Ok(e);
                 }
-                self.events.push_back(e);
+                self.queue(e);
             }
         }
     }

@@ -103,3 +103,97 @@ fn error_replies_read_well() {
         "QEMU refused calc-dirty-rate: the dirty rate is already being measured. (GenericError)"
     );
 }
+
+/// A peer that greets as QEMU 7.2 does, answers `qmp_capabilities`, then misbehaves in
+/// `hostile` on the next command it reads (its request line is passed in).
+async fn hostile_peer<F, Fut>(tag: &str, hostile: F) -> std::path::PathBuf
+where
+    F: FnOnce(tokio::net::UnixStream, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = std::env::temp_dir().join(format!("migtrace-qmp-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("qmp.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(br#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}"#).await.unwrap();
+        s.write_all(b"\n").await.unwrap();
+        let mut r = BufReader::new(&mut s);
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        s.write_all(b"{\"return\": {}, \"id\": 1}\n").await.unwrap();
+        let mut r = BufReader::new(&mut s);
+        line.clear();
+        r.read_line(&mut line).await.unwrap();
+        hostile(s, line).await;
+    });
+    path
+}
+
+/// Issue 17: a peer that sends an event every 100 ms and never answers. Each line used to
+/// restart the timeout, so the call never ended; now the call's timeout is one deadline.
+#[tokio::test]
+async fn events_without_a_reply_do_not_extend_the_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let path = hostile_peer("events", |mut s, _| async move {
+        loop {
+            let ev = b"{\"event\": \"MIGRATION_PASS\", \"data\": {\"pass\": 1}, \"timestamp\": {\"seconds\": 1, \"microseconds\": 0}}\n";
+            if s.write_all(ev).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let mut q = Qmp::connect(&path, Duration::from_secs(1)).await.unwrap();
+    let t = std::time::Instant::now();
+    let e = q.query_migrate().await.unwrap_err();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}: {e:#}");
+    assert!(format!("{e:#}").contains("did not answer"), "{e:#}");
+    assert!(!q.take_events().is_empty());
+}
+
+/// Issue 17: a peer that streams bytes with no newline (it took `passes` to 2 GB), and one
+/// that sends a reply line of 200 MB: reading stops at [`MAX_LINE`] and says so.
+#[tokio::test]
+async fn a_line_longer_than_the_limit_ends_the_call() {
+    use tokio::io::AsyncWriteExt;
+    let path = hostile_peer("long", |mut s, _| async move {
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..64 {
+            if s.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let mut q = Qmp::connect(&path, Duration::from_secs(10)).await.unwrap();
+    let e = format!("{:#}", q.query_migrate().await.unwrap_err());
+    assert!(e.contains("longer than 1 MiB"), "{e}");
+    assert!(
+        e.len() < 1000,
+        "the error echoes the line: {} bytes",
+        e.len()
+    );
+}
+
+/// A reply that is not JSON is echoed cut short, not whole.
+#[tokio::test]
+async fn a_bad_reply_is_echoed_cut_short() {
+    use tokio::io::AsyncWriteExt;
+    let path = hostile_peer("bad", |mut s, _| async move {
+        let mut line = vec![b'y'; 100_000];
+        line.push(b'\n');
+        let _ = s.write_all(&line).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let mut q = Qmp::connect(&path, Duration::from_secs(10)).await.unwrap();
+    let e = format!("{:#}", q.query_migrate().await.unwrap_err());
+    assert!(e.contains("not JSON"), "{e}");
+    assert!(e.len() < 1000, "{} bytes", e.len());
+}
