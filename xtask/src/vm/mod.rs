@@ -9,6 +9,7 @@
 pub mod artifacts;
 pub mod cpio;
 pub mod guest_image;
+mod hang;
 pub mod host;
 pub mod initramfs;
 pub mod kernel;

@@ -42,8 +42,14 @@ impl Drop for KillOnDrop {
 }
 
 /// quiet: only errors and worse reach the console (panics still do); panic=-1: reboot at
-/// once on a panic, which -no-reboot turns into QEMU exiting.
-const APPEND: &str = "console=ttyS0 quiet panic=-1 oops=panic rdinit=/init";
+/// once on a panic, which -no-reboot turns into QEMU exiting; nokaslr: a RIP read at a
+/// timeout is the System.map's address ([`super::hang`]).
+const APPEND: &str = "console=ttyS0 quiet panic=-1 oops=panic nokaslr rdinit=/init";
+
+/// The human monitor's socket, beside the serial log: read at a timeout ([`super::hang`]).
+pub fn monitor_socket(b: &Boot) -> PathBuf {
+    b.serial_log.with_extension("monitor.sock")
+}
 
 /// The QEMU command line (also printed, so a human can rerun it by hand).
 /// `extra` is appended to the kernel command line.
@@ -55,7 +61,11 @@ pub fn command(b: &Boot, extra: &str) -> Command {
         Some(cpu) => cmd.args(["-accel", "tcg,thread=multi", "-cpu", cpu]),
         None => cmd.args(["-accel", "tcg"]),
     };
+    let monitor = monitor_socket(b);
+    let _ = std::fs::remove_file(&monitor);
     cmd.args(["-m", &format!("{}M", b.memory_mib), "-smp", "2"])
+        .args(["-name", "vmtest,debug-threads=on", "-monitor"])
+        .arg(format!("unix:{},server=on,wait=off", monitor.display()))
         .args([
             "-nographic",
             "-nodefaults",
@@ -108,6 +118,7 @@ pub fn boot(b: &Boot, on_line: impl FnMut(&str, Duration) -> bool) -> Result<Out
 
     let (timed_out, done) = read_console(&rx, start, b.timeout, on_line);
     if timed_out {
+        super::hang::describe(child.0.id(), &monitor_socket(b), b.vmlinuz);
         eprintln!(
             "vmtest: overall timeout of {} s passed: killing QEMU",
             b.timeout.as_secs()
