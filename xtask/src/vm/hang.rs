@@ -87,7 +87,7 @@ fn registers(monitor: &Path) -> std::io::Result<Vec<(usize, u64)>> {
     Ok(parse_rips(&text))
 }
 
-/// The `RIP=` of each `CPU#n` block of `info registers -a`.
+/// The `RIP=` (or `EIP=`) of each `CPU#n` block of `info registers -a`.
 fn parse_rips(text: &str) -> Vec<(usize, u64)> {
     let mut cpu = 0;
     let mut out = Vec::new();
@@ -95,7 +95,8 @@ fn parse_rips(text: &str) -> Vec<(usize, u64)> {
         if let Some(n) = l.trim().strip_prefix("CPU#") {
             cpu = n.trim().parse().unwrap_or(cpu);
         }
-        if let Some(i) = l.find("RIP=") {
+        // RIP in long mode, EIP in protected or real mode.
+        if let Some(i) = l.find("RIP=").or_else(|| l.find("EIP=")) {
             let hex = &l[i + 4..].split_whitespace().next().unwrap_or("");
             if let Ok(rip) = u64::from_str_radix(hex, 16) {
                 out.push((cpu, rip));
@@ -139,10 +140,10 @@ mod tests {
 
     #[test]
     fn rips_and_symbols() {
-        let text = "CPU#0\nRAX=0000000000000000 RBX=0000000000000001\nRIP=ffffffff81a0b2c5 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\nCPU#1\nRIP=00007f0000001000 RFL=00000202\n";
+        let text = "CPU#0\nRAX=0000000000000000 RBX=0000000000000001\nRIP=ffffffff81a0b2c5 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\nCPU#1\nRIP=00007f0000001000 RFL=00000202\nCPU#2\nEAX=00000000\nEIP=0000fff0 EFL=00000002\n";
         assert_eq!(
             parse_rips(text),
-            vec![(0, 0xffffffff81a0b2c5), (1, 0x7f0000001000)]
+            vec![(0, 0xffffffff81a0b2c5), (1, 0x7f0000001000), (2, 0xfff0)]
         );
         let map = vec![
             (0xffffffff81a0b000, "native_safe_halt".to_string()),
