@@ -9,8 +9,9 @@ use migtrace::model::recommend::{candidates, SettingsContext};
 use migtrace::model::sim::{Limits, Policy, Throttle};
 use migtrace::model::workload::Workload;
 use migtrace::model::{grid, GridInput};
-use migtrace::profile::{
-    DirtyRate, GrowthPoint, Profile, TargetInfo, ThreadShare, FORMAT, VERSION,
+use migtrace::{
+    profile::{DirtyRate, Profile, TargetInfo, ThreadShare, FORMAT, VERSION},
+    record::GrowthPoint,
 };
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;

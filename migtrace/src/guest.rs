@@ -10,7 +10,7 @@ use anyhow::Result;
 use crate::{
     error::Error,
     qemu::{self, cmdline::Accel, qmp::Qmp, ram::GuestRam},
-    report::{ExcludedMemory, GuestBlock, GuestInfo, VcpuInfo},
+    record::{ExcludedMemory, GuestBlock, GuestInfo, VcpuInfo},
 };
 
 /// A QEMU guest found behind a pid.

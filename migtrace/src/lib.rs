@@ -5,7 +5,8 @@
 //! - [`source`]: measurement backends (eBPF fault counting, content sampling), one trait;
 //! - [`model`]: the pre-copy model, pure functions without I/O;
 //! - [`estimate`]: statistics shared by the backends (HyperLogLog, confidence intervals);
-//! - [`report`]: the records a watch reports (start, interval, summary);
+//! - [`record`]: the plain data between the floors (interval and final reports, the watch's
+//!   records: start, interval, summary); it imports nothing of migtrace;
 //! - [`sink`]: where results go (terminal, JSON lines);
 //! - [`profile`]: the versioned dirty profile `watch` writes and `predict` reads;
 //! - [`commands`]: one module per CLI subcommand, kept thin;
@@ -24,7 +25,7 @@ pub mod model;
 pub mod passes;
 pub mod profile;
 pub mod qemu;
-pub mod report;
+pub mod record;
 pub mod sink;
 pub mod source;
 pub mod target;

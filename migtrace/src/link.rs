@@ -10,7 +10,7 @@
 use anyhow::Result;
 
 use crate::{
-    report::{LinkInterval, LinkSummary, SendThread},
+    record::{LinkInterval, LinkSummary, SendThread},
     source::netsend::{link_speed_bits, SendOptions, SendProbe},
 };
 

@@ -5,7 +5,7 @@
 //! formats and newer versions with a clear message rather than guessing.
 use serde::{Deserialize, Serialize};
 
-use crate::report::Summary;
+use crate::record::{GrowthPoint, GuestInfo, LinkSummary, Summary};
 
 /// Value of [`Profile::format`].
 pub const FORMAT: &str = "migtrace-profile";
@@ -56,7 +56,7 @@ pub struct Profile {
     /// the memory to migrate), the RAM blocks measured, what of QEMU was left out, and the
     /// vCPUs with their busy shares. Absent for other processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest: Option<crate::report::GuestInfo>,
+    pub guest: Option<GuestInfo>,
     /// The link measured beside the dirtying (`watch --iface`): `predict --profile` without
     /// `--link` takes its headroom as the link. Absent when not measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,8 +77,8 @@ pub struct LinkInfo {
     pub headroom_bytes_per_sec: Option<f64>,
 }
 
-impl From<&crate::report::LinkSummary> for LinkInfo {
-    fn from(l: &crate::report::LinkSummary) -> Self {
+impl From<&LinkSummary> for LinkInfo {
+    fn from(l: &LinkSummary) -> Self {
         LinkInfo {
             iface: l.iface.clone(),
             link_bits: l.link_bits,
@@ -117,14 +117,6 @@ pub struct DirtyRate {
     pub ci95_bytes_per_sec: Option<[f64; 2]>,
     /// Peak interval rate, bytes per second.
     pub peak_bytes_per_sec: f64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct GrowthPoint {
-    pub window_s: f64,
-    pub unique_pages: f64,
-    /// How many windows of this length were averaged.
-    pub windows: u64,
 }
 
 /// What per-thread counts measure.

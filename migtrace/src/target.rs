@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    record::{MappingGroup, ThreadTime},
+};
 
 /// A live process to watch.
 #[derive(Debug)]
@@ -40,14 +43,6 @@ impl Region {
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
-}
-
-/// CPU time of one thread, in clock ticks.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ThreadTime {
-    pub tid: u32,
-    pub comm: String,
-    pub ticks: u64,
 }
 
 pub fn page_size() -> u64 {
@@ -311,8 +306,8 @@ pub fn parse_writable(text: &str) -> Vec<Region> {
 
 /// The regions grouped by what they are (shared memory by file name, private memory as
 /// anonymous, heap, stack or by file), largest group first.
-pub fn describe(regions: &[Region]) -> Vec<crate::report::MappingGroup> {
-    let mut groups: Vec<crate::report::MappingGroup> = Vec::new();
+pub fn describe(regions: &[Region]) -> Vec<MappingGroup> {
+    let mut groups: Vec<MappingGroup> = Vec::new();
     for r in regions {
         let name = match r.name.as_str() {
             "" => "anonymous".to_string(),
@@ -326,7 +321,7 @@ pub fn describe(regions: &[Region]) -> Vec<crate::report::MappingGroup> {
                 g.mappings += 1;
                 g.bytes += r.len();
             }
-            None => groups.push(crate::report::MappingGroup {
+            None => groups.push(MappingGroup {
                 name,
                 shared: r.shared,
                 mappings: 1,

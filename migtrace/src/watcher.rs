@@ -21,7 +21,7 @@ use crate::{
     model::summary::{summarize, SummaryInput, TargetState, Totals},
     profile::Profile,
     qemu::qmp::Qmp,
-    report::{EndReason, GuestInfo, QemuRate, QemuRateSummary, Start, Summary},
+    record::{EndReason, GuestInfo, QemuRate, QemuRateSummary, Start, Summary},
     sink::Sink,
     source::{self, BackendChoice, DirtySource, SourceOptions},
     target::{clock_ticks, page_size, Target},

@@ -4,8 +4,9 @@
 //! written by the test.
 use std::process::{Command, Output};
 
-use migtrace::profile::{
-    DirtyRate, GrowthPoint, Profile, TargetInfo, ThreadShare, FORMAT, VERSION,
+use migtrace::{
+    profile::{DirtyRate, Profile, TargetInfo, ThreadShare, FORMAT, VERSION},
+    record::GrowthPoint,
 };
 
 fn migtrace(args: &[&str]) -> Output {

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use migtrace::profile::{
-    DirtyRate, GrowthPoint, Profile, TargetInfo, ThreadCounts, ThreadShare, FORMAT, VERSION,
+use migtrace::{
+    profile::{DirtyRate, Profile, TargetInfo, ThreadCounts, ThreadShare, FORMAT, VERSION},
+    record::GrowthPoint,
 };
 
 /// Runs `migtrace predict ARGS`, killed (and the test failed) after 20 s.

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use migtrace::{
     model::summary::{summarize, SummaryInput, TargetState, Totals},
     profile::Profile,
-    report::{EndReason, Start},
+    record::{EndReason, FinalReport, IntervalReport, Start},
     sink::{json::JsonSink, terminal::TerminalSink, Sink},
-    source::{FinalReport, IntervalReport},
 };
 use serde::Deserialize;
 

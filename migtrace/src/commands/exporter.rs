@@ -27,7 +27,7 @@ use tokio::signal::unix::SignalKind;
 use crate::{
     commands::watch::{self, WatchArgs},
     error::Error,
-    report::EndReason,
+    record::EndReason,
     sink::prometheus::{self, Metrics, PromSink},
     source::BackendChoice,
     units::parse_duration,

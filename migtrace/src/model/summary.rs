@@ -2,10 +2,9 @@
 //! summary a watch prints and saves. Pure: times come in as seconds, the target's state as
 //! plain values, so a recorded series replays to the same summary (the golden-master test in
 //! `migtrace/tests/watch_golden.rs` does exactly that).
-use crate::{
-    report::{EndReason, GuestInfo, Interval, RatePercentiles, Summary, ThreadLine},
-    source::{Drops, FaultCounts, FinalReport, IntervalReport},
-    target::ThreadTime,
+use crate::record::{
+    Drops, EndReason, FaultCounts, FinalReport, GuestInfo, Interval, IntervalReport,
+    RatePercentiles, Summary, ThreadLine, ThreadTime,
 };
 
 /// One measured interval as the summary counts it.

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use crate::{
     model::{recommend::RecommendationKind, Prediction},
-    report::Summary,
+    record::Summary,
     sink::clean,
     units::{fmt_bytes as bytes, fmt_link},
 };

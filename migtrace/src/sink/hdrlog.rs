@@ -26,7 +26,8 @@ use hdrhistogram::{
     Histogram,
 };
 
-use super::{Interval, Sink, Start, Summary};
+use super::Sink;
+use crate::record::{Interval, Start, Summary};
 
 /// The tag of the dirty-rate entries.
 pub const RATE_TAG: &str = "dirty_rate";
@@ -163,7 +164,7 @@ impl Sink for HdrLogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Drops;
+    use crate::record::Drops;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     fn interval(t_s: f64, rate: f64, partial: bool) -> Interval {

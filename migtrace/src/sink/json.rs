@@ -4,7 +4,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::{Interval, LinkInterval, QemuRate, Sink, Start, Summary};
+use super::Sink;
+use crate::record::{Interval, LinkInterval, QemuRate, Start, Summary};
 
 pub struct JsonSink<W: Write> {
     out: W,

@@ -1,4 +1,4 @@
-//! Sinks: where `watch` results go. The records ([`crate::report`]) are what every sink renders; the
+//! Sinks: where `watch` results go. The records ([`crate::record`]) are what every sink renders; the
 //! terminal sink ([`terminal`]) writes lines for people, the JSON sink ([`json`]) one JSON
 //! object per line for programs.
 pub mod demo_out;
@@ -10,9 +10,7 @@ pub mod predict_out;
 pub mod prometheus;
 pub mod terminal;
 
-pub use crate::report::{
-    EndReason, Interval, LinkInterval, QemuRate, RatePercentiles, Start, Summary, ThreadLine,
-};
+use crate::record::{Interval, LinkInterval, QemuRate, Start, Summary};
 
 /// Text that a target or an input file controls (process and thread names, paths, caveats
 /// read from a profile), made safe for a terminal: control characters (ESC, newline,

@@ -22,9 +22,9 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{Interval, QemuRate, Sink, Start, Summary};
+use super::Sink;
 use crate::error::Error;
-use crate::report::LinkInterval;
+use crate::record::{Interval, LinkInterval, QemuRate, Start, Summary};
 
 /// A label value, escaped as the text exposition format requires: `\` as `\\`, `"` as
 /// `\"` and a line feed as `\n`. prometheus-client 0.24 writes label values verbatim, so

@@ -1,8 +1,10 @@
 //! Human output: a header naming the backend and why, one line per interval, and a summary.
 use std::io::Write;
 
-use super::{clean, Interval, Sink, Start, Summary};
-use crate::report::{GuestInfo, LinkInterval, LinkSummary, MappingGroup, QemuRate};
+use super::{clean, Sink};
+use crate::record::{
+    GuestInfo, Interval, LinkInterval, LinkSummary, MappingGroup, QemuRate, Start, Summary,
+};
 use crate::units::fmt_bytes as bytes;
 
 pub struct TerminalSink<W: Write> {

@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{
-    fault::FaultSource, sample::SampleSource, DirtySource, FinalReport, IntervalReport,
-    SourceOptions,
-};
+use super::{fault::FaultSource, sample::SampleSource, DirtySource, SourceOptions};
+use crate::record::{FinalReport, IntervalReport};
 
 pub struct Combined {
     sample: SampleSource,

@@ -9,8 +9,10 @@ use aya::{
 };
 use migtrace_common::{counter, Config, CpuState, Hll, FLAG_RANGE, FLAG_RECORD_PAGES};
 
-use super::{Drops, FaultCounts};
-use crate::error::Error;
+use crate::{
+    error::Error,
+    record::{Drops, FaultCounts},
+};
 
 #[cfg(migtrace_has_ebpf)]
 pub(crate) static OBJECT: &[u8] =

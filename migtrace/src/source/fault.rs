@@ -12,9 +12,12 @@ use migtrace_common::Hll;
 use super::{
     ebpf::{FaultProbe, ProbeOptions},
     growth::GrowthWindows,
-    DirtySource, FinalReport, IntervalReport, SourceOptions,
+    DirtySource, SourceOptions,
 };
-use crate::estimate::{hll_estimate, hll_merge};
+use crate::{
+    estimate::{hll_estimate, hll_merge},
+    record::{FinalReport, IntervalReport},
+};
 
 /// Epoch of the kernel sketches: the shortest window of the growth curve.
 pub const EPOCH: Duration = Duration::from_millis(50);

@@ -12,7 +12,7 @@ use migtrace_common::Hll;
 
 use crate::{
     estimate::{hll_estimate, hll_merge, Mean},
-    profile::GrowthPoint,
+    record::GrowthPoint,
 };
 
 /// A set of pages that can be united with another and counted.

@@ -29,8 +29,9 @@ use super::{
     ebpf::{load_error, require, OBJECT},
     netsend::{ensure_tracefs, parse_format, TRACEFS},
     softdirty::SoftDirtySource,
-    DirtySource, FinalReport, IntervalReport, SourceOptions,
+    DirtySource, SourceOptions,
 };
+use crate::record::{FinalReport, IntervalReport};
 
 /// The tracepoint: `kvm:kvm_page_fault`.
 pub const EVENT: (&str, &str) = ("kvm", "kvm_page_fault");

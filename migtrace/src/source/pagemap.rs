@@ -16,10 +16,10 @@
 //! costs about 1.2 µs; then a plain read costs about 35 ns per 4 KiB page and a scan about
 //! 11 ns (far less on a transparent huge page, one entry per 2 MiB). So the pages a sampler
 //! asks about are read one call per run of nearby pages: pages closer than
-//! [`Method::gap`] share a call, farther ones get their own.
+//! [`PagemapMethod::gap`] share a call, farther ones get their own.
 use std::{fs::File, io, os::fd::AsRawFd, os::unix::fs::FileExt};
 
-use crate::target::page_size;
+use crate::{record::PagemapMethod, target::page_size};
 
 /// pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
 pub const PM_PRESENT: u64 = 1 << 63;
@@ -103,35 +103,6 @@ impl Residency {
     }
 }
 
-/// How pagemap is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// The `PAGEMAP_SCAN` ioctl (Linux 6.7+).
-    Scan,
-    /// Plain reads of 8-byte entries.
-    Read,
-}
-
-impl Method {
-    /// Pages between two wanted pages up to which one call for both is cheaper than two
-    /// calls: a call's fixed cost over the cost of one more page (see the module docs).
-    pub fn gap(self) -> u64 {
-        match self {
-            Method::Scan => 96,
-            Method::Read => 32,
-        }
-    }
-
-    /// In words, for caveats and logs.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Method::Scan => "the PAGEMAP_SCAN ioctl",
-            Method::Read => "plain pagemap reads (no PAGEMAP_SCAN on this kernel)",
-        }
-    }
-}
-
 /// What a scan matches and reports (`PAGEMAP_SCAN`'s masks): a page matches when it has
 /// every category of `all` and, unless `any` is 0, at least one of `any`. Reported regions
 /// carry the page's categories masked by `report`; neighbouring matched pages with equal
@@ -146,7 +117,7 @@ pub struct Query {
 /// `/proc/PID/pagemap` of one process.
 pub struct Pagemap {
     file: File,
-    method: Method,
+    method: PagemapMethod,
     page: u64,
     entries: Vec<u64>,
     regions: Vec<PageRegion>,
@@ -164,7 +135,7 @@ impl Pagemap {
     pub fn from_file(file: File) -> Pagemap {
         let mut p = Pagemap {
             file,
-            method: Method::Read,
+            method: PagemapMethod::Read,
             page: page_size(),
             entries: Vec::new(),
             regions: vec![PageRegion::default(); REGIONS],
@@ -177,18 +148,18 @@ impl Pagemap {
             report: category::PRESENT,
         };
         if p.scan_call(0, p.page, probe, 1).is_ok() {
-            p.method = Method::Scan;
+            p.method = PagemapMethod::Scan;
         }
         p
     }
 
     /// Reads with plain reads even where the kernel has `PAGEMAP_SCAN` (tests compare the two).
     pub fn force_read(mut self) -> Pagemap {
-        self.method = Method::Read;
+        self.method = PagemapMethod::Read;
         self
     }
 
-    pub fn method(&self) -> Method {
+    pub fn method(&self) -> PagemapMethod {
         self.method
     }
 
@@ -290,7 +261,7 @@ impl Pagemap {
     }
 
     /// The residency of each page of `addrs` (sorted, page-aligned) into `out`, one call
-    /// per run of pages closer than [`Method::gap`]. A call that fails leaves its pages
+    /// per run of pages closer than [`PagemapMethod::gap`]. A call that fails leaves its pages
     /// [`Residency::Unknown`].
     pub fn residency(&mut self, addrs: &[u64], out: &mut [Residency]) {
         debug_assert_eq!(addrs.len(), out.len());
@@ -305,8 +276,8 @@ impl Pagemap {
                 j += 1;
             }
             let ok = match self.method {
-                Method::Read => self.residency_read(&addrs[i..j], &mut out[i..j]),
-                Method::Scan => self.residency_scan(&addrs[i..j], &mut out[i..j]),
+                PagemapMethod::Read => self.residency_read(&addrs[i..j], &mut out[i..j]),
+                PagemapMethod::Scan => self.residency_scan(&addrs[i..j], &mut out[i..j]),
             };
             if ok.is_err() {
                 out[i..j].fill(Residency::Unknown);
@@ -505,7 +476,7 @@ mod tests {
     #[test]
     fn scan_runs_agree_with_plain_entries() {
         let mut pm = own_pagemap();
-        if pm.method() != Method::Scan {
+        if pm.method() != PagemapMethod::Scan {
             eprintln!("no PAGEMAP_SCAN on this kernel: the plain reads are all there is");
             return;
         }
@@ -549,7 +520,7 @@ mod tests {
     #[test]
     fn scans_longer_than_one_call_are_continued() {
         let mut pm = own_pagemap();
-        if pm.method() != Method::Scan {
+        if pm.method() != PagemapMethod::Scan {
             return;
         }
         let m = Own::new(8192, false);

@@ -40,13 +40,13 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{
     pagemap::{Pagemap, Residency},
-    DirtySource, Drops, FinalReport, IntervalReport, SampleInfo, SourceOptions,
+    DirtySource, SourceOptions,
 };
 use crate::{
     error::Error,
     estimate::{sample_size_for, wilson, Mean},
     model::summary::FULL_SHARE,
-    profile::GrowthPoint,
+    record::{Drops, FinalReport, GrowthPoint, IntervalReport, SampleInfo},
     target::{page_size, Region, Target},
 };
 

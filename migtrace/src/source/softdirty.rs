@@ -48,9 +48,14 @@ use super::{
     growth::{GrowthWindows, PageSet},
     pagemap::Pagemap,
     thp::{DirtySet, Scan, ThpTracker, HUGE, K},
-    BackendStats, DirtySource, FinalReport, IntervalReport, SourceOptions,
+    DirtySource, SourceOptions,
 };
-use crate::{error::Error, model::summary::FULL_SHARE, target::page_size};
+use crate::{
+    error::Error,
+    model::summary::FULL_SHARE,
+    record::{BackendStats, FinalReport, IntervalReport, SoftDirtyStats},
+    target::page_size,
+};
 
 /// The base tick: epochs are whole multiples of it.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -719,66 +724,6 @@ impl SoftDirtySource {
         s.thp_hash_cpu_pct = Some(c.hash_time.as_secs_f64() / el * 100.0);
         s
     }
-}
-
-/// What the softdirty backend reports about itself: its epoch, the cost it imposed on the
-/// target, and the cross-check of the fault events against pagemap. Fields are in the
-/// order they are shown (alphabetical, as the output has always listed them).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SoftDirtyStats {
-    /// Time spent write-protecting the target (clear_refs), seconds.
-    pub arm_time_s: f64,
-    /// Epoch length in force at the end, seconds.
-    pub epoch_s: f64,
-    /// Estimated CPU overhead imposed on the target, percent of one CPU.
-    pub est_target_cpu_overhead_pct: f64,
-    /// Fault events whose page pagemap did not show soft-dirty.
-    pub events_not_soft_dirty: u64,
-    /// Calibrated cost of one write-protect fault, nanoseconds.
-    pub fault_cost_ns: f64,
-    /// Write-protect faults the arming caused.
-    pub induced_faults: u64,
-    pub induced_faults_per_sec: f64,
-    /// The overhead budget (`--max-overhead`), percent.
-    pub max_overhead_pct: f64,
-    /// Soft-dirty pages of mappings created during an epoch, with no fault seen.
-    pub new_mapping_pages_without_event: u64,
-    /// CPU spent reading pagemap, percent of one CPU.
-    pub pagemap_scan_cpu_pct: f64,
-    /// How pagemap was read: `scan` (the PAGEMAP_SCAN ioctl, Linux 6.7+) or `read`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pagemap_reader: Option<super::pagemap::Method>,
-    /// Unique pages over the run counted exactly, page by page (THP figures: only shown
-    /// once the target had a transparent huge page).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pages_exact_4k: Option<u64>,
-    /// Pages pagemap showed soft-dirty without a fault event (kernel-thread writes, THP).
-    pub pages_from_pagemap_only: u64,
-    /// Subpages read for the huge pages' first hashes (at start, after an exec).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thp_baseline_pages: Option<u64>,
-    /// How THP backing was told: kpageflags, pfn-run, pattern.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thp_detection: Option<super::thp::Detect>,
-    /// CPU spent reading and hashing subpages, percent of one CPU (migtrace's own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thp_hash_cpu_pct: Option<f64>,
-    /// Subpages read and hashed in all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thp_hashed_pages: Option<u64>,
-    /// Dirty huge pages (summed over epochs) known only at 2 MiB: left out of the rate,
-    /// inside the upper end of its 95 % interval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thp_huge_pages_2m_only: Option<u64>,
-    /// Dirty huge pages (summed over epochs) resolved to 4 KiB by content sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thp_huge_pages_resolved: Option<u64>,
-    /// Unique 4 KiB pages over the run estimated inside sampled huge pages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thp_pages_estimated_4k: Option<f64>,
-    /// Subpages sampled per huge page (one per stratum of 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thp_sampled_per_huge_page: Option<u64>,
 }
 
 impl DirtySource for SoftDirtySource {

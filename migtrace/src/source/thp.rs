@@ -40,9 +40,12 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{
     growth::PageSet,
-    pagemap::{category, Method, PageRegion, Pagemap, Query},
+    pagemap::{category, PageRegion, Pagemap, Query},
 };
-use crate::target::Region;
+use crate::{
+    record::{PagemapMethod, ThpDetect},
+    target::Region,
+};
 
 /// Bytes of a PMD-mapped huge page.
 pub const HUGE: u64 = 2 << 20;
@@ -204,23 +207,6 @@ pub struct Scan {
     pub mapped: HashSet<u64>,
 }
 
-/// How THP backing was told, the last time it was.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Detect {
-    /// Not needed yet: no block had all 512 subpages present.
-    #[default]
-    None,
-    /// `/proc/kpageflags` bit 22 of the block's first frame.
-    Kpageflags,
-    /// 512 contiguous frame numbers starting 2 MiB-aligned.
-    PfnRun,
-    /// No frame numbers visible: 512 subpages soft-dirty together.
-    Pattern,
-    /// `PAGEMAP_SCAN` says the block is one PMD-mapped huge page (Linux 6.7+).
-    PagemapScan,
-}
-
 /// The pagemap entries of one 2 MiB block, in address order.
 #[derive(Default)]
 struct Block {
@@ -325,7 +311,7 @@ pub struct ThpCounters {
     pub hash_time: Duration,
     /// Of which for the baselines at start and after an exec.
     pub baseline_pages: u64,
-    pub detect: Detect,
+    pub detect: ThpDetect,
 }
 
 /// Resolves dirty huge pages of one target by content sampling.
@@ -367,17 +353,17 @@ impl ThpTracker {
     /// Whether the block's memory is a transparent huge page.
     fn thp_backed(&mut self, b: &Block) -> bool {
         if b.first_pfn == 0 {
-            self.counters.detect = Detect::Pattern;
+            self.counters.detect = ThpDetect::Pattern;
             return b.dirty.len() == SUBPAGES;
         }
         if let Some(f) = &self.kpageflags {
             let mut x = [0u8; 8];
             if f.read_exact_at(&mut x, b.first_pfn * 8).is_ok() {
-                self.counters.detect = Detect::Kpageflags;
+                self.counters.detect = ThpDetect::Kpageflags;
                 return u64::from_le_bytes(x) & KPF_THP != 0;
             }
         }
-        self.counters.detect = Detect::PfnRun;
+        self.counters.detect = ThpDetect::PfnRun;
         b.pfn_run && b.first_pfn.is_multiple_of(SUBPAGES as u64)
     }
 
@@ -407,7 +393,7 @@ impl ThpTracker {
     /// Whether the block at `base` is a whole THP-backed huge page now (for a fault event
     /// that raced with the scan: the block was not soft-dirty, or not yet mapped, when read).
     pub fn huge_now(&mut self, pm: &mut Pagemap, base: u64) -> bool {
-        if pm.method() == Method::Scan {
+        if pm.method() == PagemapMethod::Scan {
             let mut huge = false;
             let _ = pm.runs(base, base + HUGE, SCAN_QUERY, |x| {
                 huge |=
@@ -451,8 +437,8 @@ impl ThpTracker {
         want_clean: bool,
     ) -> std::io::Result<Scan> {
         match pm.method() {
-            Method::Scan => self.scan_runs(pm, regions, want_clean),
-            Method::Read => self.scan_entries(pm.file(), regions, want_clean),
+            PagemapMethod::Scan => self.scan_runs(pm, regions, want_clean),
+            PagemapMethod::Read => self.scan_entries(pm.file(), regions, want_clean),
         }
     }
 
@@ -476,7 +462,7 @@ impl ThpTracker {
             })?;
             for x in &runs {
                 if x.categories & category::HUGE != 0 && x.categories & category::PRESENT != 0 {
-                    self.counters.detect = Detect::PagemapScan;
+                    self.counters.detect = ThpDetect::PagemapScan;
                 }
                 take_run(x, &mut out, want_clean);
             }
@@ -758,7 +744,7 @@ mod tests {
         use crate::source::pagemap::Pagemap;
         let pid = std::process::id();
         let native = Pagemap::open(pid).unwrap();
-        if native.method() != Method::Scan {
+        if native.method() != PagemapMethod::Scan {
             eprintln!("no PAGEMAP_SCAN on this kernel: only the plain-read path exists here");
             return;
         }
@@ -898,6 +884,6 @@ mod tests {
         t.flush(&b, &mut out, false);
         assert_eq!(out.huge, vec![0]);
         assert_eq!(out.dirty.len(), 512);
-        assert_eq!(t.counters.detect, Detect::PfnRun);
+        assert_eq!(t.counters.detect, ThpDetect::PfnRun);
     }
 }

@@ -1,11 +1,11 @@
-//! What a watch reports: the records every sink renders (terminal, JSON lines, the
-//! profile). Sources produce [`crate::source::IntervalReport`]s; [`crate::model::summary`]
-//! turns them into these records; [`crate::sink`] renders them.
+//! The records a watch emits and every sink renders: the start, each interval, the summary
+//! at the end (with its per-thread lines and rate percentiles), and the thread CPU times the
+//! summary's busy shares come from.
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    profile::GrowthPoint,
-    source::{BackendStats, Drops, FaultCounts, SampleInfo},
+use super::{
+    BackendStats, Drops, FaultCounts, GrowthPoint, GuestInfo, LinkSummary, QemuRateSummary,
+    SampleInfo,
 };
 
 /// Why a watch ended.
@@ -173,135 +173,10 @@ pub struct RatePercentiles {
     pub max_bytes_per_sec: f64,
 }
 
-/// The guest, when the target is a QEMU process: its RAM is what was measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GuestInfo {
-    /// `-name guest=...`.
-    pub name: Option<String>,
-    /// The accelerator: `kvm`, `tcg`, ...
-    pub accel: String,
-    /// Guest RAM, bytes: the memory a migration copies as RAM.
-    pub ram_bytes: u64,
-    pub blocks: Vec<GuestBlock>,
-    /// QEMU's own memory, left out, by reason.
-    pub excluded: Vec<ExcludedMemory>,
-    /// The vCPU threads: the guest's writers.
-    pub vcpus: Vec<VcpuInfo>,
-    /// Where the guest RAM was found from.
-    pub found_from: String,
-}
-
-/// One guest-RAM mapping.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GuestBlock {
-    pub name: String,
-    pub start: u64,
-    pub end: u64,
-    pub shared: bool,
-}
-
-/// Memory of the QEMU process that is not guest RAM, for one reason.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ExcludedMemory {
-    pub reason: String,
-    pub bytes: u64,
-    pub mappings: u64,
-}
-
-/// One vCPU thread.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct VcpuInfo {
-    pub index: u32,
-    pub tid: u32,
-    /// Share of the watch on CPU (in the summary).
-    pub busy_share: Option<f64>,
-}
-
-/// One `calc-dirty-rate` measurement by QEMU, shown beside migtrace's rate.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct QemuRate {
-    /// Seconds since the watch started, when the measurement ended.
-    pub t_s: f64,
-    pub bytes_per_sec: f64,
-    pub calc_time_s: f64,
-    /// Pages sampled per GiB.
-    pub sample_pages: u64,
-}
-
-/// QEMU's measurements over the watch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct QemuRateSummary {
-    pub mean_bytes_per_sec: f64,
-    pub measurements: u64,
-    pub sample_pages: u64,
-    /// Why measuring stopped early, if it did.
-    pub error: Option<String>,
-}
-
-/// The link side of one interval (`watch --iface`): the interface's traffic, the headroom a
-/// migration would get, and the dirty rate against it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LinkInterval {
-    /// Seconds since the start, at the end of this interval.
-    pub t_s: f64,
-    pub iface: Option<String>,
-    /// Interface tx, bytes per second (skb lengths: headers included), all processes.
-    pub tx_bytes_per_sec: Option<f64>,
-    pub tx_packets_per_sec: Option<f64>,
-    /// The nominal link, bits per second (`--link`, else the interface's speed).
-    pub link_bits: Option<f64>,
-    /// link x efficiency - tx, bytes per second (never below 0).
-    pub headroom_bytes_per_sec: Option<f64>,
-    /// The interval's dirty rate divided by the headroom: above 1 a pre-copy cannot
-    /// converge without throttling.
-    pub dirty_to_headroom: Option<f64>,
-    /// The target's socket sends, bytes per second (payload).
-    pub send_bytes_per_sec: Option<f64>,
-    /// Bytes the target's QEMU migration threads sent in this interval.
-    pub migration_bytes: u64,
-    /// Sends not attributed to a thread (thread map full).
-    pub thread_map_full: u64,
-}
-
-/// The link side over the whole watch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LinkSummary {
-    pub iface: Option<String>,
-    pub link_bits: Option<f64>,
-    /// Where `link_bits` came from: `--link` or `/sys/class/net/IF/speed`.
-    pub link_from: Option<String>,
-    pub efficiency: f64,
-    /// Mean and peak interface tx over the intervals, bytes per second.
-    pub tx_bytes_per_sec: Option<f64>,
-    pub tx_peak_bytes_per_sec: Option<f64>,
-    /// link x efficiency - mean tx, bytes per second (the headroom `predict` uses).
-    pub headroom_bytes_per_sec: Option<f64>,
-    /// The smallest interval headroom.
-    pub headroom_min_bytes_per_sec: Option<f64>,
-    /// The summary's dirty rate divided by the mean headroom.
-    pub dirty_to_headroom: Option<f64>,
-    /// Total bytes the target's socket sends returned, and how many sends.
-    pub send_bytes: u64,
-    pub send_calls: u64,
-    pub send_errors: u64,
-    /// Total bytes of the target's QEMU migration threads.
-    pub migration_bytes: u64,
-    /// Total bytes the interface transmitted.
-    pub tx_bytes: u64,
-    /// Sends not attributed to a thread (thread map full).
-    pub thread_map_full: u64,
-    /// Per thread of the target: bytes sent, largest first.
-    pub threads: Vec<SendThread>,
-    /// What could not be measured, in words.
-    pub notes: Vec<String>,
-}
-
-/// One thread's sends over the watch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SendThread {
+/// CPU time of one thread, in clock ticks.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ThreadTime {
     pub tid: u32,
     pub comm: String,
-    pub bytes: u64,
-    pub calls: u64,
-    pub migration: bool,
+    pub ticks: u64,
 }
