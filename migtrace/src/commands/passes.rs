@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::model::backtest::{qemu_syncs, SyncEstimate};
 use crate::model::{grid, Prediction};
 use crate::passes::{is_terminal, EndedBy, Tracker};
-use crate::qemu::qmp::{MigrateParametersInfo, MigrationCapability, Qmp, QmpEvent};
+use crate::qemu::qmp::{MigrateParametersInfo, MigrationCapability, MigrationInfo, Qmp, QmpEvent};
 use crate::sink::hdrlog;
 use crate::sink::passes_out::{self, Params, Predicted, Report};
 use crate::sink::prometheus::{self, passes::PassFeed, Metrics, TargetLabels};
@@ -423,7 +423,8 @@ impl Stops {
 
 /// Polls until the migration ends; a failed poll (QEMU gone) ends it too. A signal or the
 /// timeout ends it also while a poll waits for its reply (a peer that answered nothing
-/// kept `passes` alive past `--timeout` and deaf to SIGTERM).
+/// kept `passes` alive past `--timeout` and deaf to SIGTERM), but never halfway through
+/// recording a reply.
 async fn follow_loop(
     q: &mut Qmp,
     args: &PassesArgs,
@@ -447,9 +448,15 @@ async fn follow_loop(
                 tracker.add_wire(d.migration_bytes);
             }
         }
-        let polled = tokio::select! {
-            r = poll_once(q, args, tracker, st, live.feed.as_deref_mut()) => r,
+        // Only the wait for the reply races the stops: once a reply is in, what it says
+        // (a `completed` above all) is recorded whole, within the QMP deadline.
+        let reply = tokio::select! {
+            r = q.query_migrate() => r,
             e = stops.next() => return Ok(e),
+        };
+        let polled = match reply {
+            Ok(info) => poll_once(q, args, tracker, st, live.feed.as_deref_mut(), info).await,
+            Err(e) => Err(e),
         };
         match polled {
             Ok(true) => return Ok(EndedBy::Migration),
@@ -464,15 +471,15 @@ async fn follow_loop(
     }
 }
 
-/// One `query-migrate`; true when the migration has ended.
+/// Records one `query-migrate` reply; true when the migration has ended.
 async fn poll_once(
     q: &mut Qmp,
     args: &PassesArgs,
     t: &mut Tracker,
     st: &mut Setup,
     mut feed: Option<&mut PassFeed>,
+    info: MigrationInfo,
 ) -> Result<bool> {
-    let info = q.query_migrate().await?;
     let wall = wall_now();
     for e in q.take_events() {
         if e.event == "MIGRATION_PASS" {
