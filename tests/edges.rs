@@ -399,7 +399,7 @@ fn bad_ends_are_refused_before_attaching() {
     usage_error(&["watch", "--pid", "2"], "kernel thread");
 }
 
-/// A symlink at the profile path is replaced, never written through.
+/// A symlink another user planted at the profile path is replaced, never written through.
 #[test]
 fn profile_is_written_atomically_not_through_a_symlink() {
     require_root();
@@ -410,6 +410,9 @@ fn profile_is_written_atomically_not_through_a_symlink() {
     std::fs::write(&victim, "keep me").unwrap();
     let link = dir.join("p.json");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
+    // Planted by another user (nobody): a link of root's own is followed, as `>` would
+    // (docs/reliability.md, "Hostile peers and planted files").
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
     let out = run(&[
         "watch",
         "--pid",

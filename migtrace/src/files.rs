@@ -7,28 +7,29 @@
 //! 1.5 GB in 1.2 s before).
 //!
 //! migtrace runs as root, often with its files in a shared, sticky `/tmp`, and not every host
-//! has `fs.protected_symlinks=1`: a symlink another user planted at `/tmp/vm.hlog` pointing
-//! at `/etc/passwd` made `watch --hdr-log /tmp/vm.hlog` overwrite it. Two ways, by what the
-//! file is:
-//! - a file written whole at the end ([`replace`]): a temporary file beside it, created with
-//!   `O_CREAT | O_EXCL` under a random name (so a symlink planted at a guessed temporary name
-//!   fails the create instead of being followed), then renamed over the path; a symlink at
-//!   the path is replaced, never followed, and a reader never sees half a file;
-//! - a file written as the run goes ([`create_stream`]): opened with `O_NOFOLLOW`, so a
-//!   symlink at the path is refused (ELOOP), and it must be a regular file (a FIFO is not
-//!   waited on: `O_NONBLOCK` at open).
+//! has `fs.protected_symlinks=1` or `fs.protected_hardlinks=1`: a symlink another user
+//! planted at `/tmp/vm.hlog` pointing at `/etc/passwd` made `watch --hdr-log /tmp/vm.hlog`
+//! overwrite it, and a hard link would have done the same. What is at an output path decides
+//! how it is written ([`Way`]):
+//! - nothing, a regular file, or a symlink another user owns: a new file, created
+//!   `O_CREAT | O_EXCL` under a random name beside the path (a link planted at a guessed name
+//!   fails the create instead of being followed), then renamed over the path. A planted
+//!   symlink or a hard link at the path is replaced, never written through;
+//! - a symlink of our own (`/dev/stdout`, a link the operator made) or a device (`/dev/null`):
+//!   written through, as a shell's `>` would. Renaming over them as root would replace the
+//!   system's `/dev/stdout` or `/dev/null` for every process, and no other user can make
+//!   either;
+//! - a folder, a FIFO or a socket: refused (a FIFO another user made is not written to).
 //!
-//! Decision: a symlink at a streamed path is refused rather than resolved, including
-//! `/dev/stdout` (itself a symlink): the cost is one spelling, the gain is that no planted
-//! link can point a root process's writes anywhere.
+//! [`replace`] renames once the whole file is written, so a reader never sees half of it;
+//! [`create_stream`] renames at once and hands out the new file, for a log written as the run
+//! goes.
 use std::{
     fs::{File, OpenOptions},
     io::{self, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
-
-const NOT_REGULAR: &str = "is not a regular file (a device, FIFO or socket is not written to)";
 
 /// Permission bits of the files migtrace writes (before the umask).
 const MODE: u32 = 0o644;
@@ -89,11 +90,64 @@ pub fn file_kind(ft: std::fs::FileType) -> &'static str {
     }
 }
 
-/// Writes `bytes` to `path` through a fresh temporary file beside it and a rename. A path
-/// that is a device, FIFO, socket or folder is refused: renaming over `/dev/null` as root
-/// would replace the device.
+/// How an output path is written (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// A new file renamed over the path.
+    New,
+    /// Opened and written through (our own symlink, a device).
+    Through,
+}
+
+/// How `path` is written, or why it is refused.
+fn way(path: &Path) -> io::Result<Way> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Way::New),
+        Err(e) => return Err(e),
+        Ok(m) => m,
+    };
+    let ft = m.file_type();
+    if ft.is_symlink() {
+        // SAFETY: geteuid has no preconditions.
+        if m.uid() != unsafe { libc::geteuid() } {
+            return Ok(Way::New);
+        }
+        return match std::fs::metadata(path) {
+            Ok(t) if t.is_dir() => Err(io::Error::from(io::ErrorKind::IsADirectory)),
+            _ => Ok(Way::Through),
+        };
+    }
+    if ft.is_dir() {
+        Err(io::Error::from(io::ErrorKind::IsADirectory))
+    } else if ft.is_file() {
+        Ok(Way::New)
+    } else if ft.is_char_device() || ft.is_block_device() {
+        Ok(Way::Through)
+    } else {
+        Err(io::Error::other(format!(
+            "is {}: not written to (give a file's path)",
+            file_kind(ft)
+        )))
+    }
+}
+
+/// Opens `path` for writing, following it (only for [`Way::Through`]).
+fn open_through(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(MODE)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Writes `bytes` to `path`: a new file renamed over it once written, or through it.
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    refuse_special(path)?;
+    if way(path)? == Way::Through {
+        return open_through(path)?.write_all(bytes);
+    }
     let (tmp, mut f) = create_temp_beside(path)?;
     let written = f.write_all(bytes).and_then(|_| f.sync_all());
     let done = written.and_then(|_| std::fs::rename(&tmp, path));
@@ -103,49 +157,28 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     done
 }
 
-/// Checks that [`replace`] can write `path` later: its folder exists and takes new files,
-/// and `path` is not a folder. Leaves nothing behind and does not touch `path`.
+/// Checks that [`replace`] can write `path` later: it is not refused, and for a new file
+/// its folder exists and takes new files. Leaves nothing behind and does not touch `path`.
 pub fn check_replaceable(path: &Path) -> io::Result<()> {
-    refuse_special(path)?;
+    if way(path)? == Way::Through {
+        return Ok(());
+    }
     let (tmp, _f) = create_temp_beside(path)?;
     std::fs::remove_file(tmp)
 }
 
-/// Creates (or truncates) `path` for writing as the run goes, refusing a symlink at the
-/// path and anything but a regular file.
+/// An empty file at `path` for writing as the run goes: a new file renamed over the path at
+/// once (whatever was there, a file, a planted symlink or a hard link, is replaced, never
+/// opened), or the path opened through.
 pub fn create_stream(path: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(MODE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => io::Error::other(
-                "is a symlink: refusing to write through it (give the file's real path)",
-            ),
-            // A FIFO with no reader (O_NONBLOCK): not waited on.
-            Some(libc::ENXIO) => io::Error::other(NOT_REGULAR),
-            _ => e,
-        })?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::other(NOT_REGULAR));
+    if way(path)? == Way::Through {
+        return open_through(path);
     }
-    // Truncated only once it is known to be a regular file of the path's own.
-    f.set_len(0)?;
+    let (tmp, f) = create_temp_beside(path)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     Ok(f)
-}
-
-/// Refuses a path that exists as anything but a regular file or a symlink (which
-/// [`replace`] replaces).
-fn refuse_special(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(io::Error::from(io::ErrorKind::IsADirectory)),
-        Ok(m) if !m.is_file() && !m.is_symlink() => Err(io::Error::other(NOT_REGULAR)),
-        _ => Ok(()),
-    }
 }
 
 /// A new file beside `path` under a random name, created with `O_EXCL` (which does not
@@ -187,20 +220,27 @@ mod tests {
         d
     }
 
-    /// The planted link of issue 17: a symlink at the output path to a file that must
-    /// stay as it was.
-    fn planted(d: &Path) -> (PathBuf, PathBuf) {
+    /// The planted link of issue 17: a symlink, owned by another user (nobody), at the
+    /// output path to a file that must stay as it was. `None`, with the reason printed,
+    /// where the test cannot give a link away (not root).
+    fn planted(d: &Path) -> Option<(PathBuf, PathBuf)> {
         let victim = d.join("passwd");
         std::fs::write(&victim, "root:x:0:0\n").unwrap();
         let link = d.join("out");
         symlink(&victim, &link).unwrap();
-        (victim, link)
+        if let Err(e) = std::os::unix::fs::lchown(&link, Some(65534), Some(65534)) {
+            eprintln!("skipped: giving the planted link to another user needs root ({e})");
+            return None;
+        }
+        Some((victim, link))
     }
 
     #[test]
     fn replace_replaces_a_symlink_and_never_writes_through_it() {
         let d = dir("replace");
-        let (victim, link) = planted(&d);
+        let Some((victim, link)) = planted(&d) else {
+            return;
+        };
         replace(&link, b"ours\n").unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:x:0:0\n");
         assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
@@ -210,24 +250,49 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// The planted links of issue 17, a symlink and a hard link: replaced by a new file,
+    /// their targets as they were. A FIFO and a folder are refused.
     #[test]
-    fn create_stream_refuses_a_symlink_and_a_fifo() {
+    fn create_stream_replaces_planted_links_and_refuses_fifos() {
         let d = dir("stream");
-        let (victim, link) = planted(&d);
-        let e = create_stream(&link).unwrap_err().to_string();
-        assert!(e.contains("symlink"), "{e}");
+        let Some((victim, link)) = planted(&d) else {
+            return;
+        };
+        let mut h = create_stream(&link).unwrap();
+        h.write_all(b"log").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:x:0:0\n");
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "log");
+        let hard = d.join("hard");
+        std::fs::hard_link(&victim, &hard).unwrap();
+        create_stream(&hard).unwrap().write_all(b"x").unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:x:0:0\n");
         let fifo = d.join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = create_stream(&fifo).unwrap_err().to_string();
-        assert!(e.contains("not a regular file"), "{e}");
-        // A regular file is truncated and written.
-        let f = d.join("log");
-        std::fs::write(&f, "old contents").unwrap();
-        let mut h = create_stream(&f).unwrap();
-        h.write_all(b"new").unwrap();
-        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+        assert!(e.contains("is a FIFO"), "{e}");
+        assert!(create_stream(&d).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// `/dev/stdout` and `/dev/null` as root: written through, never renamed over (that
+    /// would replace them for the whole host). Our own symlink is followed.
+    #[test]
+    fn own_links_and_devices_are_written_through() {
+        let d = dir("through");
+        let own = d.join("own");
+        symlink("/dev/null", &own).unwrap();
+        replace(&own, b"x").unwrap();
+        create_stream(&own).unwrap().write_all(b"x").unwrap();
+        assert!(std::fs::symlink_metadata(&own).unwrap().is_symlink());
+        replace(Path::new("/dev/null"), b"x").unwrap();
+        check_replaceable(Path::new("/dev/stdout")).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        let null = std::fs::symlink_metadata("/dev/null").unwrap().file_type();
+        assert!(null.is_char_device());
+        assert!(std::fs::symlink_metadata("/dev/stdout")
+            .unwrap()
+            .is_symlink());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -260,16 +325,13 @@ mod tests {
     #[test]
     fn check_replaceable_leaves_the_path_alone() {
         let d = dir("check");
-        let (victim, link) = planted(&d);
+        let Some((victim, link)) = planted(&d) else {
+            return;
+        };
         check_replaceable(&link).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:x:0:0\n");
         assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
         assert!(check_replaceable(&d).is_err());
-        let e = check_replaceable(Path::new("/dev/null"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not a regular file"), "{e}");
-        assert!(replace(Path::new("/dev/null"), b"x").is_err());
         assert!(check_replaceable(&d.join("no/such/dir/file")).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
