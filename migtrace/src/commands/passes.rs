@@ -338,7 +338,8 @@ async fn follow(
         }
     }
     let started_wall_s = tracker.wall_start();
-    let (passes, summary) = tracker.finish(ended);
+    let (passes, mut summary) = tracker.finish(ended);
+    summary.events_dropped = q.events_dropped();
     if let Some(f) = feed {
         f.finish(&passes, &summary);
     }

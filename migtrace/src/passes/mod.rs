@@ -81,6 +81,9 @@ pub struct PassSummary {
     pub error_desc: Option<String>,
     /// `MIGRATION_PASS` events received (0 when the `events` capability was off).
     pub pass_events: u64,
+    /// QMP events the client dropped (too long, or too many waiting): a broken or hostile
+    /// peer; 0 from a real QEMU.
+    pub events_dropped: u64,
 }
 
 /// A pass being built.
@@ -294,6 +297,7 @@ impl Tracker {
             peak_throttle_pct: self.peak_throttle,
             error_desc: last.error_desc.clone(),
             pass_events: self.event_times.len() as u64,
+            events_dropped: 0,
         };
         (self.done, summary)
     }

@@ -37,8 +37,14 @@ use tokio::net::UnixStream;
 pub const MAX_LINE: u64 = 1 << 20;
 
 /// Events kept until taken; older ones are dropped beyond it and counted
-/// ([`Qmp::events_dropped`]).
-pub const MAX_EVENTS: usize = 1024;
+/// ([`Qmp::events_dropped`]). With [`MAX_EVENT_LINE`] that bounds the queue to 16 MiB of
+/// lines (a count alone let 1,024 lines of 1 MiB, about ten times that once parsed, wait in
+/// a `watch --qmp`, which never takes its events).
+pub const MAX_EVENTS: usize = 256;
+
+/// The longest event line kept: 64 KiB (QEMU's events are under 1 KiB); a longer one is
+/// dropped and counted.
+pub const MAX_EVENT_LINE: usize = 64 << 10;
 
 /// Characters of a peer's line echoed in an error message.
 pub const ECHO: usize = 200;
@@ -183,11 +189,11 @@ impl Qmp {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let reply = self
+            let (reply, len) = self
                 .read_message_within(command, left, self.timeout)
                 .await?;
             if reply.get("event").is_some() {
-                self.queue(serde_json::from_value(reply)?);
+                self.queue(serde_json::from_value(reply)?, len);
                 continue;
             }
             if reply.get("id").and_then(Value::as_u64) != Some(id) {
@@ -212,30 +218,37 @@ impl Qmp {
 
     /// Reads one JSON message, within the timeout.
     async fn read_message(&mut self, waiting_for: &str) -> Result<Value> {
-        self.read_message_within(waiting_for, self.timeout, self.timeout)
-            .await
+        let (msg, _) = self
+            .read_message_within(waiting_for, self.timeout, self.timeout)
+            .await?;
+        Ok(msg)
     }
 
     /// Reads one JSON message within `left`, the rest of a wait of `total` (named in the
-    /// error).
+    /// error), and the length of its line. With nothing left it fails at once, even if a
+    /// line is ready (a flooding peer must not outlast the deadline).
     async fn read_message_within(
         &mut self,
         waiting_for: &str,
         left: Duration,
         total: Duration,
-    ) -> Result<Value> {
+    ) -> Result<(Value, usize)> {
         use tokio::io::AsyncReadExt;
+        let late = || {
+            anyhow!(
+                "QEMU did not answer {waiting_for} within {:.1} s (QMP socket {}): is it stopped or hung?",
+                total.as_secs_f64(),
+                self.path.display()
+            )
+        };
+        if left.is_zero() {
+            return Err(late());
+        }
         let mut line = String::new();
         let mut limited = (&mut self.reader).take(MAX_LINE);
         let n = tokio::time::timeout(left, limited.read_line(&mut line))
             .await
-            .map_err(|_| {
-                anyhow!(
-                    "QEMU did not answer {waiting_for} within {:.1} s (QMP socket {}): is it stopped or hung?",
-                    total.as_secs_f64(),
-                    self.path.display()
-                )
-            })?
+            .map_err(|_| late())?
             .or_else(|e| match e.kind() {
                 // A QEMU killed with unread input resets the connection instead of closing it.
                 std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => Ok(0),
@@ -255,12 +268,18 @@ impl Qmp {
                 self.path.display()
             );
         }
-        serde_json::from_str(&line)
-            .with_context(|| format!("QEMU sent a line that is not JSON: {:?}", echo(&line)))
+        let msg = serde_json::from_str(&line)
+            .with_context(|| format!("QEMU sent a line that is not JSON: {:?}", echo(&line)))?;
+        Ok((msg, n))
     }
 
-    /// Queues an event, dropping the oldest beyond [`MAX_EVENTS`].
-    fn queue(&mut self, e: QmpEvent) {
+    /// Queues an event that came as a line of `len` bytes, dropping it beyond
+    /// [`MAX_EVENT_LINE`] and the oldest beyond [`MAX_EVENTS`].
+    fn queue(&mut self, e: QmpEvent, len: usize) {
+        if len > MAX_EVENT_LINE {
+            self.events_dropped += 1;
+            return;
+        }
         if self.events.len() >= MAX_EVENTS {
             self.events.pop_front();
             self.events_dropped += 1;
@@ -268,7 +287,7 @@ impl Qmp {
         self.events.push_back(e);
     }
 
-    /// Events dropped because more than [`MAX_EVENTS`] waited to be taken.
+    /// Events dropped: longer than [`MAX_EVENT_LINE`], or more than [`MAX_EVENTS`] waiting.
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped
     }
@@ -290,13 +309,13 @@ impl Qmp {
             if left.is_zero() {
                 bail!("no {name} event within {:.1} s", timeout.as_secs_f64());
             }
-            let msg = self.read_message_within(name, left, timeout).await?;
+            let (msg, len) = self.read_message_within(name, left, timeout).await?;
             if msg.get("event").is_some() {
                 let e: QmpEvent = serde_json::from_value(msg)?;
                 if e.event == name {
                     return Ok(e);
                 }
-                self.queue(e);
+                self.queue(e, len);
             }
         }
     }

@@ -139,6 +139,13 @@ fn summary_text(o: &mut String, s: &PassSummary) {
     if let Some(e) = &s.error_desc {
         let _ = writeln!(o, "QEMU error: {}", super::clean(e));
     }
+    if s.events_dropped > 0 {
+        let _ = writeln!(
+            o,
+            "QMP events dropped: {} (too long or too many waiting: not what QEMU sends)",
+            s.events_dropped
+        );
+    }
 }
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
@@ -265,6 +272,7 @@ pub(crate) mod tests {
             peak_throttle_pct: 0,
             error_desc: None,
             pass_events: 1,
+            events_dropped: 0,
         };
         let actual = ActualRun {
             status: "completed".into(),

@@ -197,3 +197,35 @@ async fn a_bad_reply_is_echoed_cut_short() {
     assert!(e.contains("not JSON"), "{e}");
     assert!(e.len() < 1000, "{} bytes", e.len());
 }
+
+/// A peer that floods events, some of them long, before it answers: the queue keeps at most
+/// [`MAX_EVENTS`] lines of at most [`MAX_EVENT_LINE`] bytes, and counts what it dropped.
+#[tokio::test]
+async fn a_flood_of_events_is_bounded_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let path = hostile_peer("flood", |mut s, req| async move {
+        let id: Value = serde_json::from_str(&req).unwrap();
+        let small = b"{\"event\": \"MIGRATION_PASS\", \"data\": {\"pass\": 1}}\n".to_vec();
+        let mut long = b"{\"event\": \"X\", \"data\": {\"pad\": \"".to_vec();
+        long.extend(vec![b'p'; MAX_EVENT_LINE]);
+        long.extend(b"\"}}\n");
+        for i in 0..1000 {
+            let line = if i % 10 == 0 { &long } else { &small };
+            if s.write_all(line).await.is_err() {
+                return;
+            }
+        }
+        let reply = format!(
+            "{{\"return\": {{\"status\": \"none\"}}, \"id\": {}}}\n",
+            id["id"]
+        );
+        let _ = s.write_all(reply.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let mut q = Qmp::connect(&path, Duration::from_secs(10)).await.unwrap();
+    q.query_migrate().await.unwrap();
+    // 100 long ones dropped at once, then 900 small ones of which the oldest 644 go.
+    assert_eq!(q.events_dropped(), 100 + (900 - MAX_EVENTS as u64));
+    assert_eq!(q.take_events().len(), MAX_EVENTS);
+}
