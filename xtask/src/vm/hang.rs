@@ -39,21 +39,23 @@ pub fn describe(pid: u32, monitor: &Path, vmlinuz: &Path) {
     }
 }
 
-/// Each QEMU thread's name, state and CPU seconds over one second.
+/// Each QEMU thread's name, state and CPU seconds over one second (keyed by tid: QEMU has
+/// several threads of one name, `worker`).
 fn threads(pid: u32) {
-    let sample = || -> Vec<(String, String, u64)> {
+    let sample = || -> Vec<(String, String, String, u64)> {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return Vec::new();
         };
-        let mut v: Vec<(String, String, u64)> = dir
+        let mut v: Vec<(String, String, String, u64)> = dir
             .flatten()
             .filter_map(|t| {
+                let tid = t.file_name().to_string_lossy().into_owned();
                 let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
                 let close = stat.rfind(')')?;
                 let name = stat[stat.find('(')? + 1..close].to_string();
                 let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
                 let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-                Some((name, f.first()?.to_string(), ticks))
+                Some((tid, name, f.first()?.to_string(), ticks))
             })
             .collect();
         v.sort();
@@ -62,11 +64,11 @@ fn threads(pid: u32) {
     let before = sample();
     std::thread::sleep(Duration::from_secs(1));
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    for (name, state, ticks) in sample() {
-        let was = before.iter().find(|b| b.0 == name).map_or(ticks, |b| b.2);
+    for (tid, name, state, ticks) in sample() {
+        let was = before.iter().find(|b| b.0 == tid).map_or(ticks, |b| b.3);
         let busy = ticks.saturating_sub(was) as f64 / hz;
         eprintln!(
-            "vmtest:   QEMU thread {name:?}: state {state}, {busy:.2} s of CPU in the last 1 s"
+            "vmtest:   QEMU thread {tid} {name:?}: state {state}, {busy:.2} s of CPU in the last 1 s"
         );
     }
 }

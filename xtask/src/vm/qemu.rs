@@ -47,8 +47,18 @@ impl Drop for KillOnDrop {
 const APPEND: &str = "console=ttyS0 quiet panic=-1 oops=panic nokaslr rdinit=/init";
 
 /// The human monitor's socket, beside the serial log: read at a timeout ([`super::hang`]).
+/// A unix socket path holds at most 107 bytes, and QEMU refuses to start on a longer one: a
+/// deep `CARGO_TARGET_DIR` gets a short path in the temporary folder instead.
 pub fn monitor_socket(b: &Boot) -> PathBuf {
-    b.serial_log.with_extension("monitor.sock")
+    let beside = b.serial_log.with_extension("monitor.sock");
+    if beside.as_os_str().len() < 100 {
+        return beside;
+    }
+    let stem = b
+        .serial_log
+        .file_stem()
+        .map_or("serial".into(), |s| s.to_string_lossy());
+    std::env::temp_dir().join(format!("vmtest-{}-{stem}.sock", std::process::id()))
 }
 
 /// The QEMU command line (also printed, so a human can rerun it by hand).
