@@ -11,14 +11,14 @@
 //! planted at `/tmp/vm.hlog` pointing at `/etc/passwd` made `watch --hdr-log /tmp/vm.hlog`
 //! overwrite it, and a hard link would have done the same. What is at an output path decides
 //! how it is written ([`Way`]):
-//! - nothing, a regular file, or a symlink another user owns: a new file, created
+//! - nothing, a regular file, or a symlink another user (not root) owns: a new file, created
 //!   `O_CREAT | O_EXCL` under a random name beside the path (a link planted at a guessed name
 //!   fails the create instead of being followed), then renamed over the path. A planted
 //!   symlink or a hard link at the path is replaced, never written through;
-//! - a symlink of our own (`/dev/stdout`, a link the operator made) or a device (`/dev/null`):
-//!   written through, as a shell's `>` would. Renaming over them as root would replace the
-//!   system's `/dev/stdout` or `/dev/null` for every process, and no other user can make
-//!   either;
+//! - a symlink of our own or root's (`/dev/stdout`, a link the operator made) or a device
+//!   (`/dev/null`): written through, as a shell's `>` would. Renaming over them as root
+//!   would replace the system's `/dev/stdout` or `/dev/null` for every process, and no other
+//!   user can make either;
 //! - a folder, a FIFO or a socket: refused (a FIFO another user made is not written to).
 //!
 //! [`replace`] renames once the whole file is written, so a reader never sees half of it;
@@ -109,8 +109,10 @@ fn way(path: &Path) -> io::Result<Way> {
     };
     let ft = m.file_type();
     if ft.is_symlink() {
+        // Ours, or root's (only root made it: `/dev/stdout` for any user); anyone else's
+        // is a link planted for us.
         // SAFETY: geteuid has no preconditions.
-        if m.uid() != unsafe { libc::geteuid() } {
+        if m.uid() != unsafe { libc::geteuid() } && m.uid() != 0 {
             return Ok(Way::New);
         }
         return match std::fs::metadata(path) {

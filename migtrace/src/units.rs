@@ -137,11 +137,17 @@ pub const DEADLINE: Range = Range {
 
 /// The text as typed, quoted and escaped for a one-line message, cut after 40 characters.
 pub fn quote(t: &str) -> String {
-    let mut cut: String = t.chars().take(40).collect();
-    if cut.len() < t.len() {
-        cut.push('…');
+    format!("{:?}", cut(t, 40))
+}
+
+/// `t` cut after `n` characters, with `…` where it was cut: what a message echoes of text
+/// it does not control.
+pub fn cut(t: &str, n: usize) -> String {
+    let mut out: String = t.chars().take(n).collect();
+    if out.len() < t.len() {
+        out.push('…');
     }
-    format!("{cut:?}")
+    out
 }
 
 /// The value of a bare zero (`0`, `0.0`), which needs no unit.

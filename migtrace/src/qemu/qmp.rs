@@ -51,11 +51,7 @@ pub const ECHO: usize = 200;
 
 /// `s` cut to [`ECHO`] characters for an error message.
 fn echo(s: &str) -> String {
-    let mut out: String = s.chars().take(ECHO).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
+    crate::units::cut(s, ECHO)
 }
 
 /// An error reply from QEMU: `{"error": {"class": ..., "desc": ...}}`.

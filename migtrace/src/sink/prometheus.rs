@@ -34,13 +34,6 @@ use crate::record::{Interval, LinkInterval, QemuRate, Start, Summary};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, Default)]
 pub struct LabelValue(String);
 
-impl LabelValue {
-    /// The value as given (unescaped).
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 impl<S: Into<String>> From<S> for LabelValue {
     fn from(s: S) -> LabelValue {
         LabelValue(s.into())
