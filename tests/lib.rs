@@ -144,6 +144,48 @@ pub struct Watch {
     pub child: Child,
     pub out: BufReader<ChildStdout>,
     pub start: Value,
+    /// Its standard error, read as it comes by a thread of its own (a pipe left unread
+    /// would stall a chatty watch), so a failed watch can say why.
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+/// How a watch ended: its status and what it wrote to standard error. Displayed as the
+/// status followed by the last lines of standard error, so `watch exited with {st}` says why.
+pub struct Ended {
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+}
+
+impl Ended {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.status)?;
+        if !self.status.success() {
+            let lines: Vec<&str> = self.stderr.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
+            write!(f, "; its stderr ends:\n  {tail}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Drains `child`'s standard error on a thread of its own.
+fn drain_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
 }
 
 impl Watch {
@@ -158,16 +200,24 @@ impl Watch {
             .spawn()
             .expect("start watch");
         let mut out = BufReader::new(child.stdout.take().unwrap());
+        let err = drain_stderr(&mut child);
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        let start: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            kill_if_running(&mut child);
-            let mut err = String::new();
-            let _ = Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
-            panic!("watch start line {line:?}: {e}; stderr: {err}")
-        });
+        let start: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                kill_if_running(&mut child);
+                let err = err.join().unwrap_or_default();
+                panic!("watch start line {line:?}: {e}; stderr: {err}")
+            }
+        };
         assert_eq!(start["type"], "start");
-        Watch { child, out, start }
+        Watch {
+            child,
+            out,
+            start,
+            err: Some(err),
+        }
     }
 
     /// Reads lines up to the next interval line and returns it (QEMU and link lines are
@@ -186,8 +236,9 @@ impl Watch {
         }
     }
 
-    /// Reads every remaining line (each must parse) and returns (intervals, summary, status).
-    pub fn finish(mut self) -> (Vec<Value>, Value, std::process::ExitStatus) {
+    /// Reads every remaining line (each must parse) and returns (intervals, summary, how it
+    /// ended).
+    pub fn finish(mut self) -> (Vec<Value>, Value, Ended) {
         let mut intervals = Vec::new();
         let mut summary = Value::Null;
         for line in self.out.by_ref().lines() {
@@ -203,8 +254,13 @@ impl Watch {
                 other => panic!("unexpected line type {other:?}"),
             }
         }
-        let st = self.child.wait().unwrap();
-        (intervals, summary, st)
+        let status = self.child.wait().unwrap();
+        let stderr = self
+            .err
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        (intervals, summary, Ended { status, stderr })
     }
 }
 

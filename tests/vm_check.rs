@@ -315,6 +315,7 @@ fn growth_long_epoch() -> Result<(), String> {
 /// left at 2 MiB), and as every subpage was written (each sampled one changed from zero), the
 /// estimate is every 4 KiB page: exactly `n`. Sparse writes on huge pages are `thp-rate`.
 fn thp() -> Result<(), String> {
+    let _ = std::fs::write("/proc/sys/vm/compact_memory", "1");
     let mut w = Writer::start(&[
         "--pattern",
         "once",
@@ -355,11 +356,17 @@ fn thp() -> Result<(), String> {
         return Err(format!("watch exited with {st}"));
     }
     println!(
-        "thp: {huge_kb} kB in huge pages; unique {} of {n} pages; faults {}; stats {}",
-        s["unique_pages_total"], s["faults"], s["backend_stats"]
+        "thp: {huge_kb} kB in huge pages; unique {} of {n} pages; faults {}; stats {}; {}",
+        s["unique_pages_total"],
+        s["faults"],
+        s["backend_stats"],
+        thp_state()
     );
     if huge_kb == 0 {
-        return Err("the writer got no transparent huge pages: the test proves nothing".into());
+        return Err(format!(
+            "the writer got no transparent huge pages: the test proves nothing; {}",
+            thp_state()
+        ));
     }
     if s["unique_pages_total"].as_f64() != Some(n as f64) {
         return Err(format!("unique pages {} != {n}", s["unique_pages_total"]));
@@ -391,10 +398,58 @@ fn anon_huge_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A writer on transparent huge pages. After earlier tests the guest's 1 GiB can be too
+/// The guest's state for huge pages in one line, for a THP test that got none: the THP
+/// settings, free memory, free 2 MiB-or-larger blocks (buddyinfo orders 9 and 10) and the
+/// kernel's THP fault counters. A CI run once gave 0 kB three times over with nothing to say why.
+fn thp_state() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| format!("({e})"));
+    let enabled = read("/sys/kernel/mm/transparent_hugepage/enabled");
+    let defrag = read("/sys/kernel/mm/transparent_hugepage/defrag");
+    let meminfo = read("/proc/meminfo");
+    let pick = |text: &str, keys: &[&str]| -> String {
+        text.lines()
+            .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Each buddyinfo line: "Node 0, zone Normal c0 c1 ... c10"; orders 9 and 10 are 2 and 4 MiB.
+    let big: Vec<String> = read("/proc/buddyinfo")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let zone = f.get(3)?;
+            Some(format!("{zone} {}+{}", f.get(13)?, f.get(14)?))
+        })
+        .collect();
+    format!(
+        "THP enabled {}, defrag {}; {}; free 2M+4M blocks by zone: {}; {}",
+        enabled.trim(),
+        defrag.trim(),
+        pick(
+            &meminfo,
+            &["MemTotal", "MemFree", "Shmem:", "AnonHugePages"]
+        ),
+        big.join(", "),
+        pick(
+            &read("/proc/vmstat"),
+            &[
+                "thp_fault_alloc",
+                "thp_fault_fallback ",
+                "compact_stall",
+                "compact_fail"
+            ]
+        )
+    )
+}
+
+/// A writer on transparent huge pages. After earlier tests a 1 GiB guest could be too
 /// fragmented for the kernel to find 2 MiB pages at fault time (seen once: 0 kB of THP), so
 /// memory is compacted first, and the writer started again (at most three times) while less
-/// than half of its working set came on huge pages. The test still fails if none does.
+/// than half of its working set came on huge pages. The test still fails if none does, and
+/// says what the guest had ([`thp_state`]). A CI run on another machine still got 0 kB, with
+/// no retry printed, in two THP tests out of seven, so the boot now has 2 GiB
+/// (tests/vm/tests.json); the cause there is not known.
 fn thp_writer(pattern: &str, rate_mib: f64, memory: &str) -> Writer {
     let mut tries = 0;
     loop {
@@ -405,8 +460,9 @@ fn thp_writer(pattern: &str, rate_mib: f64, memory: &str) -> Writer {
             return w;
         }
         eprintln!(
-            "only {} kB of THP after try {tries}: compacting and starting again",
-            anon_huge_kb(w.pid())
+            "only {} kB of THP after try {tries}: compacting and starting again; {}",
+            anon_huge_kb(w.pid()),
+            thp_state()
         );
     }
 }
@@ -435,7 +491,8 @@ fn thp_rate(pattern: &str, rate_mib: f64, memory: &str) -> Result<(), String> {
     assert_complete_summary(&s);
     if huge_kb < WSS_MIB * 1024 / 2 {
         return Err(format!(
-            "only {huge_kb} kB of the writer is in huge pages: the test proves nothing"
+            "only {huge_kb} kB of the writer is in huge pages: the test proves nothing; {}",
+            thp_state()
         ));
     }
     let writes = done["pages_per_sec"].as_f64().unwrap();
