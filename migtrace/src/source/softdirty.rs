@@ -309,7 +309,11 @@ pub struct SoftDirtySource {
     /// Allowed epoch lengths (ticks dividing the interval) and the current one.
     choices: Vec<u32>,
     epoch_ticks: u32,
-    ticks: u32,
+    /// Epochs ended in this interval, and when the interval began (CLOCK_MONOTONIC at the
+    /// boundary tick, before its scan): epoch k ends on the tick nearest
+    /// `interval_start_ns + (k+1) x epoch`, a grid on the clock, not a count of ticks.
+    epochs_done: u32,
+    interval_start_ns: u64,
     max_overhead: f64,
     fault_ns: f64,
     /// CLOCK_MONOTONIC of the last arm, and of the arm that started the interval.
@@ -381,7 +385,8 @@ impl SoftDirtySource {
             pagemap,
             choices,
             epoch_ticks,
-            ticks: 0,
+            epochs_done: 0,
+            interval_start_ns: 0,
             max_overhead: opts.max_overhead_pct,
             fault_ns,
             arm_ns: 0,
@@ -416,6 +421,7 @@ impl SoftDirtySource {
         s.take_thp_baseline()?;
         s.hash_mark = s.thp.counters.hash_time;
         s.scan_mark = s.scan_time;
+        s.interval_start_ns = monotonic_ns();
         s.arm()?;
         s.interval_arm_ns = s.arm_ns;
         Ok(s)
@@ -503,10 +509,32 @@ impl SoftDirtySource {
             .is_some_and(|r| r.start <= page && page < r.end)
     }
 
+    /// Nominal epoch length, ns.
+    fn epoch_ns(&self) -> u64 {
+        self.epoch_ticks as u64 * TICK.as_nanos() as u64
+    }
+
+    /// Whether this tick ends an epoch: the grid point `interval_start_ns + (k+1) x epoch`
+    /// is at most half a tick away, and it is not the interval's last epoch (the boundary ends
+    /// that one). Counting ticks instead let late ticks (a loaded 2-vCPU TCG guest) stretch
+    /// every epoch and leave the interval's last one short: not whole, so the growth windows
+    /// restarted at every boundary and a CI run's 250 ms epochs gave 27, 10 and 1 windows of
+    /// 1, 2 and 4 epochs in 9 s, too few to check the curve.
+    fn epoch_due(&self) -> bool {
+        let per_interval = (self.interval.as_nanos() as u64 / self.epoch_ns()).max(1) as u32;
+        if self.epochs_done + 1 >= per_interval {
+            return false;
+        }
+        let due = self.interval_start_ns + (self.epochs_done as u64 + 1) * self.epoch_ns();
+        monotonic_ns() + TICK.as_nanos() as u64 / 2 >= due
+    }
+
     /// Ends the epoch: read pagemap, re-arm, take the events before the arm, and form the
-    /// epoch's dirty set. `full` says whether the epoch ran its whole length (only those
-    /// enter the growth curve).
-    fn end_epoch(&mut self, full: bool) {
+    /// epoch's dirty set. Unless the target is gone, the epoch enters the growth curve if
+    /// its measured length is within half an epoch of the nominal (a late tick moves one
+    /// epoch's end, the grid keeps the next ones in place; an epoch cut short by an exec or
+    /// by the watch's end does not count).
+    fn end_epoch(&mut self) {
         let prev_arm_ns = self.arm_ns;
         let mut carry = Vec::new();
         let mut late = HashSet::new();
@@ -530,10 +558,11 @@ impl SoftDirtySource {
         let epoch = std::mem::take(&mut self.epoch);
         self.interval_set.unite(&epoch);
         self.all.unite(&epoch);
-        if full {
-            // The epoch ran from the previous arm to this one.
-            let secs = self.arm_ns.saturating_sub(prev_arm_ns) as f64 / 1e9;
-            self.levels.push(&epoch, secs);
+        // The epoch ran from the previous arm to this one.
+        let len_ns = self.arm_ns.saturating_sub(prev_arm_ns);
+        let whole = len_ns.abs_diff(self.epoch_ns()) <= self.epoch_ns() / 2;
+        if whole && !self.gone {
+            self.levels.push(&epoch, len_ns as f64 / 1e9);
         } else {
             self.levels.restart_windows();
         }
@@ -754,10 +783,9 @@ impl DirtySource for SoftDirtySource {
     }
 
     fn tick(&mut self) -> Result<()> {
-        self.ticks += 1;
-        if self.ticks >= self.epoch_ticks {
-            self.ticks = 0;
-            self.end_epoch(true);
+        if self.epoch_due() {
+            self.epochs_done += 1;
+            self.end_epoch();
         } else {
             let (mut carry, mut late) = (Vec::new(), HashSet::new());
             self.drain(None, None, &mut carry, &mut late);
@@ -779,11 +807,11 @@ impl DirtySource for SoftDirtySource {
 
     fn end_interval(&mut self, target_gone: bool) -> Result<IntervalReport> {
         self.gone |= target_gone;
-        // The interval boundary ends an epoch. With epochs dividing the interval it is a
-        // whole one, unless timer ticks came late or the watch is ending early.
-        let full = self.ticks + 1 >= self.epoch_ticks && !self.gone;
-        self.ticks = 0;
-        self.end_epoch(full);
+        // The interval boundary ends the interval's last epoch; end_epoch judges by its
+        // measured length whether it was a whole one (the watch ending early makes it short).
+        self.epochs_done = 0;
+        self.interval_start_ns = monotonic_ns();
+        self.end_epoch();
         let (faults, drops) = self.probe.take_deltas()?;
         self.induced += faults.write_protect;
         let window_ns = self.arm_ns.saturating_sub(self.interval_arm_ns);
