@@ -168,6 +168,10 @@ fn growth_with(
     if (got_epoch - epoch_s).abs() > 1e-9 {
         return Err(format!("epoch {got_epoch} s, asked for {epoch_s} s"));
     }
+    println!(
+        "epochs left out of the growth curve: {} (epoch {got_epoch} s)",
+        s["backend_stats"]["epochs_outside_growth"]
+    );
     let mut checked = 0;
     let mut worst: f64 = 0.0;
     for g in s["growth"].as_array().unwrap() {

@@ -19,6 +19,10 @@ pub struct SoftDirtyStats {
     pub arm_time_s: f64,
     /// Epoch length in force at the end, seconds.
     pub epoch_s: f64,
+    /// Epochs the growth curve left out: cut by the watch's end, or after the target was
+    /// gone. Each restarts the curve's windows in progress. (Absent in older recordings.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs_outside_growth: Option<u64>,
     /// Estimated CPU overhead imposed on the target, percent of one CPU.
     pub est_target_cpu_overhead_pct: f64,
     /// Fault events whose page pagemap did not show soft-dirty.
