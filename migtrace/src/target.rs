@@ -192,10 +192,18 @@ impl Target {
     /// What changes when the process execs: its executable (device, inode) and the start of
     /// its stack (a new address space gets a new, randomized one, even when a program
     /// execs itself). `None` once the process is gone.
+    ///
+    /// `None` while the process has no address space: an exiting process loses its mm
+    /// before it is a zombie, and its stat then shows a start of stack of 0. Read the other
+    /// way round (exe, then stat), an exit between the two looked like an exec, and the
+    /// source's re-open of the dying process's pagemap failed the watch with exit 1.
     pub fn exec_id(&self) -> Option<(u64, u64, u64)> {
         use std::os::unix::fs::MetadataExt;
-        let exe = fs::metadata(self.proc_dir.join("exe")).ok()?;
         let start_stack = self.process().and_then(|p| p.stat()).ok()?.startstack;
+        if start_stack == 0 {
+            return None;
+        }
+        let exe = fs::metadata(self.proc_dir.join("exe")).ok()?;
         Some((exe.dev(), exe.ino(), start_stack))
     }
 

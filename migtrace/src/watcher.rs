@@ -371,11 +371,16 @@ impl Watch<'_> {
         if self.exec_id == Some(id) {
             return Ok(());
         }
+        match self.src.on_exec() {
+            Ok(()) => {}
+            // Exited meanwhile: the tick's liveness check ends the watch as target-exited.
+            Err(_) if !self.target.alive() => return Ok(()),
+            Err(e) => return Err(e),
+        }
         self.exec_id = Some(id);
         let old = self.target.comm.clone();
         self.target.refresh_comm();
         self.names.push(old.clone());
-        self.src.on_exec()?;
         self.totals.exec();
         self.settling = Some(Settling::Exec);
         self.note = Some(format!(
