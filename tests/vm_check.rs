@@ -42,7 +42,6 @@ fn main() -> ExitCode {
         Some("agree") => agree(),
         Some("exit-mid-epoch") => exit_mid_epoch(),
         Some("growth-long-epoch") => growth_long_epoch(),
-        Some("exit-thp-repeat") => exit_thp_repeat(),
         Some("thp") => thp(),
         Some("thp-clipped") => thp_clipped(),
         Some("thp-rate") => thp_rate(&args[1], args[2].parse().unwrap(), &args[3]),
@@ -56,7 +55,7 @@ fn main() -> ExitCode {
             kvm_check::attach_cycles(&args[1], args[2].parse().unwrap())
         }
         _ => {
-            Err("usage: vm-check rate seq|random RATE_MIB | growth | agree | exit-mid-epoch | exit-thp-repeat | thp | thp-rate seq|random RATE_MIB anon|malloc | kvm-watch auto|softdirty|sample|fault | kvm-idle BACKEND | kvm-attach MODE CYCLES | kvm-migrate".into())
+            Err("usage: vm-check rate seq|random RATE_MIB | growth | agree | exit-mid-epoch | thp | thp-rate seq|random RATE_MIB anon|malloc | kvm-watch auto|softdirty|sample|fault | kvm-idle BACKEND | kvm-attach MODE CYCLES | kvm-migrate".into())
         }
     };
     match r {
@@ -309,61 +308,6 @@ fn exit_mid_epoch() -> Result<(), String> {
     Ok(())
 }
 
-/// Writers on transparent huge pages that exit by themselves while watched, eight times:
-/// each watch ends 0 as target-exited, with no exec noted. An exiting process loses its
-/// address space before it is a zombie, and an exit between the watch's two reads of the
-/// exec identity could be read as an exec (fixed in `Target::exec_id`). This is the shape of
-/// the CI run whose `softdirty-thp` watch exited 1 with no message; the old code passed this
-/// test 8 of 8 here, so that failure's cause is still not known.
-fn exit_thp_repeat() -> Result<(), String> {
-    let mut errors = Vec::new();
-    for i in 0..8 {
-        let _ = std::fs::write("/proc/sys/vm/compact_memory", "1");
-        let mut w = Writer::start(&[
-            "--pattern",
-            "once",
-            "--wss-mib",
-            "64",
-            "--thp",
-            "--wait-go",
-            "--duration",
-            "600ms",
-        ]);
-        let watch = Watch::start(&[
-            "--pid",
-            &w.pid().to_string(),
-            "--backend",
-            "softdirty",
-            "--interval",
-            "50ms",
-        ]);
-        w.go();
-        let _ = w.wait_done();
-        let (_, s, st) = watch.finish();
-        let exec = s["caveats"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.as_str())
-            .find(|c| c.contains("exec'd"))
-            .map(str::to_string);
-        println!(
-            "exit {i}: {st}, end {}, unique {}, exec noted: {exec:?}",
-            s["end_reason"], s["unique_pages_total"]
-        );
-        if !st.success() {
-            errors.push(format!("run {i}: watch exited with {st}"));
-        } else if s["end_reason"] != "target-exited" || exec.is_some() {
-            errors.push(format!("run {i}: end {} exec {exec:?}", s["end_reason"]));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
-}
-
 /// An epoch longer than one tick (250 ms, 4 per 1 s interval): the growth curve of a hot/cold
 /// writer still matches its expectation within ±5 %, and the epoch is the one asked for.
 fn growth_long_epoch() -> Result<(), String> {
@@ -404,12 +348,7 @@ fn thp() -> Result<(), String> {
     ]);
     w.go();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let huge_kb: u64 = rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("AnonHugePages:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let huge_kb = anon_huge_kb(pid);
     let _ = w.wait_done();
     let (_, s, st) = watch.finish();
     if !st.success() {
