@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use migtrace::source::netsend::{SendOptions, SendProbe};
+use migtrace::probe::send::{SendOptions, SendProbe};
 use migtrace_e2e::{require_root, run, Watch};
 use serde_json::Value;
 

@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`source`]: measurement backends (eBPF fault counting, content sampling), one trait;
+//! - [`probe`]: the one eBPF loader, and the fault, send and KVM probes on top of it;
 //! - [`model`]: the pre-copy model, pure functions without I/O;
 //! - [`estimate`]: statistics shared by the backends (HyperLogLog, confidence intervals);
 //! - [`record`]: the plain data between the floors (interval and final reports, the watch's
@@ -23,6 +24,7 @@ pub mod guest;
 pub mod link;
 pub mod model;
 pub mod passes;
+pub mod probe;
 pub mod profile;
 pub mod qemu;
 pub mod record;

@@ -1,5 +1,5 @@
 //! The link side of the pre-copy race during a watch (`watch --iface IF [--link RATE]`):
-//! reads the send-path probe ([`crate::source::netsend`]) once per interval and sets the
+//! reads the send-path probe ([`crate::probe::send`]) once per interval and sets the
 //! interface's traffic against the nominal link.
 //!
 //! Headroom is what a migration would get: `link x efficiency - traffic already there`,
@@ -10,8 +10,8 @@
 use anyhow::Result;
 
 use crate::{
+    probe::send::{SendOptions, SendProbe},
     record::{LinkInterval, LinkSummary, SendThread},
-    source::netsend::{link_speed_bits, SendOptions, SendProbe},
 };
 
 /// What `watch` asks of the link side.
@@ -201,6 +201,20 @@ impl LinkWatch {
             notes: self.notes.clone(),
         })
     }
+}
+
+/// The nominal rate of an interface in bits per second, from `/sys/class/net/IF/speed`
+/// (Mbit/s); `None` where the driver reports none (loopback, many virtual devices: the
+/// file is unreadable, or says -1).
+pub fn link_speed_bits(iface: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(
+        std::path::Path::new("/sys/class/net")
+            .join(iface)
+            .join("speed"),
+    )
+    .ok()?;
+    let mbit: i64 = s.trim().parse().ok()?;
+    (mbit > 0).then_some(mbit as f64 * 1e6)
 }
 
 #[cfg(test)]

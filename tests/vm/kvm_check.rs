@@ -635,7 +635,7 @@ impl Toggle {
 
     /// The tracefs `enable` file this toggle writes, if it writes one.
     fn enable_file(self) -> Option<String> {
-        let (group, event) = migtrace::source::kvm::EVENT;
+        let (group, event) = migtrace::probe::kvm::EVENT;
         match self {
             Toggle::Tracefs => Some(format!("{TRACEFS}/events/{group}/{event}/enable")),
             Toggle::TracefsGroup(g) => Some(format!("{TRACEFS}/events/{g}/enable")),
@@ -649,7 +649,7 @@ impl Toggle {
         let err = |e: anyhow::Error| format!("attach: {e:#}");
         match self {
             Toggle::EbpfKvm => {
-                let mut p = migtrace::source::kvm::KvmProbe::attach(pid).map_err(err)?;
+                let mut p = migtrace::probe::kvm::KvmProbe::attach(pid).map_err(err)?;
                 Ok(Box::new(move || {
                     let d = p.take_deltas().map_err(|e| e.to_string())?;
                     let v = p.vcpus().map_err(|e| e.to_string())?;
@@ -657,11 +657,11 @@ impl Toggle {
                 }))
             }
             Toggle::EbpfFault => {
-                let opts = migtrace::source::ebpf::ProbeOptions {
+                let opts = migtrace::probe::fault::ProbeOptions {
                     tgid: pid,
                     ..Default::default()
                 };
-                let mut p = migtrace::source::ebpf::FaultProbe::attach(opts).map_err(err)?;
+                let mut p = migtrace::probe::fault::FaultProbe::attach(opts).map_err(err)?;
                 Ok(Box::new(move || {
                     let (f, _) = p.take_deltas().map_err(|e| e.to_string())?;
                     Ok((format!("{f:?}"), 0))

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::source::netsend::{SendOptions, SendProbe};
+use crate::probe::send::{SendOptions, SendProbe};
 use anyhow::{Context, Result};
 use clap::Args;
 use tokio::signal::unix::{signal, Signal, SignalKind};

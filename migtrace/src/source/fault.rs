@@ -9,11 +9,9 @@ use std::time::Duration;
 use anyhow::Result;
 use migtrace_common::Hll;
 
-use super::{
-    ebpf::{FaultProbe, ProbeOptions},
-    growth::GrowthWindows,
-    DirtySource, SourceOptions,
-};
+use crate::probe::fault::{FaultProbe, ProbeOptions};
+
+use super::{growth::GrowthWindows, DirtySource, SourceOptions};
 use crate::{
     estimate::{hll_estimate, hll_merge},
     record::{FinalReport, IntervalReport},

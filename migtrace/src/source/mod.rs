@@ -19,11 +19,9 @@
 //!   page fault, so `fault` is refused there and `auto` never picks a fault-counting backend
 //!   for it.
 pub mod combined;
-pub mod ebpf;
 pub mod fault;
 pub mod growth;
 pub mod kvm;
-pub mod netsend;
 pub mod pagemap;
 pub mod sample;
 pub mod softdirty;
@@ -132,7 +130,7 @@ pub fn select(choice: BackendChoice, opts: &SourceOptions) -> Result<Selection> 
             Err(crate::error::Error::Unsupported(KVM_FAULT_BLIND.into()).into())
         }
         BackendChoice::Fault => {
-            ebpf::require()?;
+            crate::probe::require()?;
             Ok(Selection {
                 source: Box::new(fault::FaultSource::new(opts)?),
                 reason: "requested with --backend fault".into(),
@@ -163,7 +161,7 @@ pub fn select(choice: BackendChoice, opts: &SourceOptions) -> Result<Selection> 
 /// eBPF fault counts; else sampling alone. The reason names what decided.
 fn auto(opts: &SourceOptions) -> Result<Selection> {
     let kvm = opts.accel.as_deref() == Some("kvm");
-    let sd = match (softdirty::kernel_support(), ebpf::availability()) {
+    let sd = match (softdirty::kernel_support(), crate::probe::availability()) {
         (Ok(()), Ok(())) if kvm => {
             let s = kvm::KvmSoftDirty::new(opts)?;
             let reason = format!(
@@ -184,7 +182,7 @@ fn auto(opts: &SourceOptions) -> Result<Selection> {
         (Ok(()), Err(_)) => "this kernel has soft-dirty but eBPF is unavailable".to_string(),
         (Err(why), _) => why.to_string(),
     };
-    match ebpf::availability() {
+    match crate::probe::availability() {
         // A KVM guest writes its RAM through the EPT/NPT: no host page fault shows it, so
         // fault counts would only add noise next to the sampled rate.
         Ok(()) if !kvm => Ok(Selection {

@@ -43,8 +43,9 @@ use std::{
 use anyhow::{anyhow, Context, Result};
 use migtrace_common::PageEvent;
 
+use crate::probe::fault::{FaultProbe, ProbeOptions};
+
 use super::{
-    ebpf::{FaultProbe, ProbeOptions},
     growth::{GrowthWindows, PageSet},
     pagemap::Pagemap,
     thp::{DirtySet, Scan, ThpTracker, HUGE, K},
@@ -361,7 +362,7 @@ pub struct SoftDirtySource {
 
 impl SoftDirtySource {
     pub fn new(opts: &SourceOptions) -> Result<SoftDirtySource> {
-        super::ebpf::require()?;
+        crate::probe::require()?;
         kernel_support()?;
         let (choices, epoch_ticks) = epoch_for(opts)?;
         let claim = match claim(opts.pid) {

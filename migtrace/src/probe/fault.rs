@@ -1,56 +1,13 @@
-//! Loads the kernel programs built into this binary, attaches them to the target, and reads
-//! their maps. The only place that knows map names; the ABI types come from
-//! `migtrace-common`.
+//! The fault probe: the `page_fault_user` and `page_fault_kernel` programs, which count the
+//! target's write faults (first touch and write-protect) per CPU and thread, feed an
+//! in-kernel HyperLogLog of the pages, and can send each page to a ring buffer.
 use anyhow::{anyhow, Context, Result};
-use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::RawTracePoint,
-    Ebpf, EbpfLoader,
-};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use aya::Ebpf;
 use migtrace_common::{counter, Config, CpuState, Hll, FLAG_RANGE, FLAG_RECORD_PAGES};
 
-use crate::{
-    error::Error,
-    record::{Drops, FaultCounts},
-};
-
-#[cfg(migtrace_has_ebpf)]
-pub(crate) static OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/migtrace.bpf.o"));
-#[cfg(not(migtrace_has_ebpf))]
-pub(crate) static OBJECT: &[u8] = &[];
-
-/// True when this binary was built with its kernel programs.
-pub fn built_in() -> bool {
-    !OBJECT.is_empty()
-}
-
-/// Why the eBPF backends cannot run here, if they cannot.
-pub fn availability() -> std::result::Result<(), Error> {
-    if !built_in() {
-        return Err(Error::Unsupported("this migtrace was built without its eBPF programs (build with `cargo xtask build`); the `sample` backend remains".into()));
-    }
-    if let Some(why) = crate::target::missing_bpf_privileges() {
-        return Err(Error::Privilege(why));
-    }
-    // The kernel programs filter by the tgid of the initial pid namespace; inside a nested
-    // pid namespace (a container) the pids we see are not those.
-    let nspid = procfs::process::Process::myself()
-        .and_then(|p| p.status())
-        .ok()
-        .and_then(|s| s.nspid);
-    if let Some(ns) = nspid {
-        if ns.len() > 1 {
-            return Err(Error::Unsupported("migtrace runs in a nested pid namespace, where the pids it sees are not the kernel's: run it in the host pid namespace (e.g. docker --pid=host) for the eBPF backends".into()));
-        }
-    }
-    Ok(())
-}
-
-/// [`availability`] as a usage error, for an explicitly requested eBPF backend.
-pub fn require() -> Result<()> {
-    availability().map_err(Into::into)
-}
+use super::{attach_raw, map, take, MapSizes};
+use crate::record::{Drops, FaultCounts};
 
 /// The loaded, attached fault program and its maps.
 pub struct FaultProbe {
@@ -94,40 +51,18 @@ pub struct ProbeOptions {
     pub record_pages: Option<u32>,
 }
 
-/// Turns a load or attach failure into an error: EPERM (found by errno in the error's
-/// causes, not by its text) is a missing privilege the user must fix; anything else is a
-/// runtime failure.
-pub(crate) fn load_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
-    if crate::error::os_errno(&e) == Some(libc::EPERM) {
-        Error::Privilege(format!(
-            "the kernel refused to load the eBPF program ({e}): run as root or with CAP_BPF and CAP_PERFMON"
-        ))
-        .into()
-    } else {
-        anyhow::Error::new(e).context("loading the eBPF program failed")
-    }
-}
-
 impl FaultProbe {
     /// Loads the program and attaches it to `page_fault_user`.
     pub fn attach(opts: ProbeOptions) -> Result<FaultProbe> {
-        require()?;
-        // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-        let rl = libc::rlimit {
-            rlim_cur: libc::RLIM_INFINITY,
-            rlim_max: libc::RLIM_INFINITY,
-        };
-        // SAFETY: setrlimit with a valid struct; failure only matters on old kernels.
-        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
-
-        let mut loader = EbpfLoader::new();
         // The ring buffer is only needed for exact page identities; keep it tiny otherwise.
-        let rb = opts.record_pages.unwrap_or(4096).max(4096);
-        loader.map_max_entries("EVENTS", rb);
-        let mut bpf = loader.load(OBJECT).map_err(load_error)?;
+        let mut bpf = super::load(MapSizes {
+            events: opts.record_pages.unwrap_or(4096),
+            threads: None,
+            send_threads: Some(1),
+        })?;
 
         let ncpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        let mut config: Array<MapData, Config> = Array::try_from(take(&mut bpf, "CONFIG")?)?;
+        let mut config: Array<MapData, Config> = Array::try_from(take(&mut bpf, map::CONFIG)?)?;
         let mut cfg = Config {
             tgid: opts.tgid,
             ..Default::default()
@@ -141,23 +76,17 @@ impl FaultProbe {
             cfg.flags |= FLAG_RECORD_PAGES;
         }
         config.set(0, cfg, 0).context("writing the eBPF config")?;
-        let state = PerCpuArray::try_from(take(&mut bpf, "STATE")?)?;
-        let hll = PerCpuArray::try_from(take(&mut bpf, "HLL")?)?;
-        let threads = HashMap::try_from(take(&mut bpf, "THREADS")?)?;
+        let state = PerCpuArray::try_from(take(&mut bpf, map::STATE)?)?;
+        let hll = PerCpuArray::try_from(take(&mut bpf, map::HLL)?)?;
+        let threads = HashMap::try_from(take(&mut bpf, map::THREADS)?)?;
         let events = if opts.record_pages.is_some() {
-            Some(RingBuf::try_from(take(&mut bpf, "EVENTS")?)?)
+            Some(RingBuf::try_from(take(&mut bpf, map::EVENTS)?)?)
         } else {
             None
         };
 
         for tp in ["page_fault_user", "page_fault_kernel"] {
-            let prog: &mut RawTracePoint = bpf
-                .program_mut(tp)
-                .ok_or_else(|| anyhow!("program {tp} missing from the eBPF object"))?
-                .try_into()?;
-            prog.load().map_err(load_error)?;
-            prog.attach(tp)
-                .map_err(|e| anyhow!("attaching to raw tracepoint {tp}: {e}"))?;
+            attach_raw(&mut bpf, tp)?;
         }
 
         let mut probe = FaultProbe {
@@ -256,9 +185,4 @@ impl FaultProbe {
     pub fn events(&mut self) -> Option<&mut RingBuf<MapData>> {
         self.events.as_mut()
     }
-}
-
-fn take(bpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    bpf.take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
 }

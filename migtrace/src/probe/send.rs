@@ -11,7 +11,7 @@
 //! API for other commands (e.g. a pass timer driven by QMP):
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use migtrace::source::netsend::{SendOptions, SendProbe};
+//! use migtrace::probe::send::{SendOptions, SendProbe};
 //! let mut p = SendProbe::attach(Some(1234), &SendOptions::default())?;
 //! // ... later, once per pass or interval:
 //! for t in p.take_thread_bytes()? {
@@ -25,17 +25,15 @@ use std::{collections::HashMap as StdMap, path::Path};
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{RawTracePoint, TracePoint},
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 use migtrace_common::{
     send_counter, SendConfig, SendState, ThreadSend, SEND_FLAG_IFACE, SEND_FLAG_PROCESS,
 };
 
-use super::ebpf::{load_error, require, OBJECT};
-
-/// Where tracefs is (mounted by [`ensure_tracefs`] if it is not).
-pub const TRACEFS: &str = "/sys/kernel/tracing";
+use super::{
+    attach_raw, attach_tracepoint, ensure_tracefs, map, parse_format, take, MapSizes, TRACEFS,
+};
 
 /// Options for [`SendProbe::attach`].
 #[derive(Clone, Debug)]
@@ -87,67 +85,6 @@ pub struct ThreadBytes {
 /// `multifdsend_N` (QEMU 7.2 to 9.x), `mig/src/main` and `mig/src/send_N` (QEMU 10+).
 pub fn is_migration_thread(comm: &str) -> bool {
     comm == "live_migration" || comm.starts_with("multifdsend_") || comm.starts_with("mig/src/")
-}
-
-/// The nominal rate of an interface in bits per second, from `/sys/class/net/IF/speed`
-/// (Mbit/s); `None` where the driver reports none (loopback, many virtual devices: the
-/// file is unreadable, or says -1).
-pub fn link_speed_bits(iface: &str) -> Option<f64> {
-    let s = std::fs::read_to_string(Path::new("/sys/class/net").join(iface).join("speed")).ok()?;
-    let mbit: i64 = s.trim().parse().ok()?;
-    (mbit > 0).then_some(mbit as f64 * 1e6)
-}
-
-/// Mounts tracefs at [`TRACEFS`] unless it is there already (it is not mounted at boot on
-/// every machine; see docs/platform.md).
-pub fn ensure_tracefs() -> Result<()> {
-    if Path::new(TRACEFS).join("events").is_dir() {
-        return Ok(());
-    }
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (src, dst) = (c("tracefs"), c(TRACEFS));
-    // SAFETY: valid NUL-terminated strings, no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(anyhow!(
-            "mounting tracefs on {TRACEFS}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
-/// Field offsets from a tracepoint `format` file: name -> (offset, size).
-pub fn parse_format(text: &str) -> StdMap<String, (u32, u32)> {
-    let mut m = StdMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.trim().strip_prefix("field:") else {
-            continue;
-        };
-        let parts: Vec<&str> = rest.split(';').map(str::trim).collect();
-        let num = |key: &str| {
-            parts
-                .iter()
-                .find_map(|p| p.strip_prefix(key))
-                .and_then(|v| v.parse::<u32>().ok())
-        };
-        let (Some(off), Some(size)) = (num("offset:"), num("size:")) else {
-            continue;
-        };
-        // "unsigned int len", "__data_loc char[] name": the name is the last word.
-        if let Some(name) = parts[0].split_whitespace().last() {
-            m.insert(name.trim_end_matches("[]").to_string(), (off, size));
-        }
-    }
-    m
 }
 
 /// The kernel config for `net_dev_xmit` on `iface`: offsets from the event's format file,
@@ -202,13 +139,10 @@ impl SendProbe {
     /// `sock_send_length` for the sends of `pid`. A hook that cannot attach is left out and
     /// noted (see [`SendProbe::notes`]); an error only when neither works.
     pub fn attach(pid: Option<u32>, opts: &SendOptions) -> Result<SendProbe> {
-        require()?;
-        let mut loader = EbpfLoader::new();
-        // The fault programs' maps come with the object: keep them tiny.
-        loader.map_max_entries("EVENTS", 4096);
-        loader.map_max_entries("THREADS", 1);
-        loader.map_max_entries("SEND_THREADS", opts.max_threads.max(1));
-        let mut bpf = loader.load(OBJECT).map_err(load_error)?;
+        let mut bpf = super::load(MapSizes {
+            send_threads: Some(opts.max_threads),
+            ..MapSizes::default()
+        })?;
         let mut cfg = SendConfig {
             tgid: pid.unwrap_or(0),
             ..Default::default()
@@ -235,12 +169,12 @@ impl SendProbe {
             ));
         }
         let mut config: Array<MapData, SendConfig> =
-            Array::try_from(take(&mut bpf, "SEND_CONFIG")?)?;
+            Array::try_from(take(&mut bpf, map::SEND_CONFIG)?)?;
         config
             .set(0, cfg, 0)
             .context("writing the send-path config")?;
-        let state = PerCpuArray::try_from(take(&mut bpf, "SEND_STATE")?)?;
-        let threads = HashMap::try_from(take(&mut bpf, "SEND_THREADS")?)?;
+        let state = PerCpuArray::try_from(take(&mut bpf, map::SEND_STATE)?)?;
+        let threads = HashMap::try_from(take(&mut bpf, map::SEND_THREADS)?)?;
         let mut p = SendProbe {
             _bpf: bpf,
             pid,
@@ -359,13 +293,9 @@ impl SendProbe {
 
     /// The counters, summed over CPUs.
     fn counters(&self) -> Result<[u64; send_counter::SLOTS as usize]> {
-        let mut c = [0u64; send_counter::SLOTS as usize];
-        for cpu in self.state.get(&0, 0)?.iter() {
-            for (sum, v) in c.iter_mut().zip(cpu.counters.iter()) {
-                *sum += v;
-            }
-        }
-        Ok(c)
+        Ok(super::sum_counters(
+            self.state.get(&0, 0)?.iter().map(|c| c.counters),
+        ))
     }
 }
 
@@ -373,26 +303,12 @@ impl SendProbe {
 fn attach_xmit(bpf: &mut Ebpf, cfg: &mut SendConfig, iface: &str) -> Result<()> {
     ensure_tracefs()?;
     iface_config(cfg, iface)?;
-    let prog: &mut TracePoint = bpf
-        .program_mut("net_dev_xmit")
-        .ok_or_else(|| anyhow!("program net_dev_xmit missing from the eBPF object"))?
-        .try_into()?;
-    prog.load().map_err(load_error)?;
-    prog.attach("net", "net_dev_xmit")?;
-    Ok(())
+    attach_tracepoint(bpf, "net", "net_dev_xmit")
 }
 
 /// Loads and attaches `sock_send_length`; false (with a note) when it cannot.
 fn attach_send(bpf: &mut Ebpf, notes: &mut Vec<String>) -> bool {
-    let r = (|| -> Result<()> {
-        let prog: &mut RawTracePoint = bpf
-            .program_mut("sock_send_length")
-            .ok_or_else(|| anyhow!("program sock_send_length missing from the eBPF object"))?
-            .try_into()?;
-        prog.load().map_err(load_error)?;
-        prog.attach("sock_send_length")?;
-        Ok(())
-    })();
+    let r = attach_raw(bpf, "sock_send_length");
     if let Err(e) = &r {
         notes.push(format!(
             "raw tracepoint sock_send_length unavailable ({e:#}): no per-process sends"
@@ -401,25 +317,9 @@ fn attach_send(bpf: &mut Ebpf, notes: &mut Vec<String>) -> bool {
     r.is_ok()
 }
 
-fn take(bpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    bpf.take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn format_offsets() {
-        let f = parse_format(
-            "name: net_dev_xmit\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\n\tfield:unsigned int len;\toffset:16;\tsize:4;\tsigned:0;\n\tfield:int rc;\toffset:20;\tsize:4;\tsigned:1;\n\tfield:__data_loc char[] name;\toffset:24;\tsize:4;\tsigned:0;\n",
-        );
-        assert_eq!(f["len"], (16, 4));
-        assert_eq!(f["rc"], (20, 4));
-        assert_eq!(f["name"], (24, 4));
-        assert_eq!(f["common_type"], (0, 2));
-    }
 
     #[test]
     fn migration_threads() {
