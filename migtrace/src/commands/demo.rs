@@ -13,15 +13,16 @@ use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
 use crate::{
-    commands::predict::{self, PredictOpts},
     error::Error,
+    model::config::{plan, PredictConfig},
+    profile::Profile,
     sink::{
         demo_out::{self, Comparison},
         terminal::TerminalSink,
     },
     source::{BackendChoice, SourceOptions},
     target::page_size,
-    units::parse_duration,
+    units::{self, parse_duration},
     watcher::{self, WatchConfig},
     workload::{expected_unique, Pattern},
 };
@@ -71,6 +72,8 @@ impl Drop for WriterChild {
 
 pub fn run(a: DemoArgs) -> Result<()> {
     check(&a)?;
+    let links = units::parse_list(&a.links, units::parse_link)
+        .map_err(|e| Error::Usage(format!("--links: {e}")))?;
     let out = &mut std::io::stdout();
     demo_out::writer_started(out, &a.pattern_name(), a.rate_mib, a.wss_mib);
     let (mut child, mut lines, ready) = start_writer(&a)?;
@@ -100,7 +103,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
             summary: &summary,
         },
     );
-    let p = predict::prepare(&PredictOpts::for_profile(profile_path.clone(), &a.links))?;
+    let profile = Profile::load(&profile_path).map_err(|e| Error::Input(e.to_string()))?;
+    let cfg = PredictConfig::for_profile(profile, profile_path.clone(), links);
+    let p = plan(&cfg).map_err(|e| Error::Usage(e.to_string()))?;
     let cells = crate::model::grid(&p.workload, &p.input);
     demo_out::predictions(out, &cells);
     demo_out::next_step(out, &profile_path);

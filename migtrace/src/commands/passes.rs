@@ -12,9 +12,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::commands::predict::{prepare, PredictOpts, ThrottleArg};
 use crate::error::Error;
 use crate::model::backtest::{qemu_syncs, SyncEstimate};
+use crate::model::config::{plan, PredictConfig, ThrottleConfig};
+use crate::model::recommend::ThrottleKind;
 use crate::model::{grid, Prediction};
 use crate::passes::{is_terminal, EndedBy, Tracker};
 use crate::qemu::qmp::{MigrateParametersInfo, MigrationCapability, MigrationInfo, Qmp, QmpEvent};
@@ -79,6 +80,10 @@ struct Config {
     linger: Duration,
     /// `--listen`, bound before anything is followed.
     listener: Option<std::net::TcpListener>,
+    /// `--profile`, checked to load.
+    profile: Option<PathBuf>,
+    /// `--stop-copy-rate`, bits per second.
+    stop_copy_bits: Option<f64>,
     /// `--hdr-log`, checked before anything is followed and written at the end
     /// ([`crate::files::replace`]: never through a symlink, and a run that fails to
     /// attach leaves an existing file as it was).
@@ -107,9 +112,11 @@ fn config(a: &PassesArgs) -> Result<Config> {
     if let Some(p) = &a.profile {
         crate::profile::Profile::load(p).map_err(|e| Error::Input(e.to_string()))?;
     }
-    if let Some(r) = &a.stop_copy_rate {
-        units::parse_link(r).map_err(|e| Error::Usage(format!("--stop-copy-rate: {e}")))?;
-    }
+    let stop_copy_bits = a
+        .stop_copy_rate
+        .as_deref()
+        .map(|r| units::parse_link(r).map_err(|e| Error::Usage(format!("--stop-copy-rate: {e}"))))
+        .transpose()?;
     if let Err(e) = std::fs::metadata(&a.qmp) {
         return Err(Error::Input(format!("--qmp {}: {e}", a.qmp.display())).into());
     }
@@ -131,6 +138,8 @@ fn config(a: &PassesArgs) -> Result<Config> {
         poll,
         linger: a.linger,
         listener,
+        profile: a.profile.clone(),
+        stop_copy_bits,
         hdr_log,
     })
 }
@@ -237,7 +246,7 @@ struct Setup {
 }
 
 /// Reads the migration's parameters and capabilities, and predicts with `--profile`.
-async fn setup(q: &mut Qmp, args: &PassesArgs) -> Result<Setup> {
+async fn setup(q: &mut Qmp, cfg: &Config) -> Result<Setup> {
     let p = q.query_migrate_parameters().await?;
     let caps = q.query_migrate_capabilities().await?;
     let on = |c: &str| {
@@ -251,8 +260,8 @@ async fn setup(q: &mut Qmp, args: &PassesArgs) -> Result<Setup> {
         max_cpu_throttle: p.max_cpu_throttle,
         events: on("events"),
     };
-    let predicted = match &args.profile {
-        Some(f) => Some(predict(f, &p, &params, args.stop_copy_rate.as_deref())?),
+    let predicted = match &cfg.profile {
+        Some(f) => Some(predict(f, &p, &params, cfg.stop_copy_bits)?),
         None => None,
     };
     Ok(Setup { params, predicted })
@@ -264,7 +273,7 @@ fn predict(
     profile: &std::path::Path,
     p: &MigrateParametersInfo,
     params: &Params,
-    stop_copy_rate: Option<&str>,
+    stop_copy_bits: Option<f64>,
 ) -> Result<Predicted> {
     if params.max_bandwidth == 0 {
         return Err(Error::Unsupported(
@@ -272,17 +281,21 @@ fn predict(
         )
         .into());
     }
-    let mib_s = params.max_bandwidth as f64 / 1048576.0;
-    let mut o = PredictOpts::for_profile(profile.to_path_buf(), &format!("{mib_s}MiB/s"));
-    o.efficiency = Some("1".into());
-    o.stop_copy_rate = stop_copy_rate.map(str::to_string);
-    o.downtime = vec![format!("{}ms", p.downtime_limit.unwrap_or(300))];
+    let loaded = crate::profile::Profile::load(profile).map_err(|e| Error::Input(e.to_string()))?;
+    let link_bits = params.max_bandwidth as f64 * 8.0;
+    let mut cfg = PredictConfig::for_profile(loaded, profile.to_path_buf(), vec![link_bits]);
+    cfg.efficiency = 1.0;
+    cfg.stop_copy_bits = stop_copy_bits;
+    cfg.downtimes_s = vec![params.downtime_limit_s];
     if params.auto_converge {
-        o.throttle = ThrottleArg::AutoConverge;
-        o.throttle_pct = p.max_cpu_throttle.map(|x| x.clamp(1, 99).to_string());
-        o.tailslow = p.cpu_throttle_tailslow.unwrap_or(false);
+        cfg.throttle = ThrottleConfig {
+            kind: ThrottleKind::AutoConverge,
+            pct: p.max_cpu_throttle.map(|x| x.clamp(1, 99) as f64),
+            tailslow: p.cpu_throttle_tailslow.unwrap_or(false),
+            dirty_limit: None,
+        };
     }
-    let prep = prepare(&o)?;
+    let prep = plan(&cfg).map_err(|e| Error::Usage(e.to_string()))?;
     let cell: Prediction = grid(&prep.workload, &prep.input)
         .into_iter()
         .next()
@@ -323,7 +336,7 @@ async fn follow(
             .context("enabling the events capability")?;
     }
     // Checked now (a bad --profile fails at once); read again when the migration starts.
-    let mut st = setup(&mut q, args).await?;
+    let mut st = setup(&mut q, cfg).await?;
     let mut tracker = Tracker::new();
     let live = Live {
         feed: feed.as_deref_mut(),
@@ -456,7 +469,7 @@ async fn follow_loop(
             e = stops.next() => return Ok(e),
         };
         let polled = match reply {
-            Ok(info) => poll_once(q, args, tracker, st, live.feed.as_deref_mut(), info).await,
+            Ok(info) => poll_once(q, cfg, tracker, st, live.feed.as_deref_mut(), info).await,
             Err(e) => Err(e),
         };
         match polled {
@@ -475,7 +488,7 @@ async fn follow_loop(
 /// Records one `query-migrate` reply; true when the migration has ended.
 async fn poll_once(
     q: &mut Qmp,
-    args: &PassesArgs,
+    cfg: &Config,
     t: &mut Tracker,
     st: &mut Setup,
     mut feed: Option<&mut PassFeed>,
@@ -497,7 +510,7 @@ async fn poll_once(
     }
     if !was && t.started() {
         // The migration's own settings (they may have changed since we attached).
-        if let Ok(s) = setup(q, args).await {
+        if let Ok(s) = setup(q, cfg).await {
             *st = s;
         }
         if let (Some(f), Some(p)) = (feed, &st.predicted) {

@@ -3,29 +3,23 @@
 //! throttle makes it converge. Thin: parses the arguments into the [`crate::model`] inputs
 //! (one-line errors, exit 2), runs the grid, and hands the results to
 //! [`crate::sink::predict_out`]. Needs no root and no eBPF.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use crate::error::Error;
-use crate::model::recommend::{candidates, SettingsContext, ThrottleKind, DIRTY_LIMIT_MB};
-use crate::model::sim::{
-    AutoConverge, Limits, Policy, Throttle, KUBEVIRT_COMPLETION_PER_GIB,
-    KUBEVIRT_PROGRESS_TIMEOUT_S, MAX_SIM_PASSES, NOVA_COMPLETION_PER_GIB,
+use crate::model::config::{
+    plan, Deadline, PlanError, PredictConfig, ThrottleConfig, WorkloadInput,
 };
+pub use crate::model::config::{DEFAULT_EFFICIENCY, MAX_CELLS, MAX_VCPUS};
+use crate::model::recommend::ThrottleKind;
+use crate::model::sim::{Policy, MAX_SIM_PASSES};
 use crate::model::workload::Workload;
 use crate::model::{grid, GridInput};
-use crate::profile::{Profile, ThreadCounts};
+use crate::profile::Profile;
 use crate::sink::predict_out::{self, Report};
 use crate::units::{self, UnitError};
-
-/// Default fraction of the link rate that carries migration payload: Ethernet with a
-/// 1500-byte MTU carries 1448 bytes of TCP payload (20 IP + 20 TCP + 12 timestamp option)
-/// per 1538 bytes on the wire (preamble 8, header 14, FCS 4, gap 12): 1448/1538 = 0.941.
-/// The 8-byte page headers of the migration stream are counted separately. Jumbo frames
-/// (9000) give 0.99; `--efficiency` overrides.
-pub const DEFAULT_EFFICIENCY: f64 = 0.94;
 
 /// `--policy`: whose stop rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -284,15 +278,6 @@ fn percent(s: &str) -> Result<f64, UnitError> {
     }
 }
 
-/// Most vCPUs: KVM on x86 allows up to 4096 (CONFIG_KVM_MAX_NR_VCPUS); more is a typo, and
-/// the model keeps one entry per writer.
-pub const MAX_VCPUS: u32 = 4096;
-
-/// Most cells (links x downtimes) in one run. Each cell keeps its passes and its
-/// recommendation search; past this the report is unreadable and a typo costs gigabytes
-/// (1000 links x 100 downtimes took 1.5 GB and 5 s), so it is refused, not streamed.
-pub const MAX_CELLS: usize = 1000;
-
 /// Everything `run` computes before printing; public so the benchmark runs exactly this.
 pub struct Prepared {
     pub workload: Workload,
@@ -300,116 +285,151 @@ pub struct Prepared {
     pub report: Report,
 }
 
-/// The numeric options shared by both kinds of workload.
-struct Numbers {
-    efficiency: f64,
-    vcpus: Option<u32>,
-    busy: Option<f64>,
-    zero_share: Option<f64>,
-    max_passes: Option<u32>,
-    mem: Option<f64>,
-}
-
-/// Checks the arguments and builds the model inputs. All errors are [`Error`]s.
+/// Checks the arguments and builds the model inputs, in two stages: the flags are lowered
+/// into a typed [`PredictConfig`] ([`PredictOpts::lower`]), which the model checks and
+/// lowers into its inputs ([`plan`]). All errors are [`Error`]s.
 pub fn prepare(args: &PredictOpts) -> anyhow::Result<Prepared> {
-    let mut caveats = Vec::new();
-    let links = links_or_profile_headroom(args, &mut caveats)?;
-    let stop_copy_bits = parse_stop_copy_rate(args, &links)?;
-    let policy = Policy::from(args.policy);
-    let kind = ThrottleKind::from(args.throttle);
-    let downtimes = parse_downtimes(&args.downtime, policy)?;
-    if links.len().saturating_mul(downtimes.len()) > MAX_CELLS {
-        return Err(usage(format!(
-            "{} links x {} downtimes is {} cells; at most {MAX_CELLS} in one run (split the grid)",
-            links.len(),
-            downtimes.len(),
-            links.len() * downtimes.len()
-        ))
-        .into());
-    }
-    let n = parse_numbers(args)?;
-    let (workload, source) = match (&args.profile, &args.dirty_rate) {
-        (Some(_), Some(_)) => {
-            return Err(usage("give either --profile or --dirty-rate (with --mem), not both").into())
-        }
-        (Some(path), None) => profile_workload(args, path, &n, &mut caveats)?,
-        (None, Some(rate)) => numbers_workload(args, rate, &n, &mut caveats)?,
-        (None, None) => return Err(usage(
-            "missing input: give --mem and --dirty-rate (e.g. --mem 128GiB --dirty-rate 1.5GB/s), or --profile FILE",
-        )
-        .into()),
-    };
-    let throttle = parse_throttle(args, policy, kind)?;
-    let recommend_kinds = if kind == ThrottleKind::None {
-        candidates(policy).to_vec()
-    } else {
-        vec![kind]
-    };
-    let (limits, settings) = parse_limits(args, &workload, n.max_passes, &mut caveats)?;
-    let input = GridInput {
-        links_bits: links,
-        stop_copy_bits,
-        downtimes_s: downtimes,
-        efficiency: n.efficiency,
-        policy,
-        throttle,
-        recommend_kinds,
-        limits,
-        settings,
-    };
+    let cfg = args.lower()?;
+    let p = plan(&cfg).map_err(|e| usage(e.to_string()))?;
     let report = Report {
-        source,
-        policy,
-        throttle_kind: kind,
-        caveats,
+        source: p.source,
+        policy: cfg.policy,
+        throttle_kind: cfg.throttle.kind,
+        caveats: p.notes.iter().map(predict_out::plan_note).collect(),
         explain: args.explain,
     };
     Ok(Prepared {
-        workload,
-        input,
+        workload: p.workload,
+        input: p.input,
         report,
     })
 }
 
-/// `--link`; without it, a profile's measured headroom (`watch --iface`) as the one link:
-/// the model sends at link x efficiency, so the link is headroom / efficiency.
-fn links_or_profile_headroom(
-    args: &PredictOpts,
-    caveats: &mut Vec<String>,
-) -> anyhow::Result<Vec<f64>> {
-    let (Some(path), true) = (&args.profile, args.link.is_empty()) else {
-        return Ok(parse_links(&args.link)?);
-    };
-    let p = Profile::load(path).map_err(|e| Error::Input(e.to_string()))?;
-    let Some((l, h)) = p
-        .link
-        .as_ref()
-        .and_then(|l| Some((l, l.headroom_bytes_per_sec.filter(|&h| h > 0.0)?)))
-    else {
-        return Err(usage(
-            "missing --link: give the link rate, e.g. --link 10g (the profile has no measured link headroom; `watch --iface IF` records one)",
-        )
-        .into());
-    };
-    let eff = parse_numbers(args)?.efficiency;
-    caveats.push(format!(
-        "no --link: the link is the profile's measured headroom on {}, {}/s ({} x {:.2} - {}/s of other traffic), taken as a {} link at efficiency {eff:.2}",
-        l.iface.as_deref().unwrap_or("?"),
-        units::fmt_bytes(h),
-        l.link_bits.map_or("?".into(), units::fmt_link),
-        l.efficiency,
-        units::fmt_bytes(l.tx_bytes_per_sec.unwrap_or(0.0)),
-        units::fmt_link(h * 8.0 / eff),
-    ));
-    Ok(vec![h * 8.0 / eff])
+impl PredictOpts {
+    /// The flags as a typed config: every value parsed, every combination of flags checked.
+    /// What depends on the values together (a stop-and-copy rate below a link, a working set
+    /// larger than memory) is the model's to check, in [`plan`].
+    pub fn lower(&self) -> Result<PredictConfig, Error> {
+        if self.profile.is_none() && self.link.is_empty() {
+            return Err(usage(PlanError::NoLink.to_string()));
+        }
+        let links_bits = parse_links(&self.link)?;
+        let stop_copy_bits = opt("stop-copy-rate", &self.stop_copy_rate, units::parse_link)?;
+        let downtimes_s = parse_downtimes(&self.downtime)?;
+        // Under 1 % of the link carrying payload is a typo, and would simulate for ever.
+        let efficiency = opt(
+            "efficiency",
+            &self.efficiency,
+            number_in(0.01, 1.0, "a fraction"),
+        )?
+        .unwrap_or(DEFAULT_EFFICIENCY);
+        let fraction = || number_in(0.0, 1.0, "a fraction");
+        let vcpus = opt("vcpus", &self.vcpus, count(MAX_VCPUS))?;
+        let busy = opt("busy", &self.busy, fraction())?;
+        let zero_share = opt("zero-share", &self.zero_share, fraction())?;
+        let max_passes = opt("max-passes", &self.max_passes, count(MAX_SIM_PASSES))?;
+        let mem = opt("mem", &self.mem, units::parse_mem)?;
+        Ok(PredictConfig {
+            workload: self.workload_input()?,
+            links_bits,
+            stop_copy_bits,
+            downtimes_s,
+            policy: Policy::from(self.policy),
+            throttle: self.throttle_config()?,
+            deadline: self.deadline()?,
+            max_passes,
+            efficiency,
+            mem,
+            vcpus,
+            busy,
+            zero_share,
+        })
+    }
+
+    /// `--profile` (loaded) or `--dirty-rate` with `--wws` and `--pattern`.
+    fn workload_input(&self) -> Result<WorkloadInput, Error> {
+        match (&self.profile, &self.dirty_rate) {
+            (Some(_), Some(_)) => Err(usage(
+                "give either --profile or --dirty-rate (with --mem), not both",
+            )),
+            (Some(path), None) => {
+                if self.wws.is_some() || self.pattern != PatternArg::Random {
+                    return Err(usage(
+                        "--wws and --pattern go with --dirty-rate; a profile carries its own growth curve",
+                    ));
+                }
+                let p = Profile::load(path).map_err(|e| Error::Input(e.to_string()))?;
+                Ok(WorkloadInput::Profile {
+                    profile: Box::new(p),
+                    path: path.clone(),
+                })
+            }
+            (None, Some(rate)) => {
+                if self.mem.is_none() {
+                    return Err(usage(PlanError::NoMem.to_string()));
+                }
+                let bytes_per_sec = units::parse_byte_rate(rate)
+                    .map_err(|e| usage(format!("--dirty-rate: {e}")))?;
+                Ok(WorkloadInput::Rate {
+                    bytes_per_sec,
+                    wws: opt("wws", &self.wws, units::parse_mem)?,
+                    sweep: self.pattern == PatternArg::Sweep,
+                })
+            }
+            (None, None) => Err(usage(
+                "missing input: give --mem and --dirty-rate (e.g. --mem 128GiB --dirty-rate 1.5GB/s), or --profile FILE",
+            )),
+        }
+    }
+
+    /// `--throttle` and the options that go with one kind of it.
+    fn throttle_config(&self) -> Result<ThrottleConfig, Error> {
+        let kind = ThrottleKind::from(self.throttle);
+        if self.tailslow && kind != ThrottleKind::AutoConverge {
+            return Err(usage("--tailslow goes with --throttle auto-converge"));
+        }
+        if self.dirty_limit.is_some() && kind != ThrottleKind::DirtyLimit {
+            return Err(usage("--dirty-limit goes with --throttle dirty-limit"));
+        }
+        if self.throttle_pct.is_some()
+            && !matches!(kind, ThrottleKind::AutoConverge | ThrottleKind::Sdps)
+        {
+            return Err(usage(
+                "--throttle-pct goes with --throttle auto-converge or sdps",
+            ));
+        }
+        Ok(ThrottleConfig {
+            kind,
+            pct: opt("throttle-pct", &self.throttle_pct, percent)?,
+            tailslow: self.tailslow,
+            dirty_limit: opt("dirty-limit", &self.dirty_limit, |s| {
+                units::parse_byte_rate_in(s, &units::DIRTY_LIMIT)
+            })?,
+        })
+    }
+
+    /// `--deadline`, `--kubevirt` or `--nova`: at most one.
+    fn deadline(&self) -> Result<Deadline, Error> {
+        let n = [self.deadline.is_some(), self.kubevirt, self.nova]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if n > 1 {
+            return Err(usage("give only one of --deadline, --kubevirt and --nova"));
+        }
+        let at = opt("deadline", &self.deadline, |s| {
+            units::parse_secs_in(s, &units::DEADLINE)
+        })?;
+        Ok(match at {
+            Some(d) => Deadline::At(d),
+            None if self.kubevirt => Deadline::Kubevirt,
+            None if self.nova => Deadline::Nova,
+            None => Deadline::None,
+        })
+    }
 }
 
 fn parse_links(args: &[String]) -> Result<Vec<f64>, Error> {
-    if args.is_empty() {
-        return Err(usage(
-            "missing --link: give the link rate, e.g. --link 10g or --link 10g,25g,40g",
-        ));
-    }
     let mut links = Vec::new();
     for l in args {
         links.extend(
@@ -419,25 +439,8 @@ fn parse_links(args: &[String]) -> Result<Vec<f64>, Error> {
     Ok(links)
 }
 
-/// `--stop-copy-rate`: the link the stop-and-copy runs at. QEMU lifts `max-bandwidth` for it
-/// (`migration_completion`), so it is never slower than the live passes: a rate below a
-/// `--link` is a mistake, refused.
-fn parse_stop_copy_rate(args: &PredictOpts, links: &[f64]) -> Result<Option<f64>, Error> {
-    let Some(r) = opt("stop-copy-rate", &args.stop_copy_rate, units::parse_link)? else {
-        return Ok(None);
-    };
-    if let Some(l) = links.iter().copied().find(|&l| l > r) {
-        return Err(usage(format!(
-            "--stop-copy-rate ({}) is below --link ({}): QEMU lifts max-bandwidth for the stop-and-copy, so it never runs slower than the live passes",
-            units::fmt_link(r),
-            units::fmt_link(l)
-        )));
-    }
-    Ok(Some(r))
-}
-
-/// Downtime targets in seconds; the policy's default when none is given.
-fn parse_downtimes(args: &[String], policy: Policy) -> Result<Vec<f64>, Error> {
+/// Downtime targets in seconds (empty: the policy's default, which the model fills in).
+fn parse_downtimes(args: &[String]) -> Result<Vec<f64>, Error> {
     let mut downtimes = Vec::new();
     for d in args {
         downtimes.extend(
@@ -445,218 +448,7 @@ fn parse_downtimes(args: &[String], policy: Policy) -> Result<Vec<f64>, Error> {
                 .map_err(|e| usage(format!("--downtime: {e}")))?,
         );
     }
-    if downtimes.is_empty() {
-        downtimes.push(policy.default_downtime_s());
-    }
     Ok(downtimes)
-}
-
-fn parse_numbers(args: &PredictOpts) -> Result<Numbers, Error> {
-    // Under 1 % of the link carrying payload is a typo, and would simulate for ever.
-    let efficiency = opt(
-        "efficiency",
-        &args.efficiency,
-        number_in(0.01, 1.0, "a fraction"),
-    )?
-    .unwrap_or(DEFAULT_EFFICIENCY);
-    let fraction = || number_in(0.0, 1.0, "a fraction");
-    Ok(Numbers {
-        efficiency,
-        vcpus: opt("vcpus", &args.vcpus, count(MAX_VCPUS))?,
-        busy: opt("busy", &args.busy, fraction())?,
-        zero_share: opt("zero-share", &args.zero_share, fraction())?,
-        max_passes: opt("max-passes", &args.max_passes, count(MAX_SIM_PASSES))?,
-        mem: opt("mem", &args.mem, units::parse_mem)?,
-    })
-}
-
-/// The workload from a profile file, and where it came from in words.
-fn profile_workload(
-    args: &PredictOpts,
-    path: &Path,
-    n: &Numbers,
-    caveats: &mut Vec<String>,
-) -> Result<(Workload, String), Error> {
-    if args.wws.is_some() || args.pattern != PatternArg::Random {
-        return Err(usage(
-            "--wws and --pattern go with --dirty-rate; a profile carries its own growth curve",
-        ));
-    }
-    let p = Profile::load(path).map_err(|e| Error::Input(e.to_string()))?;
-    if p.growth.is_empty() {
-        caveats.push(
-            "the profile has no growth curve: dirtying is taken as its mean rate x time, which overstates what a long pass resends"
-                .to_string(),
-        );
-    }
-    caveats.extend(p.caveats.iter().map(|c| format!("profile: {c}")));
-    if p.thread_counts == ThreadCounts::WriteFaults && !p.threads.is_empty() {
-        caveats.push(
-            "the profile's per-thread shares are write-fault counts (sample+fault), taken as each writer's share of the dirtying"
-                .to_string(),
-        );
-    }
-    let w = Workload::from_profile(&p, n.mem, n.busy, n.vcpus, n.zero_share);
-    let source = format!(
-        "profile {} (backend {}, {} pid {})",
-        path.display(),
-        p.backend,
-        p.target.comm,
-        p.target.pid
-    );
-    Ok((w, source))
-}
-
-/// The workload from `--mem`, `--dirty-rate`, `--wws` and `--pattern`.
-fn numbers_workload(
-    args: &PredictOpts,
-    rate: &str,
-    n: &Numbers,
-    caveats: &mut Vec<String>,
-) -> Result<(Workload, String), Error> {
-    let Some(mem) = n.mem else {
-        return Err(usage(
-            "missing --mem: --dirty-rate needs the guest memory size, e.g. --mem 128GiB",
-        ));
-    };
-    let rate = units::parse_byte_rate(rate).map_err(|e| usage(format!("--dirty-rate: {e}")))?;
-    let wws = opt("wws", &args.wws, units::parse_mem)?;
-    if let Some(w) = wws {
-        if w > mem {
-            return Err(usage(format!(
-                "--wws ({}) is larger than --mem ({})",
-                units::fmt_bytes(w),
-                units::fmt_bytes(mem)
-            )));
-        }
-    } else {
-        caveats
-            .push("no --wws: the dirtying is assumed to saturate only at the whole memory".into());
-    }
-    if n.busy.is_none() {
-        caveats.push(
-            "no --busy: vCPUs are assumed fully busy, the case where a CPU throttle helps most"
-                .into(),
-        );
-    }
-    let w = Workload::synthetic_with(
-        mem,
-        rate,
-        wws,
-        n.vcpus.unwrap_or(1),
-        n.busy.unwrap_or(1.0),
-        n.zero_share.unwrap_or(0.0),
-        args.pattern == PatternArg::Sweep,
-    );
-    Ok((w, "numbers (--mem, --dirty-rate, --wws)".to_string()))
-}
-
-/// The throttle to simulate, checked against the policy and the throttle options.
-fn parse_throttle(
-    args: &PredictOpts,
-    policy: Policy,
-    kind: ThrottleKind,
-) -> Result<Throttle, Error> {
-    if matches!(kind, ThrottleKind::AutoConverge | ThrottleKind::DirtyLimit)
-        && policy != Policy::Qemu
-    {
-        return Err(usage(format!(
-            "--throttle {} is a QEMU feature; with --policy {} use --throttle sdps (a CPU throttle or cap)",
-            kind.name(),
-            policy.name()
-        )));
-    }
-    if args.tailslow && kind != ThrottleKind::AutoConverge {
-        return Err(usage("--tailslow goes with --throttle auto-converge"));
-    }
-    if args.dirty_limit.is_some() && kind != ThrottleKind::DirtyLimit {
-        return Err(usage("--dirty-limit goes with --throttle dirty-limit"));
-    }
-    if args.throttle_pct.is_some()
-        && !matches!(kind, ThrottleKind::AutoConverge | ThrottleKind::Sdps)
-    {
-        return Err(usage(
-            "--throttle-pct goes with --throttle auto-converge or sdps",
-        ));
-    }
-    let pct = opt("throttle-pct", &args.throttle_pct, percent)?;
-    Ok(match kind {
-        ThrottleKind::None => Throttle::None,
-        ThrottleKind::AutoConverge => Throttle::AutoConverge(AutoConverge {
-            max_pct: pct.unwrap_or(99.0),
-            initial_pct: pct.unwrap_or(99.0).min(20.0),
-            tailslow: args.tailslow,
-            ..AutoConverge::default()
-        }),
-        ThrottleKind::Sdps => Throttle::Cpu {
-            pct: pct.unwrap_or(50.0),
-        },
-        ThrottleKind::DirtyLimit => {
-            // QEMU's default vcpu-dirty-limit is 1 MB/s (DEFAULT_MIGRATE_VCPU_DIRTY_LIMIT).
-            let cap = opt("dirty-limit", &args.dirty_limit, |s| {
-                units::parse_byte_rate_in(s, &units::DIRTY_LIMIT)
-            })?
-            .unwrap_or(DIRTY_LIMIT_MB);
-            Throttle::DirtyLimit {
-                bytes_per_sec_per_vcpu: cap,
-            }
-        }
-    })
-}
-
-/// The limits on the whole migration (`--deadline`, `--kubevirt`, `--nova`, `--max-passes`)
-/// and what the settings mapping needs to know of them.
-fn parse_limits(
-    args: &PredictOpts,
-    workload: &Workload,
-    max_passes: Option<u32>,
-    caveats: &mut Vec<String>,
-) -> Result<(Limits, SettingsContext), Error> {
-    let n_deadlines = [args.deadline.is_some(), args.kubevirt, args.nova]
-        .iter()
-        .filter(|x| **x)
-        .count();
-    if n_deadlines > 1 {
-        return Err(usage("give only one of --deadline, --kubevirt and --nova"));
-    }
-    let mut settings = SettingsContext {
-        vcpus: workload.writers.len() as u32,
-        ..SettingsContext::default()
-    };
-    let mem = workload.mem;
-    let deadline = opt("deadline", &args.deadline, |s| {
-        units::parse_secs_in(s, &units::DEADLINE)
-    })?;
-    let limits = if let Some(d) = deadline {
-        Limits {
-            deadline_s: Some(d),
-            ..Limits::default()
-        }
-    } else if args.kubevirt {
-        settings.kubevirt_completion_per_gib = Some(KUBEVIRT_COMPLETION_PER_GIB);
-        caveats.push(format!(
-            "--kubevirt: completion timeout {} s/GiB x {:.1} GiB of memory (local disks would add to it), progress timeout {} s",
-            KUBEVIRT_COMPLETION_PER_GIB, Limits::kubevirt_gib(mem), KUBEVIRT_PROGRESS_TIMEOUT_S
-        ));
-        Limits::kubevirt(mem)
-    } else if args.nova {
-        settings.nova_completion_timeout = Some(NOVA_COMPLETION_PER_GIB);
-        caveats.push(format!(
-            "--nova: completion timeout {} s/GiB x {:.1} GiB of RAM (disk would add to it); Nova's stepwise downtime increase (live_migration_downtime_steps) is not modelled",
-            NOVA_COMPLETION_PER_GIB,
-            Limits::nova_gib(mem)
-        ));
-        Limits::nova(mem)
-    } else {
-        Limits::default()
-    };
-    Ok((
-        Limits {
-            max_passes,
-            ..limits
-        },
-        settings,
-    ))
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {

@@ -207,7 +207,7 @@ fn link_config(a: &WatchArgs) -> Result<Option<LinkConfig>> {
     Ok(Some(LinkConfig {
         iface: Some(iface.clone()),
         link_bits,
-        efficiency: crate::commands::predict::DEFAULT_EFFICIENCY,
+        efficiency: crate::model::config::DEFAULT_EFFICIENCY,
     }))
 }
 

@@ -1,5 +1,6 @@
 //! The pre-copy migration model: pure functions, no I/O.
 //!
+//! - [`config`]: the typed input of a prediction and its lowering into the grid's input;
 //! - [`workload`]: the guest (memory, dirty-set growth curve U(t), writers, zero pages);
 //! - [`sim`]: the pass-by-pass simulator with the QEMU, vMotion, Xen and Hyper-V stop rules
 //!   and the throttles (auto-converge step by step, constant CPU throttle, dirty-limit);
@@ -7,6 +8,7 @@
 //! - [`recommend`]: the smallest throttle that converges, mapped to real settings;
 //! - this module: the link x downtime grid that `migtrace predict` prints, and `--explain`.
 pub mod backtest;
+pub mod config;
 pub mod recommend;
 pub mod sim;
 pub mod summary;

@@ -223,20 +223,18 @@ fn backtest_text(o: &mut String, r: &Report, c: &Comparison) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::commands::predict::{prepare, PredictOpts};
     use crate::model::backtest::{compare, qemu_syncs, ActualRun};
+    use crate::model::config::{plan, PredictConfig};
     use crate::model::grid;
     use crate::passes::{EndedBy, PassRecord, PassSummary};
 
     /// A one-pass report with a real prediction and back-test (also drawn by the plot tests).
     pub(crate) fn report() -> Report {
-        let mut o = PredictOpts::for_profile("unused".into(), "128MiB/s");
-        o.profile = None;
-        o.mem = Some("512MiB".into());
-        o.dirty_rate = Some("40MiB/s".into());
-        o.wws = Some("128MiB".into());
-        o.efficiency = Some("1".into());
-        let p = prepare(&o).unwrap();
+        const MIB: f64 = 1048576.0;
+        let link = vec![128.0 * MIB * 8.0];
+        let mut cfg = PredictConfig::for_rate(512.0 * MIB, 40.0 * MIB, Some(128.0 * MIB), link);
+        cfg.efficiency = 1.0;
+        let p = plan(&cfg).unwrap();
         let cell = grid(&p.workload, &p.input).remove(0);
         let est = qemu_syncs(
             &p.workload,

@@ -4,11 +4,15 @@
 //! ([`Settings`]) that this module writes out as JSON and as shell commands.
 use serde_json::{json, Value};
 
+use crate::model::config::PlanNote;
 use crate::model::recommend::{
     KubevirtSpec, Note, NovaConf, QemuSettings, QmpParameters, Recommendation, RecommendationKind,
     Settings, ThrottleKind, Virsh,
 };
-use crate::model::sim::{Ending, Policy, Reason, Throttle, XenStop};
+use crate::model::sim::{
+    Ending, Policy, Reason, Throttle, XenStop, KUBEVIRT_COMPLETION_PER_GIB,
+    KUBEVIRT_PROGRESS_TIMEOUT_S, NOVA_COMPLETION_PER_GIB,
+};
 use crate::model::workload::{Curve, Workload};
 use crate::model::{completes, explain, Explanation, GridInput, Prediction};
 use crate::units::{fmt_bytes, fmt_link, fmt_secs};
@@ -32,6 +36,42 @@ pub fn escaped(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A note of the plan ([`crate::model::config::plan`]) as a caveat of the report.
+pub fn plan_note(n: &PlanNote) -> String {
+    match n {
+        PlanNote::HeadroomLink {
+            iface,
+            headroom_bytes_per_sec: h,
+            link_bits,
+            link_efficiency,
+            other_tx_bytes_per_sec,
+            as_link_bits,
+            efficiency: eff,
+        } => format!(
+            "no --link: the link is the profile's measured headroom on {}, {}/s ({} x {:.2} - {}/s of other traffic), taken as a {} link at efficiency {eff:.2}",
+            iface.as_deref().unwrap_or("?"),
+            fmt_bytes(*h),
+            link_bits.map_or("?".into(), fmt_link),
+            link_efficiency,
+            fmt_bytes(*other_tx_bytes_per_sec),
+            fmt_link(*as_link_bits),
+        ),
+        PlanNote::NoGrowthCurve => "the profile has no growth curve: dirtying is taken as its mean rate x time, which overstates what a long pass resends".into(),
+        PlanNote::Profile(c) => format!("profile: {c}"),
+        PlanNote::WriteFaultShares => "the profile's per-thread shares are write-fault counts (sample+fault), taken as each writer's share of the dirtying".into(),
+        PlanNote::NoWws => "no --wws: the dirtying is assumed to saturate only at the whole memory".into(),
+        PlanNote::NoBusy => "no --busy: vCPUs are assumed fully busy, the case where a CPU throttle helps most".into(),
+        PlanNote::Kubevirt { gib } => format!(
+            "--kubevirt: completion timeout {} s/GiB x {:.1} GiB of memory (local disks would add to it), progress timeout {} s",
+            KUBEVIRT_COMPLETION_PER_GIB, gib, KUBEVIRT_PROGRESS_TIMEOUT_S
+        ),
+        PlanNote::Nova { gib } => format!(
+            "--nova: completion timeout {} s/GiB x {:.1} GiB of RAM (disk would add to it); Nova's stepwise downtime increase (live_migration_downtime_steps) is not modelled",
+            NOVA_COMPLETION_PER_GIB, gib
+        ),
+    }
 }
 
 /// What the command knows about its inputs, for the report.

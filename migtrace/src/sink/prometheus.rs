@@ -537,7 +537,7 @@ pub fn predict_live(mem: f64, rate: f64, link_bits: f64) -> crate::model::sim::O
     let policy = sim::Policy::Qemu;
     let sc = sim::Scenario {
         link_bits,
-        efficiency: crate::commands::predict::DEFAULT_EFFICIENCY,
+        efficiency: crate::model::config::DEFAULT_EFFICIENCY,
         downtime_s: policy.default_downtime_s(),
         policy,
         throttle: sim::Throttle::None,
