@@ -27,7 +27,8 @@ use crate::{
     target::{clock_ticks, page_size, Target},
 };
 
-/// A checked watch configuration (see `commands::watch` for the flags it comes from).
+/// A watch's configuration: `watch`, `demo` and the exporter each build one
+/// ([`WatchConfig::new`] has the defaults) and [`WatchConfig::check`] checks its values.
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
     pub interval: Duration,
@@ -43,6 +44,65 @@ pub struct WatchConfig {
     pub whole_process: bool,
     /// The send path (`--iface`, `--link`): link traffic and headroom beside the rate.
     pub link: Option<LinkConfig>,
+}
+
+impl WatchConfig {
+    /// `watch --pid PID --interval INTERVAL` with every other setting at its default.
+    pub fn new(pid: u32, interval: Duration) -> WatchConfig {
+        WatchConfig {
+            interval,
+            duration: None,
+            backend: BackendChoice::Auto,
+            profile_out: None,
+            source: SourceOptions::new(pid, interval),
+            qmp: None,
+            whole_process: false,
+            link: None,
+        }
+    }
+
+    /// Checks the values; the messages name the `watch` flag that sets each.
+    pub fn check(&self) -> std::result::Result<(), Error> {
+        let usage = |m: String| Err(Error::Usage(m));
+        let (interval, s) = (self.interval, &self.source);
+        if interval < Duration::from_millis(50) {
+            return usage(format!(
+                "--interval {interval:?} is too short: the minimum is 50ms"
+            ));
+        }
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            return usage("--duration must be above zero".into());
+        }
+        // A growth window or a rate is only as long as what was measured: an interval longer
+        // than the watch would never complete, and its one partial window is no interval.
+        if let Some(d) = self.duration.filter(|&d| d < interval) {
+            return usage(format!(
+                "--interval {interval:?} is longer than --duration {d:?}: the watch would end before one interval"
+            ));
+        }
+        if !(s.sample_error > 0.0 && s.sample_error < 1.0) {
+            return usage(format!(
+                "--sample-error {} must be between 0 and 1 (e.g. 0.05 for ±5 %)",
+                s.sample_error
+            ));
+        }
+        if s.epoch < Duration::from_millis(50) || s.epoch > Duration::from_secs(1) {
+            return usage(format!("--epoch {:?} is out of range: 50ms to 1s", s.epoch));
+        }
+        if !(s.max_overhead_pct > 0.0 && s.max_overhead_pct <= 100.0) {
+            return usage("--max-overhead must be a percentage above 0".into());
+        }
+        if !(s.sample_cpu_pct > 0.0 && s.sample_cpu_pct <= 100.0) {
+            return usage(format!(
+                "--sample-cpu {} must be above 0 and at most 100 (percent of one core)",
+                s.sample_cpu_pct
+            ));
+        }
+        if s.sample_pages == Some(0) {
+            return usage("--sample-pages must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// How long a QMP command may take before the watch gives up on QMP.

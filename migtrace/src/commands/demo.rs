@@ -20,7 +20,7 @@ use crate::{
         demo_out::{self, Comparison},
         terminal::TerminalSink,
     },
-    source::{BackendChoice, SourceOptions},
+    source::BackendChoice,
     target::page_size,
     units::{self, parse_duration},
     watcher::{self, WatchConfig},
@@ -154,25 +154,9 @@ fn start_writer(a: &DemoArgs) -> Result<(WriterChild, BufReader<ChildStdout>, se
 /// The watch `demo` runs: 1 s intervals, the demo's backend and duration.
 fn watch_config(a: &DemoArgs, pid: u32, profile_out: PathBuf) -> WatchConfig {
     WatchConfig {
-        link: None,
-        interval: Duration::from_secs(1),
         duration: Some(a.duration),
         backend: a.backend,
         profile_out: Some(profile_out),
-        source: SourceOptions {
-            pid,
-            interval: Duration::from_secs(1),
-            range: None,
-            ranges: Vec::new(),
-            accel: None,
-            sample_error: 0.05,
-            sample_pages: None,
-            sample_cpu_pct: crate::source::sample::DEFAULT_CPU_PCT,
-            epoch: Duration::from_millis(100),
-            max_overhead_pct: 2.0,
-            force: false,
-        },
-        qmp: None,
-        whole_process: false,
+        ..WatchConfig::new(pid, Duration::from_secs(1))
     }
 }

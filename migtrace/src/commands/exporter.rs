@@ -25,13 +25,12 @@ use clap::Args;
 use tokio::signal::unix::SignalKind;
 
 use crate::{
-    commands::watch::{self, WatchArgs},
     error::Error,
     record::EndReason,
     sink::prometheus::{self, Metrics, PromSink},
     source::BackendChoice,
     units::parse_duration,
-    watcher,
+    watcher::{self, WatchConfig},
 };
 
 #[derive(Debug, Clone, Args)]
@@ -95,34 +94,17 @@ fn validate(a: &ExporterArgs) -> Result<()> {
     if a.cycle.is_some_and(|c| c < a.interval * 2) {
         return Err(Error::Usage("--cycle must be at least two intervals".into()).into());
     }
-    // The per-target flags are checked as `watch` checks them.
-    watch::config(&watch_args(a, 1)).map(|_| ())
+    // The per-target settings are checked as `watch` checks them.
+    watch_config(a, 1).check()?;
+    Ok(())
 }
 
 /// The watch of one target, as `watch --pid PID` with the exporter's settings.
-fn watch_args(a: &ExporterArgs, pid: u32) -> WatchArgs {
-    WatchArgs {
-        pid,
-        interval: a.interval,
+fn watch_config(a: &ExporterArgs, pid: u32) -> WatchConfig {
+    WatchConfig {
         duration: a.cycle,
         backend: a.backend,
-        json: false,
-        profile_out: None,
-        range: None,
-        sample_error: 0.05,
-        sample_pages: None,
-        sample_cpu: crate::source::sample::DEFAULT_CPU_PCT,
-        epoch: Duration::from_millis(100),
-        max_overhead: 2.0,
-        force: false,
-        qmp: None,
-        whole_process: false,
-        iface: None,
-        link: None,
-        listen: None,
-        listen_any: false,
-        hdr_log: None,
-        predict_link: None,
+        ..WatchConfig::new(pid, a.interval)
     }
 }
 
@@ -154,7 +136,7 @@ async fn main_loop(a: &ExporterArgs, metrics: Arc<Metrics>) -> Result<()> {
             if running.contains_key(&pid) || failed.contains(&pid) {
                 continue;
             }
-            let cfg = watch::config(&watch_args(a, pid))?;
+            let cfg = watch_config(a, pid);
             let (m, s) = (metrics.clone(), stop.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("watch-{pid}"))

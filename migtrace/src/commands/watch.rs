@@ -49,7 +49,7 @@ pub struct WatchArgs {
     #[arg(long, value_parser = parse_range)]
     pub range: Option<(u64, u64)>,
     /// Sampling: target 95 % half-width of the rate, relative to the rate.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = SourceOptions::DEFAULT_SAMPLE_ERROR)]
     pub sample_error: f64,
     /// Sampling: fixed number of sampled pages (disables automatic sizing).
     #[arg(long)]
@@ -59,11 +59,11 @@ pub struct WatchArgs {
     /// capped the sample and the precision that left (docs/benchmarks.md).
     #[arg(long, default_value_t = crate::source::sample::DEFAULT_CPU_PCT)]
     pub sample_cpu: f64,
-    /// softdirty: initial epoch, 50ms to 1s (adapted to --max-overhead).
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
-    pub epoch: Duration,
+    /// softdirty: initial epoch, 50ms to 1s (adapted to --max-overhead) [default: 100ms].
+    #[arg(long, value_parser = parse_duration)]
+    pub epoch: Option<Duration>,
     /// softdirty: CPU time the induced faults may take, percent of one CPU.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = SourceOptions::DEFAULT_MAX_OVERHEAD_PCT)]
     pub max_overhead: f64,
     /// softdirty: arm even when something else seems to use the target's soft-dirty bits.
     #[arg(long)]
@@ -155,29 +155,29 @@ fn extra_sinks(a: &WatchArgs) -> Result<Vec<Box<dyn Sink>>> {
 
 /// Checks the flags and lowers them into the typed configuration.
 pub fn config(a: &WatchArgs) -> Result<WatchConfig> {
-    validate(a)?;
-    Ok(WatchConfig {
-        interval: a.interval,
+    let base = WatchConfig::new(a.pid, a.interval);
+    let cfg = WatchConfig {
         duration: a.duration,
         backend: a.backend,
         profile_out: a.profile_out.clone(),
         source: SourceOptions {
-            pid: a.pid,
-            interval: a.interval,
             range: a.range,
-            ranges: Vec::new(),
-            accel: None,
             sample_error: a.sample_error,
             sample_pages: a.sample_pages,
             sample_cpu_pct: a.sample_cpu,
-            epoch: a.epoch,
+            epoch: a.epoch.unwrap_or(SourceOptions::DEFAULT_EPOCH),
             max_overhead_pct: a.max_overhead,
             force: a.force,
+            ..base.source
         },
         qmp: a.qmp.clone(),
         whole_process: a.whole_process,
         link: link_config(a)?,
-    })
+        ..base
+    };
+    cfg.check()?;
+    check_flags(a)?;
+    Ok(cfg)
 }
 
 /// `--iface` and `--link`, checked: the interface must exist, `--link` needs `--iface`.
@@ -215,52 +215,13 @@ fn usage(msg: String) -> anyhow::Error {
     Error::Usage(msg).into()
 }
 
-fn validate(a: &WatchArgs) -> Result<()> {
-    if a.interval < Duration::from_millis(50) {
-        return Err(usage(format!(
-            "--interval {:?} is too short: the minimum is 50ms",
-            a.interval
-        )));
-    }
-    if a.duration.is_some_and(|d| d.is_zero()) {
-        return Err(usage("--duration must be above zero".into()));
-    }
-    // A growth window or a rate is only as long as what was measured: an interval longer
-    // than the watch would never complete, and its one partial window is no interval.
-    if let Some(d) = a.duration.filter(|&d| d < a.interval) {
-        return Err(usage(format!(
-            "--interval {:?} is longer than --duration {d:?}: the watch would end before one interval",
-            a.interval
-        )));
-    }
-    if !(a.sample_error > 0.0 && a.sample_error < 1.0) {
-        return Err(usage(format!(
-            "--sample-error {} must be between 0 and 1 (e.g. 0.05 for ±5 %)",
-            a.sample_error
-        )));
-    }
-    if a.epoch < Duration::from_millis(50) || a.epoch > Duration::from_secs(1) {
-        return Err(usage(format!(
-            "--epoch {:?} is out of range: 50ms to 1s",
-            a.epoch
-        )));
-    }
-    if !(a.max_overhead > 0.0 && a.max_overhead <= 100.0) {
-        return Err(usage("--max-overhead must be a percentage above 0".into()));
-    }
+/// What only the flags can get wrong: options that need another, and an output file that
+/// could not be written after a long watch.
+fn check_flags(a: &WatchArgs) -> Result<()> {
     if a.listen.is_none() && (a.listen_any || a.predict_link.is_some()) {
         return Err(usage(
             "--listen-any and --predict-link need --listen ADDR:PORT".into(),
         ));
-    }
-    if !(a.sample_cpu > 0.0 && a.sample_cpu <= 100.0) {
-        return Err(usage(format!(
-            "--sample-cpu {} must be above 0 and at most 100 (percent of one core)",
-            a.sample_cpu
-        )));
-    }
-    if a.sample_pages == Some(0) {
-        return Err(usage("--sample-pages must be at least 1".into()));
     }
     if let Some(p) = &a.profile_out {
         // Found out now, not after a long watch whose record would then be lost.

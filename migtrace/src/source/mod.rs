@@ -102,6 +102,31 @@ pub struct SourceOptions {
 }
 
 impl SourceOptions {
+    /// Sampling's default target: a 95 % half-width of 5 % of the rate.
+    pub const DEFAULT_SAMPLE_ERROR: f64 = 0.05;
+    /// softdirty's default initial epoch.
+    pub const DEFAULT_EPOCH: Duration = Duration::from_millis(100);
+    /// softdirty's default budget for the faults it induces, percent of one CPU.
+    pub const DEFAULT_MAX_OVERHEAD_PCT: f64 = 2.0;
+
+    /// The options of `watch --pid PID --interval INTERVAL` with every other flag at its
+    /// default: the one place the defaults are written.
+    pub fn new(pid: u32, interval: Duration) -> SourceOptions {
+        SourceOptions {
+            pid,
+            interval,
+            range: None,
+            ranges: Vec::new(),
+            accel: None,
+            sample_error: Self::DEFAULT_SAMPLE_ERROR,
+            sample_pages: None,
+            sample_cpu_pct: sample::DEFAULT_CPU_PCT,
+            epoch: Self::DEFAULT_EPOCH,
+            max_overhead_pct: Self::DEFAULT_MAX_OVERHEAD_PCT,
+            force: false,
+        }
+    }
+
     /// The ranges of memory to measure (empty: all writable memory).
     pub fn scope(&self) -> Vec<(u64, u64)> {
         if self.ranges.is_empty() {
