@@ -8,7 +8,8 @@
 //! - [`estimate`]: statistics shared by the backends (HyperLogLog, confidence intervals);
 //! - [`record`]: the plain data between the floors (interval and final reports, the watch's
 //!   records: start, interval, summary); it imports nothing of migtrace;
-//! - [`sink`]: where results go (terminal, JSON lines);
+//! - [`sink`]: where a watch's records stream to (terminal, JSON lines, Prometheus, HdrHistogram);
+//! - [`output`]: the per-command renderers (predict, passes, plot, demo);
 //! - [`profile`]: the versioned dirty profile `watch` writes and `predict` reads;
 //! - [`commands`]: one module per CLI subcommand, kept thin;
 //! - [`watcher`]: the watch loop that drives a source over time;
@@ -23,6 +24,7 @@ pub mod files;
 pub mod guest;
 pub mod link;
 pub mod model;
+pub mod output;
 pub mod passes;
 pub mod probe;
 pub mod profile;

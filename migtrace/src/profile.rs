@@ -240,7 +240,7 @@ fn count(name: &str, n: usize, max: usize) -> Result<(), InvalidProfile> {
 
 /// `s` escaped (control characters) and cut to 200 characters, for a one-line message.
 fn one_line(s: &str) -> String {
-    crate::units::cut(&crate::sink::clean(s), 200)
+    crate::units::cut(&crate::units::clean(s), 200)
 }
 
 /// A value in a profile that a model would misread.

@@ -582,6 +582,26 @@ pub fn fmt_secs(s: f64) -> String {
     }
 }
 
+/// Text that a target or an input file controls (process and thread names, paths, caveats
+/// read from a profile), made safe for a terminal: control characters (ESC, newline,
+/// carriage return, DEL, C1 controls ...) are written as escapes (`\u{1b}`, `\n`), so they
+/// can neither clear the screen nor forge output lines. JSON output needs no such care:
+/// serde escapes them.
+pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -817,5 +837,16 @@ mod tests {
         assert_eq!(fmt_bytes(1.5 * GIB), "1.50 GiB");
         assert_eq!(fmt_link(40e9), "40 Gbit/s");
         assert_eq!(fmt_secs(0.3), "300 ms");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(clean("bash"), "bash");
+        assert_eq!(
+            clean("\x1b[2J\x1b[31mX\nsumm"),
+            "\\u{1b}[2J\\u{1b}[31mX\\nsumm"
+        );
+        assert_eq!(clean("a\rb\u{7f}c\u{9b}d"), "a\\rb\\u{7f}c\\u{9b}d");
+        assert_eq!(clean("pâté 名前"), "pâté 名前");
     }
 }

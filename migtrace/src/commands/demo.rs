@@ -15,11 +15,9 @@ use clap::Args;
 use crate::{
     error::Error,
     model::config::{plan, PredictConfig},
+    output::demo::{self as demo_out, Comparison},
     profile::Profile,
-    sink::{
-        demo_out::{self, Comparison},
-        terminal::TerminalSink,
-    },
+    sink::terminal::TerminalSink,
     source::BackendChoice,
     target::page_size,
     units::{self, parse_duration},

@@ -3,7 +3,7 @@
 //! the model: the prediction made for the migration's own parameters beside what QEMU did.
 //! Polling (`query-migrate` every `--poll`, 20 ms) and the signals live here; the pass
 //! logic is [`crate::passes`], the comparison [`crate::model::backtest`], the output
-//! [`crate::sink::passes_out`]. See `docs/passes.md`.
+//! [`crate::output::passes`]. See `docs/passes.md`.
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,11 +17,12 @@ use crate::model::backtest::{qemu_syncs, SyncEstimate};
 use crate::model::config::{plan, PredictConfig, ThrottleConfig};
 use crate::model::recommend::ThrottleKind;
 use crate::model::{grid, Prediction};
+use crate::output::passes::{self as passes_out, Params, Predicted, Report};
+use crate::output::passes_metrics::PassFeed;
 use crate::passes::{is_terminal, EndedBy, Tracker};
 use crate::qemu::qmp::{MigrateParametersInfo, MigrationCapability, MigrationInfo, Qmp, QmpEvent};
 use crate::sink::hdrlog;
-use crate::sink::passes_out::{self, Params, Predicted, Report};
-use crate::sink::prometheus::{self, passes::PassFeed, Metrics, TargetLabels};
+use crate::sink::prometheus::{self, Metrics, TargetLabels};
 use crate::units;
 use std::sync::Arc;
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::{
     error::Error,
-    sink::plot::{line_chart, pass_timeline, passes_compared, LineChart, PassBar, Series},
+    output::plot::{line_chart, pass_timeline, passes_compared, LineChart, PassBar, Series},
     units::parse_link,
 };
 
@@ -74,7 +74,7 @@ pub fn run(a: PlotArgs) -> Result<()> {
 /// number in it within [`MAX_ABS_VALUE`].
 fn read_input(path: &std::path::Path) -> Result<Input> {
     use crate::files::{read_capped, ReadError};
-    let name = crate::sink::clean(&path.display().to_string()).into_owned();
+    let name = crate::units::clean(&path.display().to_string()).into_owned();
     let bytes = read_capped(path, MAX_INPUT_BYTES).map_err(|e| {
         Error::Input(match e {
             ReadError::Io(e) => format!("{name}: {e}"),
@@ -363,8 +363,8 @@ mod tests {
     /// migration): the predicted passes are drawn beside the real ones.
     #[test]
     fn a_backtested_passes_report_draws_the_prediction_beside() {
-        let r = crate::sink::passes_out::tests::report();
-        let text = serde_json::to_string(&crate::sink::passes_out::json(&r)).unwrap();
+        let r = crate::output::passes::tests::report();
+        let text = serde_json::to_string(&crate::output::passes::json(&r)).unwrap();
         let input = detect(&text).unwrap();
         let svg = render(&input, None, None).unwrap();
         assert!(!svg.contains("NaN"));

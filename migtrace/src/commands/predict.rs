@@ -2,7 +2,7 @@
 //! in how many passes, how long, how many bytes, with what downtime, and if not, which
 //! throttle makes it converge. Thin: parses the arguments into the [`crate::model`] inputs
 //! (one-line errors, exit 2), runs the grid, and hands the results to
-//! [`crate::sink::predict_out`]. Needs no root and no eBPF.
+//! [`crate::output::predict`]. Needs no root and no eBPF.
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -17,8 +17,8 @@ use crate::model::recommend::ThrottleKind;
 use crate::model::sim::{Policy, MAX_SIM_PASSES};
 use crate::model::workload::Workload;
 use crate::model::{grid, GridInput};
+use crate::output::predict::{self as predict_out, Report};
 use crate::profile::Profile;
-use crate::sink::predict_out::{self, Report};
 use crate::units::{self, UnitError};
 
 /// `--policy`: whose stop rules.

@@ -20,6 +20,25 @@ use recommend::{recommend, Recommendation, SettingsContext, ThrottleKind};
 use sim::{simulate, Limits, Outcome, Policy, Scenario, Throttle};
 use workload::Workload;
 
+/// The pre-copy model ([`sim`]) run on a live rate: `mem` bytes dirtied at
+/// `rate` bytes/s, the dirty set growing up to the whole memory (the growth curve is only
+/// known at the end of a watch), QEMU's policy with its 300 ms default downtime target, no
+/// throttle, the default link efficiency.
+pub fn predict_live(mem: f64, rate: f64, link_bits: f64) -> sim::Outcome {
+    let w = Workload::synthetic(mem.max(4096.0), rate.max(0.0), None, 1, 1.0, 0.0);
+    let policy = sim::Policy::Qemu;
+    let sc = sim::Scenario {
+        link_bits,
+        efficiency: config::DEFAULT_EFFICIENCY,
+        downtime_s: policy.default_downtime_s(),
+        policy,
+        throttle: sim::Throttle::None,
+        limits: sim::Limits::default(),
+        stop_copy_bits: None,
+    };
+    sim::simulate(&w, &sc)
+}
+
 /// Everything the grid needs besides the workload.
 #[derive(Clone, Debug)]
 pub struct GridInput {

@@ -77,7 +77,7 @@ pub struct Recommendation {
     /// Throttle level: % for CPU throttles, MB/s per vCPU for dirty-limit.
     pub level: Option<f64>,
     pub level_unit: Option<String>,
-    /// Settings to apply, per tool. Not serialised with the rest: the sink renders them.
+    /// Settings to apply, per tool. Not serialised with the rest: `output::predict` renders them.
     #[serde(skip)]
     pub settings: Settings,
     /// The simulation with the recommended throttle.
@@ -86,7 +86,7 @@ pub struct Recommendation {
     pub total_time_s: f64,
     pub downtime_s: f64,
     pub peak_throttle_pct: f64,
-    /// Why this recommendation. Not serialised with the rest: the sink puts it into words.
+    /// Why this recommendation. Not serialised with the rest: `output::predict` puts it into words.
     #[serde(skip)]
     pub note: Note,
 }
@@ -301,7 +301,7 @@ fn build(
     }
 }
 
-/// The exact settings that apply a throttle, per tool, as data; `sink::predict_out` renders
+/// The exact settings that apply a throttle, per tool, as data; `output::predict` renders
 /// them as JSON and as shell commands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Settings {

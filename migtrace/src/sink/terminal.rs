@@ -1,10 +1,11 @@
 //! Human output: a header naming the backend and why, one line per interval, and a summary.
 use std::io::Write;
 
-use super::{clean, Sink};
+use super::Sink;
 use crate::record::{
     GuestInfo, Interval, LinkInterval, LinkSummary, MappingGroup, QemuRate, Start, Summary,
 };
+use crate::units::clean;
 use crate::units::fmt_bytes as bytes;
 
 pub struct TerminalSink<W: Write> {

@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::{
     model::{recommend::RecommendationKind, Prediction},
     record::Summary,
-    sink::clean,
+    units::clean,
     units::{fmt_bytes as bytes, fmt_link},
 };
 

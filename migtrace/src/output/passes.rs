@@ -71,7 +71,7 @@ fn ended(e: &EndedBy) -> String {
         EndedBy::Migration => "the migration ended".into(),
         EndedBy::Signal(s) => format!("{s} (the migration goes on)"),
         EndedBy::Timeout => "--timeout (the migration goes on)".into(),
-        EndedBy::QemuGone(why) => format!("QEMU went away: {}", super::clean(why)),
+        EndedBy::QemuGone(why) => format!("QEMU went away: {}", crate::units::clean(why)),
     }
 }
 
@@ -137,7 +137,7 @@ fn summary_text(o: &mut String, s: &PassSummary) {
     );
     let _ = writeln!(o, "ended by: {}", ended(&s.ended_by));
     if let Some(e) = &s.error_desc {
-        let _ = writeln!(o, "QEMU error: {}", super::clean(e));
+        let _ = writeln!(o, "QEMU error: {}", crate::units::clean(e));
     }
     if s.events_dropped > 0 {
         let _ = writeln!(

@@ -9,9 +9,9 @@
 //! poll), so that what a scrape sees after the end is the report exactly: count == passes.
 use std::sync::Arc;
 
-use super::{link, Metrics, TargetLabels};
 use crate::passes::{PassRecord, PassSummary};
 use crate::qemu::qmp::MigrationInfo;
+use crate::sink::prometheus::{link, Metrics, StatusLabels, TargetLabels};
 
 /// Statuses a migration can be in (QEMU 7.2 `MigrationStatus`), served as a state set.
 pub const STATUSES: [&str; 14] = [
@@ -166,8 +166,8 @@ impl PassFeed {
 }
 
 /// A target's labels with a migration status.
-fn status(l: &TargetLabels, s: &str) -> super::StatusLabels {
-    super::StatusLabels {
+fn status(l: &TargetLabels, s: &str) -> StatusLabels {
+    StatusLabels {
         pid: l.pid.clone(),
         comm: l.comm.clone(),
         guest: l.guest.clone(),

@@ -1,30 +1,10 @@
-//! Prometheus metrics: a registry of what watches measure, a [`Sink`] that feeds it from
-//! the watch records, and a `/metrics` endpoint (one thread, `tiny_http`).
-//!
-//! The registry ([`Metrics`]) holds every family once; each watched target is one label
-//! set ([`TargetLabels`]: pid, comm, guest). `watch --listen` has one target; the exporter
-//! many, and removes a target's series when its watch ends ([`Metrics::forget`]), so the
-//! state stays bounded however many targets come and go. Names follow the Prometheus
-//! rules (base units, `_bytes`, `_seconds`, `_total`); `docs/monitoring.md` lists them.
-//!
-//! The format is chosen by the client's `Accept` header: OpenMetrics when asked for
-//! (`application/openmetrics-text`, what Prometheus asks first), else the classic text
-//! format 0.0.4 (what `curl` and `promtool check metrics` read), converted from the same
-//! encoding by [`to_text_004`].
-use std::{
-    net::{SocketAddr, TcpListener},
-    sync::Arc,
-};
-
+//! The registry of what watches and `passes` measure ([`Metrics`]), its label sets (every
+//! label value escaped, [`LabelValue`]) and the text formats it is served in.
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
-
-use super::Sink;
-use crate::error::Error;
-use crate::record::{Interval, LinkInterval, QemuRate, Start, Summary};
 
 /// A label value, escaped as the text exposition format requires: `\` as `\\`, `"` as
 /// `\"` and a line feed as `\n`. prometheus-client 0.24 writes label values verbatim, so
@@ -93,14 +73,12 @@ pub struct StatusLabels {
     pub status: LabelValue,
 }
 
-pub mod passes;
-
 /// Fault kinds, as `kind` label values.
 pub const FAULT_KINDS: [&str; 4] = ["write_not_present", "write_protect", "read", "out_of_range"];
 /// Drop reasons, as `kind` label values.
 pub const DROP_KINDS: [&str; 3] = ["thread_map_full", "ringbuf_full", "sample_misses"];
 
-type GaugeF = Gauge<f64, std::sync::atomic::AtomicU64>;
+pub(crate) type GaugeF = Gauge<f64, std::sync::atomic::AtomicU64>;
 type CounterF = Counter<f64, std::sync::atomic::AtomicU64>;
 type Hist = Family<TargetLabels, Histogram, fn() -> Histogram>;
 
@@ -524,31 +502,8 @@ pub(crate) fn link(l: &TargetLabels, bits: f64) -> LinkLabels {
     }
 }
 
-/// How many recent intervals the live prediction averages.
-const PREDICT_WINDOW: usize = 10;
-
-/// The pre-copy model ([`crate::model::sim`]) run on a live rate: `mem` bytes dirtied at
-/// `rate` bytes/s, the dirty set growing up to the whole memory (the growth curve is only
-/// known at the end of a watch), QEMU's policy with its 300 ms default downtime target, no
-/// throttle, the default link efficiency.
-pub fn predict_live(mem: f64, rate: f64, link_bits: f64) -> crate::model::sim::Outcome {
-    use crate::model::{sim, workload::Workload};
-    let w = Workload::synthetic(mem.max(4096.0), rate.max(0.0), None, 1, 1.0, 0.0);
-    let policy = sim::Policy::Qemu;
-    let sc = sim::Scenario {
-        link_bits,
-        efficiency: crate::model::config::DEFAULT_EFFICIENCY,
-        downtime_s: policy.default_downtime_s(),
-        policy,
-        throttle: sim::Throttle::None,
-        limits: sim::Limits::default(),
-        stop_copy_bits: None,
-    };
-    sim::simulate(&w, &sc)
-}
-
 /// A target's labels with a `kind`.
-fn kind(l: &TargetLabels, k: &str) -> KindLabels {
+pub(crate) fn kind(l: &TargetLabels, k: &str) -> KindLabels {
     KindLabels {
         pid: l.pid.clone(),
         comm: l.comm.clone(),
@@ -588,252 +543,4 @@ pub fn to_text_004(om: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Feeds one target's series from the watch records.
-pub struct PromSink {
-    metrics: Arc<Metrics>,
-    labels: TargetLabels,
-    /// Writable memory measured, bytes (for the live prediction).
-    writable: f64,
-    /// The latest interval rates, for the live prediction.
-    recent: std::collections::VecDeque<f64>,
-}
-
-impl PromSink {
-    /// A sink for one target; its labels come from the start record.
-    pub fn new(metrics: Arc<Metrics>) -> PromSink {
-        PromSink {
-            metrics,
-            labels: TargetLabels::default(),
-            writable: 0.0,
-            recent: std::collections::VecDeque::with_capacity(PREDICT_WINDOW),
-        }
-    }
-
-    /// This target's labels (set by the start record).
-    pub fn labels(&self) -> &TargetLabels {
-        &self.labels
-    }
-}
-
-impl PromSink {
-    /// `--predict-link`: the model on the mean of the latest interval rates.
-    fn predict(&mut self, rate: f64) {
-        let Some(bits) = self.metrics.predict_link else {
-            return;
-        };
-        if self.recent.len() == PREDICT_WINDOW {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(rate);
-        let mean = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
-        let o = predict_live(self.writable, mean, bits);
-        let ll = link(&self.labels, bits);
-        let m = &self.metrics;
-        m.predicted_total.get_or_create(&ll).set(o.total_time_s);
-        m.predicted_downtime.get_or_create(&ll).set(o.downtime_s);
-        m.predicted_converges
-            .get_or_create(&ll)
-            .set(i64::from(o.converges));
-    }
-}
-
-impl Sink for PromSink {
-    fn start(&mut self, s: &Start) {
-        self.labels = TargetLabels {
-            pid: s.pid.to_string().into(),
-            comm: s.comm.clone().into(),
-            // The guest found by the watch; else QEMU's `-name` read from its command
-            // line (a QEMU process watched whole, or whose guest RAM was not found).
-            guest: s
-                .guest
-                .as_ref()
-                .and_then(|g| g.name.clone())
-                .or_else(|| crate::qemu::read_cmdline(s.pid).ok()?.name)
-                .unwrap_or_default()
-                .into(),
-        };
-        let m = &self.metrics;
-        self.writable = s.writable_bytes as f64;
-        m.writable
-            .get_or_create(&self.labels)
-            .set(s.writable_bytes as f64);
-        m.rss
-            .get_or_create(&self.labels)
-            .set(s.target_rss_bytes as f64);
-    }
-
-    fn interval(&mut self, i: &Interval) {
-        let (m, l) = (&self.metrics, &self.labels);
-        m.intervals.get_or_create(l).inc();
-        if let Some(f) = &i.faults {
-            let by_kind = [f.write_not_present, f.write_protect, f.read, f.out_of_range];
-            for (k, n) in FAULT_KINDS.iter().zip(by_kind) {
-                m.faults.get_or_create(&kind(l, k)).inc_by(n);
-            }
-        }
-        let d = &i.drops;
-        for (k, n) in DROP_KINDS
-            .iter()
-            .zip([d.thread_map_full, d.ringbuf_full, d.sample_misses])
-        {
-            m.dropped.get_or_create(&kind(l, k)).inc_by(n);
-        }
-        // A partial interval (the watch ended mid-way) is no rate; a warm-up one is.
-        if i.partial || !i.dirty_bytes_per_sec.is_finite() {
-            return;
-        }
-        m.dirty_rate.get_or_create(l).set(i.dirty_bytes_per_sec);
-        m.dirty_rate_hist
-            .get_or_create(l)
-            .observe(i.dirty_bytes_per_sec);
-        m.interval_pages_hist
-            .get_or_create(l)
-            .observe(i.dirty_pages);
-        m.dirty_pages
-            .get_or_create(l)
-            .inc_by(i.dirty_pages.max(0.0));
-        self.predict(i.dirty_bytes_per_sec);
-    }
-
-    fn summary(&mut self, s: &Summary) {
-        self.metrics
-            .rss
-            .get_or_create(&self.labels)
-            .set(s.target_rss_bytes as f64);
-    }
-
-    fn qemu(&mut self, r: &QemuRate) {
-        self.metrics
-            .qemu_rate
-            .get_or_create(&self.labels)
-            .set(r.bytes_per_sec);
-    }
-
-    fn link(&mut self, l: &LinkInterval) {
-        let m = &self.metrics;
-        let set = |f: &Family<TargetLabels, GaugeF>, v: Option<f64>| {
-            if let Some(v) = v {
-                f.get_or_create(&self.labels).set(v);
-            }
-        };
-        set(&m.link_tx, l.tx_bytes_per_sec);
-        set(&m.link_headroom, l.headroom_bytes_per_sec);
-        set(&m.dirty_headroom_ratio, l.dirty_to_headroom);
-    }
-}
-
-/// Parses and checks `--listen`: ADDR:PORT, loopback unless `any`, and binds it now so that
-/// a bad or busy address is an error before measuring starts.
-pub fn bind(listen: &str, any: bool) -> Result<TcpListener, Error> {
-    let addr: SocketAddr = listen.parse().map_err(|_| {
-        Error::Usage(format!(
-            "--listen {listen:?}: expected ADDR:PORT, e.g. 127.0.0.1:9464 or [::1]:9464"
-        ))
-    })?;
-    if !addr.ip().is_loopback() && !any {
-        return Err(Error::Usage(format!(
-            "--listen {addr}: not a loopback address; add --listen-any to serve metrics beyond this host"
-        )));
-    }
-    TcpListener::bind(addr).map_err(|e| Error::Usage(format!("--listen {addr}: cannot bind: {e}")))
-}
-
-/// Serves `/metrics` from `listener` in a background thread for the life of the process.
-pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    if let Ok(a) = listener.local_addr() {
-        eprintln!("migtrace: serving metrics on http://{a}/metrics");
-    }
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| anyhow::anyhow!("starting the metrics server: {e}"))?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                let resp = respond(&req, &metrics);
-                let _ = req.respond(resp);
-            }
-        })?;
-    Ok(())
-}
-
-/// The response to one request: the metrics in the format asked for, or 404.
-fn respond(req: &tiny_http::Request, m: &Metrics) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let path = req.url().split('?').next().unwrap_or("");
-    if path != "/metrics" || !matches!(req.method(), tiny_http::Method::Get) {
-        return tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404);
-    }
-    let openmetrics = req.headers().iter().any(|h| {
-        h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
-    });
-    let (body, ctype) = if openmetrics {
-        (
-            m.openmetrics(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
-    } else {
-        (
-            to_text_004(&m.openmetrics()),
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-    };
-    let header = tiny_http::Header::from_bytes("Content-Type", ctype).expect("static header");
-    tiny_http::Response::from_string(body).with_header(header)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_are_renamed_for_text_004() {
-        let m = Metrics::new();
-        let l = TargetLabels {
-            pid: "1".into(),
-            comm: "x".into(),
-            guest: "".into(),
-        };
-        m.intervals.get_or_create(&l).inc();
-        let t = to_text_004(&m.openmetrics());
-        assert!(t.contains("# TYPE migtrace_intervals_total counter"), "{t}");
-        assert!(t.contains("migtrace_intervals_total{pid=\"1\""), "{t}");
-        assert!(!t.contains("# EOF") && !t.contains("# UNIT"));
-        m.forget(&l);
-        assert!(!m.openmetrics().contains("pid=\"1\""));
-    }
-
-    /// The two forgeries issue 17 found: a watched process's name, and a `qemu-system-*`
-    /// `-name` that any user can choose, each closing the label and adding a sample.
-    #[test]
-    fn label_values_cannot_forge_samples() {
-        let m = Metrics::new();
-        let l = TargetLabels {
-            pid: "7".into(),
-            comm: "x\"} 1\nevil 9\n#\\".into(),
-            guest: "vm\"} 1\nmigtrace_predicted_converges{guest=\"prod-db\"} 1\n#".into(),
-        };
-        m.intervals.get_or_create(&l).inc();
-        let t = to_text_004(&m.openmetrics());
-        // Every sample line is one of ours; the forged names stay inside one of them.
-        let samples: Vec<&str> = t.lines().filter(|x| !x.starts_with('#')).collect();
-        assert!(samples.iter().all(|x| x.starts_with("migtrace_")), "{t}");
-        let samples: Vec<&str> = samples.into_iter().filter(|x| x.contains("pid=")).collect();
-        assert_eq!(samples.len(), 1, "{t}");
-        assert!(samples[0].starts_with("migtrace_intervals_total{"), "{t}");
-        assert!(samples[0].contains(r#"comm="x\"} 1\nevil 9\n#\\""#), "{t}");
-        assert!(
-            samples[0].contains(
-                r#"guest="vm\"} 1\nmigtrace_predicted_converges{guest=\"prod-db\"} 1\n#""#
-            ),
-            "{t}"
-        );
-    }
-
-    #[test]
-    fn listen_is_checked() {
-        assert!(matches!(bind("nonsense", false), Err(Error::Usage(_))));
-        assert!(matches!(bind("8.8.8.8:9464", false), Err(Error::Usage(_))));
-        assert!(bind("127.0.0.1:0", false).is_ok());
-    }
 }

@@ -18,11 +18,11 @@ use crate::model::{completes, explain, Explanation, GridInput, Prediction};
 use crate::units::{fmt_bytes, fmt_link, fmt_secs};
 
 /// A string a profile controls (its path, `comm`, backend, caveats), as the text report
-/// shows it: control characters escaped ([`crate::sink::clean`]), and so are the Unicode
+/// shows it: control characters escaped ([`crate::units::clean`]), and so are the Unicode
 /// controls that reorder or hide text on a terminal (bidirectional overrides and isolates,
 /// zero-width marks), so a profile cannot draw lines, move the cursor or disguise itself.
 pub fn escaped(s: &str) -> String {
-    let s = crate::sink::clean(s);
+    let s = crate::units::clean(s);
     let hidden = |c: char| matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{061c}' | '\u{feff}');
     if !s.chars().any(hidden) {
         return s.into_owned();
