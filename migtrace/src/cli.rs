@@ -1,6 +1,8 @@
 //! Command-line definitions (clap derive). Each subcommand's arguments live beside its
-//! implementation in [`crate::commands`]; this file only names them.
+//! implementation in [`crate::commands`]; this file names them and dispatches to them.
 use clap::{Parser, Subcommand};
+
+use crate::commands::{demo, exporter, passes, plot, predict, watch};
 
 /// migtrace: will this process or VM live-migrate, and how fast?
 ///
@@ -17,18 +19,33 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Measure a live process's memory dirty rate (needs root for eBPF and sampling).
-    Watch(crate::commands::watch::WatchArgs),
+    Watch(watch::WatchArgs),
     /// Predict pre-copy convergence, passes, time and downtime over one or more links.
-    Predict(crate::commands::predict::PredictArgs),
+    Predict(predict::PredictArgs),
     /// Run a built-in writer with a known rate, watch it, and compare measured with true.
-    Demo(crate::commands::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Serve Prometheus metrics for several processes or every QEMU VM, long-running.
-    Exporter(crate::commands::exporter::ExporterArgs),
+    Exporter(exporter::ExporterArgs),
     /// Draw a watch profile, a `watch --json` log or `predict --json` output as SVG.
-    Plot(crate::commands::plot::PlotArgs),
+    Plot(plot::PlotArgs),
     /// Time each pass of a real QEMU migration from QMP; with --profile, back-test the model.
-    Passes(crate::commands::passes::PassesArgs),
+    Passes(passes::PassesArgs),
     /// The built-in writer workload (used by `demo`, the tests and the benchmarks).
     #[command(hide = true)]
     Writer(crate::workload::WriterArgs),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Watch(a) => watch::run(a),
+            Command::Predict(a) => predict::run(a),
+            Command::Demo(a) => demo::run(a),
+            Command::Exporter(a) => exporter::run(a),
+            Command::Plot(a) => plot::run(a),
+            Command::Passes(a) => passes::run(a),
+            Command::Writer(a) => crate::workload::run(a),
+        }
+    }
 }

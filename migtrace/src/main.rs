@@ -25,7 +25,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
-    if let Err(err) = migtrace::commands::run(cli) {
+    if let Err(err) = cli.run() {
         let code = migtrace::error::exit_code(&err);
         // One line: the error and its causes, outermost first.
         let msg = err

@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 
 use migtrace::commands::predict::{prepare, PredictOpts};
 use migtrace::model::grid;
-use migtrace::profile::{limits, Profile};
 use migtrace::output::predict as predict_out;
+use migtrace::profile::{limits, Profile};
 use migtrace::units::{self, Range, UnitError};
 
 /// Where failing cases are kept and replayed first (relative to the package directory, the
