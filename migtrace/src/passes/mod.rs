@@ -44,8 +44,8 @@ pub struct PassRecord {
     /// showed the new count), `setup` (pass 1), `downtime` (stop-and-copy) or `unseen`
     /// (two syncs between two replies: zero length at the later reply).
     pub timed_by: &'static str,
-    /// Bytes the migration threads sent, from eBPF on the send path. Not measured yet (being
-    /// built separately); never estimated here.
+    /// Bytes the migration threads sent in the pass, from eBPF on the send path (`passes
+    /// --pid`); `None` where it was not measured, never estimated.
     pub wire_bytes_ebpf: Option<u64>,
 }
 
