@@ -13,8 +13,6 @@
 //! not bounded (docs/backtest.md: what follows at the 99 % ceiling is a random wait, and
 //! the real migration's own time varied 4x from run to run). The table is printed and kept
 //! in docs/backtest.md.
-#[path = "passes_support.rs"]
-mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,12 +20,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use migtrace::qemu::qmp::MigrationRam;
+use migtrace_e2e::migration::{migrate_under_passes, Plan};
 use migtrace_e2e::{
     qemu_guest::{GuestOptions, QemuGuest},
     require_root, run, Watch,
 };
 use serde_json::Value;
-use support::{migrate_under_passes, Plan};
 
 /// One scenario of the suite.
 struct Scenario {

@@ -6,8 +6,6 @@
 //!
 //! The Prometheus tests fail (never skip) under CI=true when `prometheus` or `promtool` is
 //! missing; `cargo xtask test` installs them.
-#[path = "prom_support.rs"]
-mod prom;
 
 use std::{
     net::TcpListener,
@@ -16,8 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use migtrace_e2e::prom::*;
 use migtrace_e2e::*;
-use prom::*;
 use serde_json::Value;
 
 /// Truth for the random writer: N (1 - e^(-w/N)) unique pages per second, in bytes.

@@ -10,6 +10,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod migration;
+pub mod prom;
 pub mod qemu_guest;
 
 /// The migtrace binary under test: `MIGTRACE_BIN`, else the release, else the debug build.

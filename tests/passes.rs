@@ -5,17 +5,13 @@
 //! completion syncs included, docs/passes.md); total time within 5 % of `total-time`;
 //! bytes within 2 % of `ram.transferred`, and the eBPF send bytes of the migration threads
 //! within 3 % of it.
-#[path = "passes_support.rs"]
-mod support;
 
-#[path = "prom_support.rs"]
-mod prom;
-
+use migtrace_e2e::migration::{self, attach_passes, migrate_under_passes, Plan};
+use migtrace_e2e::prom;
 use migtrace_e2e::{
     qemu_guest::{GuestOptions, QemuGuest},
     require_root,
 };
-use support::{attach_passes, migrate_under_passes, Plan};
 
 #[tokio::test]
 async fn passes_match_qemus_own_counters() {
@@ -87,7 +83,7 @@ fn sum_passes(r: &serde_json::Value, field: &str) -> f64 {
 
 /// `passes` with `args`, stdout and stderr piped.
 fn spawn_passes(g: &QemuGuest, args: &[&str]) -> std::process::Child {
-    support::passes_command(g, args)
+    migration::passes_command(g, args)
         .spawn()
         .expect("start migtrace passes")
 }
@@ -107,7 +103,7 @@ async fn a_signal_or_a_dead_qemu_still_gives_a_partial_report() {
         .await
         .unwrap();
     let slow = MigrateParameters {
-        max_bandwidth: Some(16 * support::MIB),
+        max_bandwidth: Some(16 * migration::MIB),
         downtime_limit: Some(300),
         ..MigrateParameters::default()
     };

@@ -23,7 +23,6 @@
 use std::process::ExitCode;
 
 // Checks against a real KVM guest, for the nested-KVM boot (tests/vm/kvm.json).
-#[path = "vm/kvm_check.rs"]
 mod kvm_check;
 
 use migtrace::workload::{expected_unique, Pattern};

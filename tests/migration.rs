@@ -1,4 +1,4 @@
-//! Shared by `tests/passes.rs` and `tests/backtest.rs`: a real migration of a fixture guest
+//! Migrations, for `tests/passes.rs` and `tests/backtest.rs`: a real migration of a fixture guest
 //! to a fresh destination, with `migtrace passes --json` attached to the source's QMP
 //! socket while the test drives QEMU through the second one (`control_socket`).
 use std::io::Read;
@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::{bin, qemu_guest::QemuGuest};
 use migtrace::qemu::qmp::{MigrateParameters, MigrationInfo, Qmp};
-use migtrace_e2e::{bin, qemu_guest::QemuGuest};
 use serde_json::Value;
 
 pub const MIB: u64 = 1 << 20;

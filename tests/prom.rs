@@ -1,8 +1,7 @@
-//! Shared by `tests/export.rs` and `tests/passes.rs`: a real Prometheus server (Debian's
+//! Monitoring, for `tests/export.rs` and `tests/passes.rs`: a real Prometheus server (Debian's
 //! `prometheus`, run directly with a temporary config and storage) and its HTTP API,
 //! `promtool check metrics`, plain HTTP to a `/metrics` endpoint, the Grafana dashboard's
-//! queries, and base64 for HdrHistogram logs. Each test binary uses part of it.
-#![allow(dead_code)]
+//! queries, and base64 for HdrHistogram logs.
 
 use std::{
     io::{Read, Write},
