@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use migtrace::qemu::qmp::{MigrateParameters, Qmp};
 use migtrace_e2e::{
+    migration::wait_completed,
     qemu_guest::{GuestOptions, QemuGuest, RamBackend},
     require_root, Watch,
 };
@@ -123,14 +124,7 @@ async fn watch_measures_guest_ram_and_its_zero_pages() {
     qmp.migrate_set_parameters(&fast).await.unwrap();
     let (_dst, uri) = src.boot_destination();
     qmp.migrate(&uri).await.unwrap();
-    let ram = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let info = qmp.query_migrate().await.unwrap();
-        assert_ne!(info.status.as_deref(), Some("failed"), "{info:?}");
-        if info.status.as_deref() == Some("completed") {
-            break info.ram.unwrap();
-        }
-    };
+    let ram = wait_completed(&mut qmp, Duration::from_secs(300)).await;
     let qemu_zero = ram.duplicate as f64 / (ram.total / 4096) as f64;
     let ours = s["zero_page_share"].as_f64().unwrap();
     eprintln!(

@@ -939,16 +939,7 @@ async fn migrate_under_passes(
 async fn final_info(
     ctl: &mut migtrace::qemu::qmp::Qmp,
 ) -> Result<migtrace::qemu::qmp::MigrationInfo, String> {
-    for _ in 0..50 {
-        let info = ctl.query_migrate().await.map_err(qmp_err)?;
-        let st = info.status.as_deref().unwrap_or("none");
-        let ended = matches!(st, "completed" | "failed" | "cancelled");
-        if ended && (st != "completed" || info.total_time.unwrap_or(0) > 0) {
-            return Ok(info);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err("the migration did not end".into())
+    migtrace_e2e::migration::wait_migration_end(ctl, Duration::from_secs(5)).await
 }
 
 /// passes against QEMU's own count and time, the back-test printed with the stream's rate.

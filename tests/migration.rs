@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{bin, qemu_guest::QemuGuest};
-use migtrace::qemu::qmp::{MigrateParameters, MigrationInfo, Qmp};
+use migtrace::qemu::qmp::{MigrateParameters, MigrationInfo, MigrationRam, Qmp};
 use serde_json::Value;
 
 pub const MIB: u64 = 1 << 20;
@@ -203,14 +203,41 @@ pub fn passes_command(src: &QemuGuest, args: &[&str]) -> Command {
 
 /// `query-migrate` once the migration has ended (read again while `total-time` is 0).
 async fn final_info(ctl: &mut Qmp) -> MigrationInfo {
-    for _ in 0..50 {
-        let i = ctl.query_migrate().await.unwrap();
+    wait_migration_end(ctl, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls `query-migrate` until the migration has ended (`completed`, `failed` or
+/// `cancelled`) and returns that reply; a `completed` reply whose `total-time` is still 0 is
+/// read again (docs/qemu.md). An error, with the last reply, when it has not ended within
+/// `within` or QMP fails. The one "wait for the end of a migration" of the tests.
+pub async fn wait_migration_end(q: &mut Qmp, within: Duration) -> Result<MigrationInfo, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let i = q
+            .query_migrate()
+            .await
+            .map_err(|e| format!("query-migrate: {e:#}"))?;
         let st = i.status.as_deref().unwrap_or("none");
         let ended = matches!(st, "completed" | "cancelled" | "failed");
         if ended && (st != "completed" || i.total_time.unwrap_or(0) > 0) {
-            return i;
+            return Ok(i);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the migration did not end within {within:?}: {i:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the migration did not end");
+}
+
+/// [`wait_migration_end`] for a migration that must complete: its `ram` at the end.
+pub async fn wait_completed(q: &mut Qmp, within: Duration) -> MigrationRam {
+    let info = wait_migration_end(q, within)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(info.status.as_deref(), Some("completed"), "{info:?}");
+    info.ram.expect("a completed migration reports ram")
 }

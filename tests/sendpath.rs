@@ -13,7 +13,7 @@ use std::{
 };
 
 use migtrace::probe::send::{SendOptions, SendProbe};
-use migtrace_e2e::{require_root, run, Watch};
+use migtrace_e2e::{migration::wait_completed, require_root, run, Watch};
 use serde_json::Value;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -340,14 +340,7 @@ async fn migrate_and_compare_async(channels: Option<u8>) {
     };
     let mut p = SendProbe::attach(Some(src.pid()), &opts).expect("attach");
     let (_dst, mut qmp) = start_migration(&src, channels).await;
-    let ram = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let info = qmp.query_migrate().await.unwrap();
-        assert_ne!(info.status.as_deref(), Some("failed"), "{info:?}");
-        if info.status.as_deref() == Some("completed") {
-            break info.ram.unwrap();
-        }
-    };
+    let ram = wait_completed(&mut qmp, Duration::from_secs(300)).await;
     let d = p.take_deltas().unwrap();
     let threads = p.take_thread_bytes().unwrap();
     let mig: u64 = threads
