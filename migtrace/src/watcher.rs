@@ -242,7 +242,7 @@ fn scope(
 /// QEMU's `calc-dirty-rate` measurements as they arrive.
 #[derive(Default)]
 struct QemuRates {
-    rx: Option<tokio::sync::mpsc::Receiver<Result<QemuRate, String>>>,
+    rx: Option<tokio::sync::mpsc::Receiver<Result<QemuRate>>>,
     seen: Vec<QemuRate>,
     error: Option<String>,
 }
@@ -257,7 +257,7 @@ fn spawn_calc(
     mut qmp: Qmp,
     interval: Duration,
     start: Instant,
-) -> tokio::sync::mpsc::Receiver<Result<QemuRate, String>> {
+) -> tokio::sync::mpsc::Receiver<Result<QemuRate>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let calc = Duration::from_secs(interval.as_secs_f64().round().max(1.0) as u64);
     qmp.set_timeout(calc + QMP_TIMEOUT);
@@ -272,8 +272,7 @@ fn spawn_calc(
                     bytes_per_sec: info.dirty_rate.unwrap_or(0) as f64 * 1024.0 * 1024.0,
                     calc_time_s: info.calc_time as f64,
                     sample_pages: info.sample_pages,
-                })
-                .map_err(|e| format!("{e:#}"));
+                });
             let failed = r.is_err();
             if tx.send(r).await.is_err() || failed {
                 return;
@@ -395,14 +394,14 @@ impl Watch<'_> {
     }
 
     /// A `calc-dirty-rate` result, or the end of QEMU's measurements.
-    fn on_qemu(&mut self, r: Option<Result<QemuRate, String>>) {
+    fn on_qemu(&mut self, r: Option<Result<QemuRate>>) {
         match r {
             Some(Ok(rate)) => {
                 self.sink.qemu(&rate);
                 self.qemu.seen.push(rate);
             }
             Some(Err(e)) => {
-                self.qemu.error = Some(e);
+                self.qemu.error = Some(format!("{e:#}"));
                 self.qemu.rx = None;
             }
             None => self.qemu.rx = None,

@@ -111,18 +111,26 @@ fn out_of_range(v: &Value) -> Option<f64> {
     }
 }
 
+/// Why a text is none of the inputs `plot` draws.
+#[derive(Debug, thiserror::Error)]
+enum NotAnInput {
+    #[error("not a migtrace profile, predict --json output, passes report or watch --json log")]
+    UnknownJson,
+    #[error("not JSON or JSON lines: {0}")]
+    NotJson(serde_json::Error),
+    #[error("JSON lines without an interval record: not a watch --json log")]
+    NoInterval,
+}
+
 /// Tells the inputs apart by their `format` field, their `passes`, or JSON lines.
-fn detect(text: &str) -> Result<Input, String> {
+fn detect(text: &str) -> Result<Input, NotAnInput> {
     if let Ok(v) = serde_json::from_str::<Value>(text) {
         return match v["format"].as_str() {
             Some("migtrace-profile") => Ok(Input::Profile(v)),
             Some("migtrace-predict") => Ok(Input::Predict(v)),
             _ if v["passes"].is_array() => Ok(Input::Passes(v)),
             _ if v["type"].is_string() => Ok(Input::WatchLog(vec![v])),
-            _ => Err(
-                "not a migtrace profile, predict --json output, passes report or watch --json log"
-                    .into(),
-            ),
+            _ => Err(NotAnInput::UnknownJson),
         };
     }
     let lines: Vec<Value> = text
@@ -130,11 +138,11 @@ fn detect(text: &str) -> Result<Input, String> {
         .filter(|l| !l.trim().is_empty())
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("not JSON or JSON lines: {e}"))?;
+        .map_err(NotAnInput::NotJson)?;
     if lines.iter().any(|l| l["type"] == "interval") {
         Ok(Input::WatchLog(lines))
     } else {
-        Err("JSON lines without an interval record: not a watch --json log".into())
+        Err(NotAnInput::NoInterval)
     }
 }
 
