@@ -10,16 +10,7 @@ use serde_json::Value;
 fn check_rate(rate_mib: f64, wss_mib: u64) {
     require_root();
     let w = Writer::steady("seq", rate_mib, wss_mib, &[]);
-    let watch = Watch::start(&[
-        "--pid",
-        &w.pid().to_string(),
-        "--backend",
-        "sample",
-        "--interval",
-        "1s",
-        "--duration",
-        "5s",
-    ]);
+    let watch = w.watch("sample", &["--interval", "1s", "--duration", "5s"]);
     let (intervals, s, st) = watch.finish();
     let done = w.stop();
     assert!(st.success());

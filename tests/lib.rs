@@ -75,6 +75,31 @@ impl Writer {
         self.child.id()
     }
 
+    /// The writer's mapping: its `addr` and `len` from the ready line.
+    pub fn mapping(&self) -> (u64, u64) {
+        let get = |k: &str| {
+            self.ready[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("ready line has no {k}"))
+        };
+        (get("addr"), get("len"))
+    }
+
+    /// Its mapping as `watch --range`: START-END in hex.
+    pub fn range_arg(&self) -> String {
+        let (addr, len) = self.mapping();
+        format!("{addr:x}-{:x}", addr + len)
+    }
+
+    /// Starts `watch --json --pid <this writer> --backend BACKEND EXTRA...` (see
+    /// [`Watch::start`]): the one way the tests watch a writer.
+    pub fn watch(&self, backend: &str, extra: &[&str]) -> Watch {
+        let pid = self.pid().to_string();
+        let mut args = vec!["--pid", &pid, "--backend", backend];
+        args.extend_from_slice(extra);
+        Watch::start(&args)
+    }
+
     /// Lets a `--wait-go` writer start writing.
     pub fn go(&mut self) {
         let stdin = self.child.stdin.as_mut().unwrap();

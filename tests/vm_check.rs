@@ -26,7 +26,7 @@ use std::process::ExitCode;
 mod kvm_check;
 
 use migtrace::workload::{expected_unique, Pattern};
-use migtrace_e2e::{assert_complete_summary, Watch, Writer};
+use migtrace_e2e::{assert_complete_summary, Writer};
 
 fn main() -> ExitCode {
     std::env::set_var(
@@ -76,16 +76,7 @@ fn pages() -> f64 {
 /// The unique-page dirty rate of a known writer, within ±2 %.
 fn rate(pattern: &str, rate_mib: f64) -> Result<(), String> {
     let w = Writer::steady(pattern, rate_mib, WSS_MIB, &[]);
-    let watch = Watch::start(&[
-        "--pid",
-        &w.pid().to_string(),
-        "--backend",
-        "softdirty",
-        "--interval",
-        "1s",
-        "--duration",
-        "6s",
-    ]);
+    let watch = w.watch("softdirty", &["--interval", "1s", "--duration", "6s"]);
     let (intervals, s, st) = watch.finish();
     let done = w.stop();
     if !st.success() {
@@ -143,12 +134,7 @@ fn growth_with(
     let mut wargs = vec!["--hot-frac", &hf, "--hot-share", &hs];
     wargs.extend_from_slice(writer_extra);
     let w = Writer::steady("hotcold", rate_mib, WSS_MIB, &wargs);
-    let pid = w.pid().to_string();
     let mut args = vec![
-        "--pid",
-        &pid,
-        "--backend",
-        "softdirty",
         "--interval",
         "1s",
         "--duration",
@@ -157,7 +143,7 @@ fn growth_with(
         "100",
     ];
     args.extend_from_slice(extra);
-    let watch = Watch::start(&args);
+    let watch = w.watch("softdirty", &args);
     let (_, s, st) = watch.finish();
     let done = w.stop();
     if !st.success() {
@@ -210,29 +196,18 @@ fn growth_with(
 /// softdirty and sample on the same target at the same time: report their agreement.
 fn agree() -> Result<(), String> {
     let w = Writer::steady("seq", 4.0, WSS_MIB, &[]);
-    let pid = w.pid().to_string();
-    let sd = Watch::start(&[
-        "--pid",
-        &pid,
-        "--backend",
-        "softdirty",
-        "--interval",
-        "1s",
-        "--duration",
-        "5s",
-    ]);
-    let sa = Watch::start(&[
-        "--pid",
-        &pid,
-        "--backend",
+    let sd = w.watch("softdirty", &["--interval", "1s", "--duration", "5s"]);
+    let sa = w.watch(
         "sample",
-        "--interval",
-        "1s",
-        "--duration",
-        "5s",
-        "--sample-error",
-        "0.05",
-    ]);
+        &[
+            "--interval",
+            "1s",
+            "--duration",
+            "5s",
+            "--sample-error",
+            "0.05",
+        ],
+    );
     let (_, s1, st1) = sd.finish();
     let (_, s2, st2) = sa.finish();
     let done = w.stop();
@@ -270,20 +245,8 @@ fn exit_mid_epoch() -> Result<(), String> {
         "--duration",
         "1230ms",
     ]);
-    let (addr, len) = (
-        w.ready["addr"].as_u64().unwrap(),
-        w.ready["len"].as_u64().unwrap(),
-    );
-    let watch = Watch::start(&[
-        "--pid",
-        &w.pid().to_string(),
-        "--backend",
-        "softdirty",
-        "--epoch",
-        "500ms",
-        "--range",
-        &format!("{addr:x}-{:x}", addr + len),
-    ]);
+    let range = w.range_arg();
+    let watch = w.watch("softdirty", &["--epoch", "500ms", "--range", &range]);
     w.go();
     let done = w.wait_done();
     let (_, s, st) = watch.finish();
@@ -331,21 +294,9 @@ fn thp() -> Result<(), String> {
         "3s",
     ]);
     let n = w.ready["pages"].as_u64().unwrap();
-    let (addr, len) = (
-        w.ready["addr"].as_u64().unwrap(),
-        w.ready["len"].as_u64().unwrap(),
-    );
     let pid = w.pid();
-    let watch = Watch::start(&[
-        "--pid",
-        &pid.to_string(),
-        "--backend",
-        "softdirty",
-        "--interval",
-        "500ms",
-        "--range",
-        &format!("{addr:x}-{:x}", addr + len),
-    ]);
+    let range = w.range_arg();
+    let watch = w.watch("softdirty", &["--interval", "500ms", "--range", &range]);
     w.go();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let huge_kb = anon_huge_kb(pid);
@@ -468,16 +419,7 @@ fn thp_rate(pattern: &str, rate_mib: f64, memory: &str) -> Result<(), String> {
     let w = thp_writer(pattern, rate_mib, memory);
     let pid = w.pid();
     let huge_kb = anon_huge_kb(pid);
-    let watch = Watch::start(&[
-        "--pid",
-        &pid.to_string(),
-        "--backend",
-        "softdirty",
-        "--interval",
-        "1s",
-        "--duration",
-        "6s",
-    ]);
+    let watch = w.watch("softdirty", &["--interval", "1s", "--duration", "6s"]);
     let (intervals, s, st) = watch.finish();
     let huge_after = anon_huge_kb(pid);
     let done = w.stop();
@@ -552,20 +494,9 @@ fn thp_clipped() -> Result<(), String> {
         "--duration",
         "3s",
     ]);
-    let (addr, len) = (
-        w.ready["addr"].as_u64().unwrap(),
-        w.ready["len"].as_u64().unwrap(),
-    );
-    let watch = Watch::start(&[
-        "--pid",
-        &w.pid().to_string(),
-        "--backend",
-        "softdirty",
-        "--interval",
-        "500ms",
-        "--range",
-        &format!("{:x}-{:x}", addr + (1 << 20), addr + len),
-    ]);
+    let (addr, len) = w.mapping();
+    let range = format!("{:x}-{:x}", addr + (1 << 20), addr + len);
+    let watch = w.watch("softdirty", &["--interval", "500ms", "--range", &range]);
     w.go();
     let _ = w.wait_done();
     let (_, s, st) = watch.finish();

@@ -25,16 +25,7 @@ fn fault_backend_counts_first_touches_exactly() {
     let addr = w.ready["addr"].as_u64().unwrap();
     let len = w.ready["len"].as_u64().unwrap();
     let range = format!("{:x}-{:x}", addr, addr + len);
-    let watch = Watch::start(&[
-        "--pid",
-        &w.pid().to_string(),
-        "--backend",
-        "fault",
-        "--range",
-        &range,
-        "--interval",
-        "500ms",
-    ]);
+    let watch = w.watch("fault", &["--range", &range, "--interval", "500ms"]);
     w.go();
     let done = w.wait_done();
     assert_eq!(done["page_writes"].as_u64(), Some(n));
@@ -70,16 +61,7 @@ fn w_pid(s: &serde_json::Value) -> u64 {
 fn target_exit_mid_watch_gives_summary() {
     require_root();
     let w = Writer::steady("seq", 8.0, 16, &["--duration", "1800ms"]);
-    let watch = Watch::start(&[
-        "--pid",
-        &w.pid().to_string(),
-        "--backend",
-        "sample",
-        "--interval",
-        "500ms",
-        "--duration",
-        "30s",
-    ]);
+    let watch = w.watch("sample", &["--interval", "500ms", "--duration", "30s"]);
     let _ = w.wait_done();
     let (intervals, s, st) = watch.finish();
     assert!(st.success());
@@ -110,14 +92,7 @@ fn sigint_gives_summary() {
 fn sigterm_gives_summary() {
     require_root();
     let w = Writer::steady("seq", 8.0, 16, &[]);
-    let watch = Watch::start(&[
-        "--pid",
-        &w.pid().to_string(),
-        "--backend",
-        "fault",
-        "--interval",
-        "300ms",
-    ]);
+    let watch = w.watch("fault", &["--interval", "300ms"]);
     sleep(Duration::from_millis(700));
     signal(watch.child.id(), libc::SIGTERM);
     let (_, s, st) = watch.finish();
