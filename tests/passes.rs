@@ -286,3 +286,63 @@ fn check_pass_log(path: &std::path::Path, passes: &serde_json::Value) {
 fn hist_equal(a: f64, b: f64) -> bool {
     (a - b).abs() <= b * 1e-3 + 1.0
 }
+
+/// Records what a real QEMU says during a plain migration at 128 MiB/s, for the golden
+/// master of `passes` (migtrace/tests/passes_golden.rs): the migration parameters and
+/// capabilities, and every `query-migrate` reply, polled every 20 ms as `passes` polls, as
+/// QEMU sent them. Run by hand:
+/// `MIGTRACE_RECORD_QMP=FILE cargo test -p migtrace-e2e --test passes -- --ignored record`.
+#[tokio::test]
+#[ignore = "records a fixture; run by hand"]
+async fn record_query_migrate_replies() {
+    use migtrace::qemu::qmp::{MigrateParameters, Qmp};
+    use std::time::Duration;
+    require_root();
+    let out = std::env::var("MIGTRACE_RECORD_QMP").expect("MIGTRACE_RECORD_QMP=FILE");
+    let Some(src) = QemuGuest::boot(&GuestOptions::default()) else {
+        return;
+    };
+    let mut q = Qmp::connect(&src.control_socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let params = MigrateParameters {
+        max_bandwidth: Some(128 * migration::MIB),
+        downtime_limit: Some(300),
+        ..MigrateParameters::default()
+    };
+    q.migrate_set_parameters(&params).await.unwrap();
+    q.migrate_set_capabilities(&[("events", true)])
+        .await
+        .unwrap();
+    let (_dst, uri) = src.boot_destination();
+    let parameters = q
+        .execute_raw("query-migrate-parameters", None)
+        .await
+        .unwrap();
+    let capabilities = q
+        .execute_raw("query-migrate-capabilities", None)
+        .await
+        .unwrap();
+    let mut replies = vec![q.execute_raw("query-migrate", None).await.unwrap()];
+    q.migrate(&uri).await.unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = q.execute_raw("query-migrate", None).await.unwrap();
+        let st = r["status"].as_str().unwrap_or("none").to_string();
+        let zero_time = r["total-time"].as_u64().unwrap_or(0) == 0;
+        replies.push(r);
+        if matches!(st.as_str(), "failed" | "cancelled") || (st == "completed" && !zero_time) {
+            break;
+        }
+        assert!(replies.len() < 5000, "the migration did not end");
+    }
+    let v = q.version().clone();
+    let rec = serde_json::json!({
+        "qemu": {"major": v.major, "minor": v.minor, "micro": v.micro},
+        "parameters": parameters,
+        "capabilities": capabilities,
+        "replies": replies,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&rec).unwrap() + "\n").unwrap();
+    eprintln!("{} replies written to {out}", replies.len());
+}

@@ -1,7 +1,7 @@
 //! Golden master of `watch`'s statistics and rendering: recorded interval series (the raw
 //! per-interval reports of real watches, with their timings, and the target's state) are
 //! replayed through the summary statistics and every renderer: the terminal text, the JSON
-//! lines and the profile. The output must match the recorded files byte for byte.
+//! lines, the profile, and the Prometheus metrics the exporter serves. The output must match the recorded files byte for byte.
 //!
 //! The `.txt` files of the real recordings are the terminal output of the watch that made
 //! them, before the statistics moved out of the command. After an intended change of output,
@@ -12,7 +12,12 @@ use migtrace::{
     model::summary::{summarize, SummaryInput, TargetState, Totals},
     profile::Profile,
     record::{EndReason, FinalReport, IntervalReport, Start},
-    sink::{json::JsonSink, terminal::TerminalSink, Sink},
+    sink::{
+        json::JsonSink,
+        prometheus::{to_text_004, Metrics, PromSink},
+        terminal::TerminalSink,
+        Sink,
+    },
 };
 use serde::Deserialize;
 
@@ -98,6 +103,19 @@ fn render(rec: &Recording, sink: &mut dyn Sink) -> Profile {
     Profile::from_summary(&summary, rec.fin.threads_attribute_dirtying, 0)
 }
 
+/// What the exporter (and `watch --listen --predict-link 10g`) serves for the recording,
+/// in the text format 0.0.4, its lines sorted: the registry writes a family's label sets in
+/// hash order.
+fn metrics(rec: &Recording) -> String {
+    let m = std::sync::Arc::new(Metrics::predicting(Some(10e9)));
+    m.targets.set(1);
+    render(rec, &mut PromSink::new(m.clone()));
+    let text = to_text_004(&m.openmetrics());
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines.join("\n") + "\n"
+}
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/watch")
 }
@@ -148,6 +166,11 @@ fn recorded_watches_render_as_recorded() {
         let mut json = Vec::new();
         render(&rec, &mut JsonSink::new(&mut json));
         let dir = fixtures();
+        check(
+            &dir.join(format!("{stem}.metrics")),
+            &metrics(&rec),
+            &mut failures,
+        );
         check(
             &dir.join(format!("{stem}.txt")),
             &String::from_utf8(text).unwrap(),
