@@ -180,6 +180,30 @@ impl Pagemap {
         Ok(())
     }
 
+    /// Calls `f(page address, entry)` for every page of `regions`, reading 8,192 entries at a
+    /// time, until `f` returns false.
+    pub fn walk(
+        &self,
+        regions: &[crate::target::Region],
+        mut f: impl FnMut(u64, u64) -> bool,
+    ) -> io::Result<()> {
+        let mut buf = vec![0u64; 8192];
+        for r in regions {
+            let mut a = r.start;
+            while a < r.end {
+                let n = (((r.end - a) / self.page) as usize).min(buf.len());
+                self.read_entries(a, &mut buf[..n])?;
+                for (i, &e) in buf[..n].iter().enumerate() {
+                    if !f(a + i as u64 * self.page, e) {
+                        return Ok(());
+                    }
+                }
+                a += n as u64 * self.page;
+            }
+        }
+        Ok(())
+    }
+
     /// One `PAGEMAP_SCAN` call over `[start, end)`: the regions it filled, and where it
     /// stopped (`end` when it got through).
     fn scan_call(

@@ -36,7 +36,6 @@ use std::{
     collections::{HashMap, HashSet},
     fs::{File, OpenOptions},
     io::Write,
-    os::unix::fs::FileExt,
     time::{Duration, Instant},
 };
 
@@ -102,10 +101,9 @@ pub fn kernel_support() -> std::result::Result<(), Error> {
 }
 
 fn pagemap_entry(pid: u32, addr: u64) -> std::io::Result<u64> {
-    let f = File::open(format!("/proc/{pid}/pagemap"))?;
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, addr / page_size() * 8)?;
-    Ok(u64::from_le_bytes(b))
+    let mut e = [0u64];
+    Pagemap::open(pid)?.read_entries(addr, &mut e)?;
+    Ok(e[0])
 }
 
 fn clear_refs(pid: u32) -> std::io::Result<()> {
@@ -198,34 +196,6 @@ fn claim(pid: u32) -> std::result::Result<(File, bool), Error> {
     Ok((f, existed))
 }
 
-/// Calls `f(page address, pagemap entry)` for every page of `regions`, reading pagemap in
-/// 64 KiB chunks, until `f` returns false.
-pub(super) fn walk_pagemap(
-    pagemap: &File,
-    regions: &[crate::target::Region],
-    mut f: impl FnMut(u64, u64) -> bool,
-) -> std::io::Result<()> {
-    let page = page_size();
-    let mut buf = vec![0u8; 8 * 8192];
-    for r in regions {
-        let mut a = r.start;
-        while a < r.end {
-            let n = (((r.end - a) / page) as usize).min(8192);
-            pagemap.read_exact_at(&mut buf[..n * 8], a / page * 8)?;
-            for (i, c) in buf[..n * 8].chunks_exact(8).enumerate() {
-                if !f(
-                    a + i as u64 * page,
-                    u64::from_le_bytes(c.try_into().unwrap()),
-                ) {
-                    return Ok(());
-                }
-            }
-            a += n as u64 * page;
-        }
-    }
-    Ok(())
-}
-
 /// Refuses when another tool seems to use the target's soft-dirty bits.
 fn check_not_in_use(pid: u32) -> std::result::Result<(), Error> {
     let no = |m: String| Error::Unsupported(m);
@@ -244,11 +214,10 @@ fn check_not_in_use(pid: u32) -> std::result::Result<(), Error> {
     let regions = crate::target::Target::open(pid)
         .and_then(|t| t.writable_regions())
         .map_err(|e| no(e.to_string()))?;
-    let f = File::open(format!("/proc/{pid}/pagemap"))
-        .map_err(|e| no(format!("/proc/{pid}/pagemap: {e}")))?;
+    let pm = Pagemap::open(pid).map_err(|e| no(format!("/proc/{pid}/pagemap: {e}")))?;
     let (mut present, mut clean) = (0u64, 0u64);
     // A sample of the first 64k present pages is plenty for this check.
-    let _ = walk_pagemap(&f, &regions, |_, e| {
+    let _ = pm.walk(&regions, |_, e| {
         if e & PM_PRESENT != 0 {
             present += 1;
             clean += u64::from(e & PM_SOFT_DIRTY == 0);

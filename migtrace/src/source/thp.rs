@@ -438,7 +438,7 @@ impl ThpTracker {
     ) -> std::io::Result<Scan> {
         match pm.method() {
             PagemapMethod::Scan => self.scan_runs(pm, regions, want_clean),
-            PagemapMethod::Read => self.scan_entries(pm.file(), regions, want_clean),
+            PagemapMethod::Read => self.scan_entries(pm, regions, want_clean),
         }
     }
 
@@ -473,14 +473,14 @@ impl ThpTracker {
     /// [`ThpTracker::scan`] with plain reads: every entry of every page.
     fn scan_entries(
         &mut self,
-        pagemap: &File,
+        pagemap: &Pagemap,
         regions: &[Region],
         want_clean: bool,
     ) -> std::io::Result<Scan> {
         let mut out = Scan::default();
         let mut b = Block::default();
         let mut started = false;
-        super::softdirty::walk_pagemap(pagemap, regions, |addr, e| {
+        pagemap.walk(regions, |addr, e| {
             if !started || !b.push(addr, e) {
                 if started {
                     self.flush(&b, &mut out, want_clean);
