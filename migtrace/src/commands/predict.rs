@@ -192,8 +192,9 @@ pub struct PredictOpts {
 }
 
 impl PredictOpts {
-    /// The defaults of `migtrace predict --profile PROFILE --link LINKS`, for callers that
-    /// predict from a profile they just measured (`demo`).
+    /// The flags of `migtrace predict --profile PROFILE --link LINKS` with every other flag
+    /// at its default (the fuzz tests start from it; code that predicts builds a
+    /// [`PredictConfig`] instead).
     pub fn for_profile(profile: PathBuf, links: &str) -> PredictOpts {
         PredictOpts {
             link: vec![links.to_string()],
