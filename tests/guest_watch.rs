@@ -10,9 +10,9 @@
 //! says why).
 use std::time::Duration;
 
-use migtrace::qemu::qmp::{MigrateParameters, Qmp};
+use migtrace::qemu::qmp::MigrateParameters;
 use migtrace_e2e::{
-    migration::wait_completed,
+    migration::{start_migration, wait_completed},
     qemu_guest::{GuestOptions, QemuGuest, RamBackend},
     require_root, Watch,
 };
@@ -113,17 +113,12 @@ async fn watch_measures_guest_ram_and_its_zero_pages() {
     check_rate_and_ram(&start, &s, false);
 
     // QEMU's own count of zero pages: migrate right away, fast, and read `duplicate`.
-    let mut qmp = Qmp::connect(&src.qmp_socket, Duration::from_secs(10))
-        .await
-        .unwrap();
     let fast = MigrateParameters {
         max_bandwidth: Some(512 * MIB),
         downtime_limit: Some(300),
         ..MigrateParameters::default()
     };
-    qmp.migrate_set_parameters(&fast).await.unwrap();
-    let (_dst, uri) = src.boot_destination();
-    qmp.migrate(&uri).await.unwrap();
+    let (_dst, mut qmp) = start_migration(&src, &fast).await;
     let ram = wait_completed(&mut qmp, Duration::from_secs(300)).await;
     let qemu_zero = ram.duplicate as f64 / (ram.total / 4096) as f64;
     let ours = s["zero_page_share"].as_f64().unwrap();

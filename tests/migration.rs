@@ -201,6 +201,30 @@ pub fn passes_command(src: &QemuGuest, args: &[&str]) -> Command {
     cmd
 }
 
+/// Starts a migration of `src` to a fresh destination with `params` (multifd on both sides
+/// when `params.multifd_channels` is set), over a new connection to its QMP socket; returns
+/// the destination (keep it alive) and the connection. With [`wait_completed`] this is the
+/// tests' one "QEMU guest plus migration until it ends".
+pub async fn start_migration(src: &QemuGuest, params: &MigrateParameters) -> (QemuGuest, Qmp) {
+    let connect = |p: std::path::PathBuf| async move {
+        Qmp::connect(&p, Duration::from_secs(10)).await.unwrap()
+    };
+    let mut qmp = connect(src.qmp_socket.clone()).await;
+    let (dst, uri) = src.boot_destination();
+    if params.multifd_channels.is_some() {
+        let mut dq = connect(dst.qmp_socket.clone()).await;
+        for q in [&mut qmp, &mut dq] {
+            q.migrate_set_capabilities(&[("multifd", true)])
+                .await
+                .unwrap();
+            q.migrate_set_parameters(params).await.unwrap();
+        }
+    }
+    qmp.migrate_set_parameters(params).await.unwrap();
+    qmp.migrate(&uri).await.unwrap();
+    (dst, qmp)
+}
+
 /// `query-migrate` once the migration has ended (read again while `total-time` is 0).
 async fn final_info(ctl: &mut Qmp) -> MigrationInfo {
     wait_migration_end(ctl, Duration::from_secs(5))

@@ -283,7 +283,7 @@ fn qemu_multifd_threads_send_what_qmp_says_it_transferred() {
     migrate_and_compare(Some(2));
 }
 
-/// Sets up a migration of a fresh guest to a fresh destination (multifd with `channels`).
+/// A migration of `src` at 64 MiB/s, with `channels` multifd channels when given.
 async fn start_migration(
     src: &migtrace_e2e::qemu_guest::QemuGuest,
     channels: Option<u8>,
@@ -291,30 +291,13 @@ async fn start_migration(
     migtrace_e2e::qemu_guest::QemuGuest,
     migtrace::qemu::qmp::Qmp,
 ) {
-    use migtrace::qemu::qmp::{MigrateParameters, Qmp};
-    let connect = |p: std::path::PathBuf| async move {
-        Qmp::connect(&p, Duration::from_secs(10)).await.unwrap()
-    };
-    let mut qmp = connect(src.qmp_socket.clone()).await;
-    let (dst, uri) = src.boot_destination();
-    let params = MigrateParameters {
+    let params = migtrace::qemu::qmp::MigrateParameters {
         max_bandwidth: Some(64 << 20),
         downtime_limit: Some(300),
         multifd_channels: channels,
-        ..MigrateParameters::default()
+        ..Default::default()
     };
-    if channels.is_some() {
-        let mut dq = connect(dst.qmp_socket.clone()).await;
-        for q in [&mut qmp, &mut dq] {
-            q.migrate_set_capabilities(&[("multifd", true)])
-                .await
-                .unwrap();
-            q.migrate_set_parameters(&params).await.unwrap();
-        }
-    }
-    qmp.migrate_set_parameters(&params).await.unwrap();
-    qmp.migrate(&uri).await.unwrap();
-    (dst, qmp)
+    migtrace_e2e::migration::start_migration(src, &params).await
 }
 
 /// Runs [`migrate_and_compare_async`] holding the test lock: its QMP client sends from this
