@@ -1,5 +1,5 @@
 //! Prometheus metrics: a registry of what watches measure, a [`Sink`] that feeds it from
-//! the watch records, and a `/metrics` endpoint (one thread, `tiny_http`).
+//! the watch records, and a `/metrics` endpoint (one thread, hyper, with limits).
 //!
 //! The registry ([`Metrics`]) holds every family once; each watched target is one label
 //! set ([`TargetLabels`]: pid, comm, guest). `watch --listen` has one target; the exporter
