@@ -15,16 +15,29 @@ use std::{
 use migtrace::sink::prometheus::{
     bind, serve,
     server::{CONNECTION_TIME, HEAD_TIMEOUT, MAX_CONNECTIONS},
-    Metrics,
+    Metrics, TargetLabels,
 };
 
 /// The tests run one at a time: one of them lowers the process's descriptor limit.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A server whose registry holds 300 targets' histograms, about 500 KB a scrape, as an
+/// exporter of many VMs serves: the answers to a pipelining client fill its socket buffers.
 fn start() -> u16 {
     let l = bind("127.0.0.1:0", false).unwrap();
     let port = l.local_addr().unwrap().port();
-    serve(l, Arc::new(Metrics::new())).unwrap();
+    let m = Metrics::new();
+    for i in 0..300 {
+        let t = TargetLabels {
+            pid: i.to_string().into(),
+            comm: "qemu-system-x86".into(),
+            guest: format!("vm-{i}").into(),
+        };
+        m.dirty_rate.get_or_create(&t).set(1e6);
+        m.dirty_rate_hist.get_or_create(&t).observe(1e6);
+        m.interval_pages_hist.get_or_create(&t).observe(100.0);
+    }
+    serve(l, Arc::new(m)).unwrap();
     port
 }
 
