@@ -181,3 +181,34 @@ fn the_metrics_at_the_end_are_unchanged() {
     lines.sort_unstable();
     golden("tcg-128mib.metrics", &(lines.join("\n") + "\n"));
 }
+
+/// The same migration with one reply broken as a hostile or broken peer would (issue 17):
+/// `dirty-sync-count` = u64::MAX made `passes` abort allocating 2.28 GB, a count going back
+/// ended as "completed". Now the report stops at the last plausible reply, partial, and
+/// says why; `passes` exits 0 with it.
+#[test]
+fn a_broken_reply_ends_the_report_partial_with_the_reason() {
+    for (tag, field, value) in [
+        ("syncmax", "dirty-sync-count", u64::MAX),
+        ("syncback", "dirty-sync-count", 0),
+        ("bytesmax", "transferred", u64::MAX),
+    ] {
+        let mut rec = recording();
+        rec["replies"][60]["ram"][field] = value.into();
+        let sock = replaying_peer(tag, rec);
+        let o = passes(&sock, &["--json"]).wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{tag}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let s = &r["summary"];
+        assert_eq!(s["partial"], true, "{tag}: {s}");
+        let why = s["ended_by"]["implausible"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{tag}: {s}"));
+        eprintln!("{tag}: {why}; {} passes", s["passes"]);
+        assert!(s["passes"].as_u64().unwrap() <= 3, "{tag}: {s}");
+    }
+}

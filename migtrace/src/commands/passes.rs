@@ -474,8 +474,8 @@ async fn follow_loop(
             Err(e) => Err(e),
         };
         match polled {
-            Ok(true) => return Ok(EndedBy::Migration),
-            Ok(false) => {}
+            Ok(Some(ended)) => return Ok(ended),
+            Ok(None) => {}
             Err(e) => return Ok(EndedBy::QemuGone(format!("{e:#}"))),
         }
         if let Some(pid) = args.pid {
@@ -486,7 +486,8 @@ async fn follow_loop(
     }
 }
 
-/// Records one `query-migrate` reply; true when the migration has ended.
+/// Records one `query-migrate` reply; how the follow ends, when it does: the migration's end,
+/// or a reply no QEMU sends.
 async fn poll_once(
     q: &mut Qmp,
     cfg: &Config,
@@ -494,7 +495,7 @@ async fn poll_once(
     st: &mut Setup,
     mut feed: Option<&mut PassFeed>,
     info: MigrationInfo,
-) -> Result<bool> {
+) -> Result<Option<EndedBy>> {
     let wall = wall_now();
     for e in q.take_events() {
         if e.event == "MIGRATION_PASS" {
@@ -505,6 +506,9 @@ async fn poll_once(
     }
     let was = t.started();
     t.observe(&info, wall);
+    if let Some(why) = t.broken() {
+        return Ok(Some(EndedBy::Implausible(why.to_string())));
+    }
     if let Some(f) = feed.as_deref_mut().filter(|_| t.started()) {
         f.reply(&info);
         f.closed(t.closed());
@@ -526,7 +530,7 @@ async fn poll_once(
     }
     let status = info.status.as_deref().unwrap_or("none");
     if !(t.started() && is_terminal(status)) {
-        return Ok(false);
+        return Ok(None);
     }
     // The first `completed` reply can say total-time 0 (docs/qemu.md): read again.
     let mut last = info;
@@ -538,5 +542,8 @@ async fn poll_once(
         last = q.query_migrate().await?;
     }
     t.observe(&last, wall_now());
-    Ok(true)
+    Ok(Some(match t.broken() {
+        Some(why) => EndedBy::Implausible(why.to_string()),
+        None => EndedBy::Migration,
+    }))
 }

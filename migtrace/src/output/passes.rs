@@ -72,6 +72,10 @@ fn ended(e: &EndedBy) -> String {
         EndedBy::Signal(s) => format!("{s} (the migration goes on)"),
         EndedBy::Timeout => "--timeout (the migration goes on)".into(),
         EndedBy::QemuGone(why) => format!("QEMU went away: {}", crate::units::clean(why)),
+        EndedBy::Implausible(why) => format!(
+            "a reply no QEMU sends ({}): the report ends at the last plausible one",
+            crate::units::clean(why)
+        ),
     }
 }
 

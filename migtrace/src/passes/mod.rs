@@ -59,6 +59,9 @@ pub enum EndedBy {
     Timeout,
     /// The QMP connection failed (QEMU exited or hung).
     QemuGone(String),
+    /// A reply no QEMU sends: counters that went back or jumped beyond what a migration can
+    /// do ([`Tracker::broken`]). The report ends at the last plausible reply, partial.
+    Implausible(String),
 }
 
 /// The summary of a migration.
@@ -117,7 +120,18 @@ pub struct Tracker {
     samples: Vec<(f64, u64)>,
     /// Bytes the migration threads sent so far, counted by the eBPF send path (`--pid`).
     wire: Option<u64>,
+    /// Why a reply was refused as no QEMU's; nothing is recorded after it.
+    broken: Option<String>,
 }
+
+/// The longest `total-time` a real migration reports: ten years, in ms.
+const MAX_TOTAL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+/// The fastest stream any link carries, bytes per second (8 Tbit/s): `transferred` beyond
+/// this times the migration's age is no QEMU's.
+const MAX_STREAM_BYTES_PER_SEC: f64 = 1e12;
+/// Syncs a migration can make between two replies: each reads the dirty bitmap of all guest
+/// RAM, so a few per millisecond at the very most; this many plus one per ms between them.
+const MAX_SYNCS_BETWEEN_REPLIES: u64 = 16;
 
 /// True for the statuses after which QEMU does no more.
 pub fn is_terminal(status: &str) -> bool {
@@ -146,11 +160,68 @@ impl Tracker {
         self.last.is_some()
     }
 
-    /// A `query-migrate` reply received at wall-clock `wall_s` (seconds since the epoch).
+    /// Why the peer's replies were refused, once one was: no reply is recorded after it, and
+    /// the follow should end with [`EndedBy::Implausible`].
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
+    /// What makes `info` a reply no QEMU sends, given the replies before it.
+    fn implausible(&self, info: &MigrationInfo) -> Option<String> {
+        let status = info.status.as_deref().unwrap_or("none");
+        let ms = info.total_time.unwrap_or(0);
+        if ms > MAX_TOTAL_MS {
+            return Some(format!("total-time {ms} ms is more than ten years"));
+        }
+        // A `completed` reply may say total-time 0 (docs/qemu.md): its time is not checked.
+        let t = if status == "completed" || info.total_time.is_none() {
+            self.last_t
+        } else {
+            ms as f64 / 1000.0
+        };
+        if self.last.is_some() && t < self.last_t {
+            return Some(format!(
+                "total-time went back from {:.3} s to {t:.3} s",
+                self.last_t
+            ));
+        }
+        let ram = info.ram.as_ref()?;
+        if ram.transferred as f64 > MAX_STREAM_BYTES_PER_SEC * t.max(1.0) {
+            return Some(format!(
+                "transferred {} bytes in {t:.3} s is more than any link carries",
+                ram.transferred
+            ));
+        }
+        let prev = self.last.as_ref().and_then(|l| l.ram.as_ref());
+        let (syncs, bytes) = prev.map_or((0, 0), |p| (p.dirty_sync_count, p.transferred));
+        if ram.dirty_sync_count < syncs || ram.transferred < bytes {
+            return Some(format!(
+                "the counters went back: dirty-sync-count {syncs} -> {}, transferred {bytes} -> {}",
+                ram.dirty_sync_count, ram.transferred
+            ));
+        }
+        let since_ms = if prev.is_some() { t - self.last_t } else { t } * 1000.0;
+        let most = MAX_SYNCS_BETWEEN_REPLIES + since_ms as u64;
+        if ram.dirty_sync_count - syncs > most {
+            return Some(format!(
+                "dirty-sync-count jumped from {syncs} to {} in {since_ms:.0} ms",
+                ram.dirty_sync_count
+            ));
+        }
+        None
+    }
+
+    /// A `query-migrate` reply received at wall-clock `wall_s` (seconds since the epoch). A
+    /// reply no QEMU sends is not recorded, nor anything after it ([`Tracker::broken`]).
     pub fn observe(&mut self, info: &MigrationInfo, wall_s: f64) {
         let status = info.status.as_deref().unwrap_or("none");
-        if status == "none" || (self.last.is_none() && is_terminal(status)) {
-            return; // no migration yet, or the end of an earlier one
+        if self.broken.is_some() || status == "none" || (self.last.is_none() && is_terminal(status))
+        {
+            return; // broken already, no migration yet, or the end of an earlier one
+        }
+        if let Some(why) = self.implausible(info) {
+            self.broken = Some(why);
+            return;
         }
         let t = match (status, info.total_time) {
             ("completed", _) | (_, None) => self.last_t,
@@ -283,7 +354,7 @@ impl Tracker {
         }
         self.recount_bytes(ram.transferred.max(prev_bytes));
         let summary = PassSummary {
-            partial: !is_terminal(&status),
+            partial: !is_terminal(&status) || self.broken.is_some(),
             status,
             ended_by,
             passes: self.done.len() as u64,

@@ -90,3 +90,65 @@ fn a_completion_sync_seen_before_completed_is_still_the_stop_copy() {
     assert_eq!(last.bytes, 2000);
     assert_eq!(passes.iter().map(|p| p.bytes).sum::<u64>(), 9000);
 }
+
+/// Replies no QEMU sends (issue 17: a peer sent dirty-sync-count = u64::MAX and `passes`
+/// aborted allocating 2.28 GB; a jump to 1,000,000 invented a million passes; time and the
+/// count going back ended as "completed" with a pass at -99.95 s): the reply is refused,
+/// nothing after it is recorded, and the report is partial with the reason.
+#[test]
+fn replies_no_qemu_sends_end_the_report_partial_with_the_reason() {
+    type Breaks<'a> = &'a dyn Fn(&mut MigrationInfo);
+    let huge = |f: Breaks| {
+        let mut t = Tracker::new();
+        t.observe(&info("active", 1000, 1, 5000), 101.0);
+        t.observe(&info("active", 1200, 2, 6000), 101.2);
+        let mut bad = info("active", 1220, 2, 6100);
+        f(&mut bad);
+        t.observe(&bad, 101.22);
+        // A later sane-looking reply is not taken either: the peer is not trusted any more.
+        t.observe(&info("completed", 1500, 3, 7000), 101.5);
+        let why = t.broken().map(str::to_string);
+        let (passes, s) = t.finish(EndedBy::Implausible(why.clone().unwrap_or_default()));
+        (why, passes, s)
+    };
+    let cases: [(&str, Breaks); 5] = [
+        ("jumped", &|i| {
+            i.ram.as_mut().unwrap().dirty_sync_count = u64::MAX
+        }),
+        ("jumped", &|i| {
+            i.ram.as_mut().unwrap().dirty_sync_count = 1_000_000
+        }),
+        ("went back", &|i| i.total_time = Some(50)),
+        ("went back", &|i| {
+            i.ram.as_mut().unwrap().dirty_sync_count = 1
+        }),
+        ("any link", &|i| {
+            i.ram.as_mut().unwrap().transferred = u64::MAX
+        }),
+    ];
+    for (want, f) in cases {
+        let (why, passes, s) = huge(f);
+        let why = why.unwrap_or_else(|| panic!("not refused ({want})"));
+        assert!(why.contains(want), "{why}");
+        assert_eq!(passes.len(), 2, "{why}: {passes:?}");
+        assert!(s.partial && s.status == "active", "{why}: {s:?}");
+        assert_eq!(s.bytes, 6000, "{why}");
+        assert!(passes.iter().all(|p| p.start_s >= 0.0 && p.end_s <= 1.2));
+    }
+    // u64::MAX total-time is refused too.
+    let mut t = Tracker::new();
+    t.observe(&info("active", u64::MAX, 1, 5000), 101.0);
+    assert!(t.broken().unwrap().contains("ten years"));
+}
+
+/// What real QEMU 7.2 sends is never refused: the completion quirk (total-time 0 in the first
+/// `completed` reply), a few syncs between two polls at the end, and attaching mid-migration.
+#[test]
+fn real_sequences_are_plausible() {
+    let mut t = Tracker::new();
+    t.observe(&info("active", 9000, 7, 900_000_000), 101.0);
+    t.observe(&info("active", 9020, 9, 901_000_000), 101.02);
+    t.observe(&info("completed", 0, 11, 902_000_000), 101.05);
+    t.observe(&info("completed", 9050, 11, 902_000_000), 101.15);
+    assert_eq!(t.broken(), None);
+}
