@@ -412,9 +412,9 @@ impl Watch<'_> {
     fn qemu_summary(&self) -> Option<QemuRateSummary> {
         self.cfg.qmp.as_ref()?;
         let n = self.qemu.seen.len();
-        let mean = self.qemu.seen.iter().map(|r| r.bytes_per_sec).sum::<f64>() / n.max(1) as f64;
+        let sum = self.qemu.seen.iter().map(|r| r.bytes_per_sec).sum::<f64>();
         Some(QemuRateSummary {
-            mean_bytes_per_sec: mean,
+            mean_bytes_per_sec: (n > 0).then(|| sum / n as f64),
             measurements: n as u64,
             sample_pages: QEMU_SAMPLE_PAGES,
             error: self.qemu.error.clone(),

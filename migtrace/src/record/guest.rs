@@ -60,7 +60,8 @@ pub struct QemuRate {
 /// QEMU's measurements over the watch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QemuRateSummary {
-    pub mean_bytes_per_sec: f64,
+    /// The mean of QEMU's measurements; `None` when it gave none (never a 0 it did not say).
+    pub mean_bytes_per_sec: Option<f64>,
     pub measurements: u64,
     pub sample_pages: u64,
     /// Why measuring stopped early, if it did.

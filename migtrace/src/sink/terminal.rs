@@ -204,21 +204,25 @@ fn summary_guest(o: &mut impl Write, s: &Summary) -> std::io::Result<()> {
         )?;
     }
     if let Some(q) = &s.qemu_dirty_rate {
-        let err = q
-            .error
-            .as_deref()
-            .map(|e| format!(" (stopped: {})", clean(e)))
-            .unwrap_or_default();
-        writeln!(
-            o,
-            "  qemu says      {}/s (calc-dirty-rate, mean of {} measurement(s), {} pages/GiB){}",
-            bytes(q.mean_bytes_per_sec),
-            q.measurements,
-            q.sample_pages,
-            err
-        )?;
+        writeln!(o, "  qemu says      {}", qemu_says(q))?;
     }
     Ok(())
+}
+
+/// QEMU's own measurement over the watch: "no measurement" when it gave none.
+fn qemu_says(q: &crate::record::QemuRateSummary) -> String {
+    let err = q
+        .error
+        .as_deref()
+        .map(|e| format!(" (stopped: {})", clean(e)))
+        .unwrap_or_default();
+    let rate = q
+        .mean_bytes_per_sec
+        .map_or("no measurement".into(), |m| format!("{}/s", bytes(m)));
+    format!(
+        "{rate} (calc-dirty-rate, mean of {} measurement(s), {} pages/GiB){err}",
+        q.measurements, q.sample_pages
+    )
 }
 
 /// Writable bytes, with the shared part when there is one.
@@ -492,4 +496,22 @@ fn summary_link(o: &mut impl Write, l: Option<&LinkSummary>) -> std::io::Result<
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_without_a_measurement_says_so() {
+        let q = crate::record::QemuRateSummary {
+            mean_bytes_per_sec: None,
+            measurements: 0,
+            sample_pages: 512,
+            error: Some("QEMU did not answer".into()),
+        };
+        let line = qemu_says(&q);
+        assert!(line.starts_with("no measurement"), "{line}");
+        assert!(!line.contains("0 B/s"), "{line}");
+    }
 }

@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 
 use super::Qmp;
 
+/// The largest `calc-dirty-rate` result taken, MB/s (QEMU's MB are MiB): 10 TiB/s, beyond
+/// the memory bandwidth of any host. Above it, or below 0, the peer is broken or hostile.
+pub const MAX_DIRTY_RATE_MIB: i64 = 10 << 20;
+
 /// `query-status`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StatusInfo {
@@ -192,8 +196,14 @@ impl Qmp {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let info = self.query_dirty_rate().await?;
-            if info.status == "measured" && info.dirty_rate.is_some() {
-                return Ok(info);
+            if info.status == "measured" {
+                match info.dirty_rate {
+                    Some(r) if (0..=MAX_DIRTY_RATE_MIB).contains(&r) => return Ok(info),
+                    Some(r) => bail!(
+                        "QEMU reported a dirty rate of {r} MB/s, which no guest reaches (0 to {MAX_DIRTY_RATE_MIB}): not taken"
+                    ),
+                    None => {}
+                }
             }
             if tokio::time::Instant::now() > deadline {
                 bail!(

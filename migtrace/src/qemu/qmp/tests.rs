@@ -229,3 +229,35 @@ async fn a_flood_of_events_is_bounded_and_counted() {
     assert_eq!(q.events_dropped(), 100 + (900 - MAX_EVENTS as u64));
     assert_eq!(q.take_events().len(), MAX_EVENTS);
 }
+
+/// Issue 17: a `calc-dirty-rate` result below 0 or beyond any host's memory bandwidth was
+/// shown as QEMU's figure; now the measurement fails with the value named, and the watch
+/// summary says "no measurement" (not "-0 B/s, mean of 0 measurements") when none was taken.
+#[tokio::test]
+async fn an_impossible_dirty_rate_is_refused() {
+    for (tag, rate) in [("negative", -5i64), ("huge", i64::MAX)] {
+        let path = hostile_peer(tag, move |mut s, first| async move {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+            let id = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].clone();
+            let ok = format!("{{\"return\": {{}}, \"id\": {}}}\n", id(&first));
+            s.write_all(ok.as_bytes()).await.unwrap();
+            let mut r = BufReader::new(&mut s);
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            let reply = serde_json::json!({"return": {"status": "measured", "dirty-rate": rate, "calc-time": 1, "sample-pages": 512, "start-time": 1}, "id": id(&line)});
+            s.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        })
+        .await;
+        let mut q = Qmp::connect(&path, Duration::from_secs(5)).await.unwrap();
+        let e = q
+            .measure_dirty_rate(Duration::from_secs(1), None)
+            .await
+            .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains(&rate.to_string()) && e.contains("not taken"),
+            "{e}"
+        );
+    }
+}
