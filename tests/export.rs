@@ -257,6 +257,34 @@ fn short_watch(extra: &[&str]) -> Vec<Value> {
     lines
 }
 
+/// A log the user asked for that cannot be written fails the watch (issue 17: `--hdr-log
+/// /dev/full` printed a warning and exited 0 with nothing written). The summary still comes
+/// first, then one error line and exit 1.
+#[test]
+fn an_hdr_log_that_cannot_be_written_fails_the_watch() {
+    require_root();
+    let w = Writer::steady("random", 32.0, 64, &[]);
+    let watch = w.watch(
+        "sample",
+        &[
+            "--duration",
+            "2s",
+            "--interval",
+            "500ms",
+            "--hdr-log",
+            "/dev/full",
+        ],
+    );
+    let (_, s, st) = watch.finish();
+    assert_eq!(st.code(), Some(1), "{st}: {s}");
+    assert_eq!(s["type"], "summary", "the summary is still written: {s}");
+    assert!(
+        st.stderr.contains("--hdr-log") && st.stderr.lines().count() == 1,
+        "{}",
+        st.stderr
+    );
+}
+
 #[test]
 fn hdr_log_reads_back_with_the_interval_rates() {
     use hdrhistogram::serialization::{interval_log::IntervalLogIterator, Deserializer};

@@ -121,9 +121,9 @@ impl Target {
         // The memory map is readable only with ptrace-read rights on the target.
         if let Err(e) = fs::read_to_string(self.proc_dir.join("maps")) {
             let hint = if e.kind() == ErrorKind::PermissionDenied {
-                " (permission denied: run as root, or as the target's user with ptrace rights)"
+                format!(" (permission denied: {})", ptrace_hint())
             } else {
-                ""
+                String::new()
             };
             return Err(Error::Usage(format!(
                 "cannot read the memory map of pid {pid}: {e}{hint}"
@@ -398,6 +398,26 @@ const CAP_SYS_ADMIN: u64 = 21;
 const CAP_PERFMON: u64 = 38;
 const CAP_BPF: u64 = 39;
 
+/// What to do about a refused ptrace-level access (maps, pagemap, process_vm_readv): the
+/// hint depends on who we are. A user gets "run as root"; root, who is refused anyway (a
+/// pid 1 of a container, Yama's ptrace_scope 3, a security module, a missing
+/// CAP_SYS_PTRACE in a container), is told that, not to become root.
+pub fn ptrace_hint() -> String {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return "run as root, or as the target's user with ptrace rights".into();
+    }
+    let scope = fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let why = if scope == "3" {
+        "kernel.yama.ptrace_scope is 3, so no process may ptrace another".to_string()
+    } else {
+        "a security module (SELinux, AppArmor), a missing CAP_SYS_PTRACE (a container), or a target in another user namespace can forbid it".to_string()
+    };
+    format!("migtrace runs as root already and is still refused: {why}")
+}
+
 /// Why this process may not load tracing eBPF programs, if it may not.
 pub fn missing_bpf_privileges() -> Option<String> {
     let caps = effective_caps();
@@ -472,5 +492,19 @@ mod tests {
         let e = Target::open(u32::MAX - 1).unwrap_err();
         assert!(e.is::<Error>());
         assert!(e.to_string().contains("no process"));
+    }
+
+    /// Issue 17: root refused (a pid 1, Yama) was told to "run as root".
+    #[test]
+    fn the_ptrace_hint_fits_who_we_are() {
+        let h = ptrace_hint();
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(
+                h.contains("root already") && !h.starts_with("run as root"),
+                "{h}"
+            );
+        } else {
+            assert!(h.starts_with("run as root"), "{h}");
+        }
     }
 }

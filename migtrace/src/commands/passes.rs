@@ -339,6 +339,9 @@ async fn follow(
     // Checked now (a bad --profile fails at once); read again when the migration starts.
     let mut st = setup(&mut q, cfg).await?;
     let mut tracker = Tracker::new();
+    if running {
+        tracker.attached_while_running();
+    }
     let live = Live {
         feed: feed.as_deref_mut(),
         probe: probe.as_mut(),

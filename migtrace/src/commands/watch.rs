@@ -131,6 +131,11 @@ pub fn run(a: WatchArgs) -> Result<()> {
     all.0
         .extend(extra.iter_mut().map(|b| b.as_mut() as &mut dyn Sink));
     watcher::watch(&cfg, &mut all)?;
+    // The summary is out; a record the user asked for that could not be written fails the
+    // run (`--hdr-log /dev/full` exited 0 with an empty log).
+    if let Some(why) = all.failure() {
+        anyhow::bail!("--hdr-log: the log could not be written: {why}");
+    }
     Ok(())
 }
 

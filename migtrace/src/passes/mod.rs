@@ -122,6 +122,9 @@ pub struct Tracker {
     wire: Option<u64>,
     /// Why a reply was refused as no QEMU's; nothing is recorded after it.
     broken: Option<String>,
+    /// Attached while the migration ran: the passes under way then were sent partly before
+    /// the send path counted, so their `wire_bytes_ebpf` is not measured.
+    attached_late: bool,
 }
 
 /// The longest `total-time` a real migration reports: ten years, in ms.
@@ -158,6 +161,11 @@ impl Tracker {
     /// True once a migration has been seen running.
     pub fn started(&self) -> bool {
         self.last.is_some()
+    }
+
+    /// The migration was already running when `passes` attached ([`Tracker::attached_late`]).
+    pub fn attached_while_running(&mut self) {
+        self.attached_late = true;
     }
 
     /// Why the peer's replies were refused, once one was: no reply is recorded after it, and
@@ -271,8 +279,11 @@ impl Tracker {
                 throttle: 0,
                 timed_by,
                 // The first pass counts from the start, as its bytes do (the probe attaches
-                // before the migration when `passes` is started first).
-                start_wire: if n == 1 {
+                // before the migration when `passes` is started first). Passes already under
+                // way at a late attach are not measured: part of them went unseen.
+                start_wire: if self.attached_late && self.last.is_none() {
+                    None
+                } else if n == 1 {
                     self.wire.map(|_| 0)
                 } else {
                     self.wire

@@ -29,8 +29,9 @@ fn read_proc(pid: u32, file: &str) -> Result<Vec<u8>> {
     std::fs::read(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Unsupported(format!("no process {pid}")).into(),
         std::io::ErrorKind::PermissionDenied => Error::Privilege(format!(
-            "reading {} needs the right to ptrace pid {pid} (run as root or as its user)",
-            path.display()
+            "reading {} needs the right to ptrace pid {pid} ({})",
+            path.display(),
+            crate::target::ptrace_hint()
         ))
         .into(),
         _ => anyhow::Error::new(e).context(format!("reading {}", path.display())),

@@ -40,7 +40,9 @@ type Entry = (Duration, Duration, u64);
 /// Writes the interval log from a background thread.
 pub struct HdrLogSink {
     tx: Option<mpsc::Sender<Entry>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Why the log could not be written, once the thread has ended.
+    failed: Option<String>,
 }
 
 impl HdrLogSink {
@@ -56,14 +58,13 @@ impl HdrLogSink {
                     tag: RATE_TAG,
                     divisor: 1.0,
                 };
-                if let Err(e) = write_log(file, started, &head, rx) {
-                    log::warn!("--hdr-log: {e}");
-                }
+                write_log(file, started, &head, rx)
             })
             .ok();
         HdrLogSink {
             tx: Some(tx),
             thread,
+            failed: None,
         }
     }
 
@@ -71,7 +72,11 @@ impl HdrLogSink {
     fn close(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.failed = Some(format!("{e:#}")),
+                Err(_) => self.failed = Some("the writer thread panicked".into()),
+            }
         }
     }
 }
@@ -159,6 +164,11 @@ impl Sink for HdrLogSink {
     fn summary(&mut self, _s: &Summary) {
         self.close();
     }
+
+    fn failure(&mut self) -> Option<String> {
+        self.close();
+        self.failed.clone()
+    }
 }
 
 #[cfg(test)]
@@ -242,5 +252,19 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(got[0].2.as_deref(), Some(PASS_TAG));
+    }
+
+    /// Issue 17: a log that cannot be written (`/dev/full`) is the watch's failure, not a
+    /// warning: the sink says why once the watch has ended.
+    #[test]
+    fn a_log_that_cannot_be_written_is_a_failure() {
+        let Ok(full) = File::options().write(true).open("/dev/full") else {
+            eprintln!("skipped: this machine has no /dev/full to write to");
+            return;
+        };
+        let mut sink = HdrLogSink::new(full);
+        sink.interval(&interval(1.0, 1e6, false));
+        let why = sink.failure().expect("a failure");
+        assert!(why.contains("space"), "{why}");
     }
 }

@@ -17,6 +17,11 @@ pub trait Sink {
     fn qemu(&mut self, _r: &QemuRate) {}
     /// The link side of the interval just shown (`--iface`).
     fn link(&mut self, _l: &LinkInterval) {}
+    /// What the sink could not write, once the watch has ended: a record the user asked
+    /// for and did not get is a failure of the run (exit 1), not a warning.
+    fn failure(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Hands every record to several sinks in turn (`watch --listen`, `--hdr-log`).
@@ -37,5 +42,9 @@ impl Sink for FanOut<'_> {
     }
     fn link(&mut self, l: &LinkInterval) {
         self.0.iter_mut().for_each(|k| k.link(l))
+    }
+    fn failure(&mut self) -> Option<String> {
+        let all: Vec<String> = self.0.iter_mut().filter_map(|k| k.failure()).collect();
+        (!all.is_empty()).then(|| all.join("; "))
     }
 }

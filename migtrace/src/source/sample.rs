@@ -180,7 +180,11 @@ impl Cost {
 /// Opens the target's pagemap: a missing privilege if refused.
 fn open_pagemap(pid: u32) -> Result<Pagemap> {
     Pagemap::open(pid).map_err(|e| {
-        Error::Privilege(format!("cannot open /proc/{pid}/pagemap: {e} (sampling needs ptrace rights on the target: run as root)")).into()
+        Error::Privilege(format!(
+            "cannot open /proc/{pid}/pagemap: {e} (sampling needs ptrace rights on the target: {})",
+            crate::target::ptrace_hint()
+        ))
+        .into()
     })
 }
 
@@ -376,8 +380,9 @@ impl SampleSource {
                 match err.raw_os_error() {
                     Some(libc::EPERM) | Some(libc::EACCES) => {
                         return Err(Error::Privilege(format!(
-                            "process_vm_readv on pid {} was refused ({err}): sampling needs ptrace rights (root or CAP_SYS_PTRACE)",
-                            self.target.pid
+                            "process_vm_readv on pid {} was refused ({err}): sampling needs ptrace rights ({})",
+                            self.target.pid,
+                            crate::target::ptrace_hint()
                         ))
                         .into())
                     }
