@@ -462,3 +462,78 @@ fn exporter_finds_qemu_guests_and_labels_them_by_name() {
     signal(exp.id(), libc::SIGTERM);
     assert!(exp.wait().unwrap().success());
 }
+
+/// A program any user can start under a QEMU name (issue 17: a user's `qemu-system-x86_64`
+/// with a `-name` of their choosing got its own series, and fifty of them took the exporter
+/// to 577 MB). `--qemu` watches only trusted owners' processes from root-only executables,
+/// at most `--max-targets` targets in all (here two writers given by `--pid` and a cap of
+/// one), and counts the rest in `migtrace_exporter_skipped_targets`.
+#[test]
+fn exporter_qemu_watches_only_trusted_qemu_processes_and_caps_them() {
+    require_root();
+    let base = temp_dir("fakeqemu");
+    // Root-only: root's folder, mode 755; and a folder every user may write to.
+    let (ok, open) = (base.join("root-only"), base.join("open"));
+    for (d, mode) in [(&ok, 0o755), (&open, 0o1777)] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let exe = |d: &std::path::Path| {
+        let p = d.join("qemu-system-x86_64");
+        std::fs::copy("/bin/sleep", &p).unwrap();
+        p
+    };
+    let (good, planted) = (exe(&ok), exe(&open));
+    let chown = Command::new("chown")
+        .args(["nobody", planted.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let start = |cmd: &mut Command| Reaped(cmd.arg("60").spawn().unwrap());
+    let user_owned = start(
+        Command::new("setpriv")
+            .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+            .arg(&good),
+    );
+    let from_planted = start(&mut Command::new(&planted));
+    let untrusted = [user_owned.0.id(), from_planted.0.id()];
+    let writers = [
+        Writer::steady("random", 4.0, 16, &[]),
+        Writer::steady("random", 4.0, 16, &[]),
+    ];
+    let (w0, w1) = (writers[0].pid().to_string(), writers[1].pid().to_string());
+    let args = ["--qemu", "--max-targets", "1", "--pid", &w0, "--pid", &w1];
+    let (exp, port) = spawn_exporter("300ms", &args);
+    let mut exp = Reaped(exp);
+    let gauge = |m: &str, name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let t = Instant::now();
+    let m = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, m) = http_get(port, "/metrics", None);
+        // Two untrusted QEMUs and at least one writer past the cap.
+        if gauge(&m, "migtrace_targets") == 1.0
+            && gauge(&m, "migtrace_exporter_skipped_targets") >= 3.0
+        {
+            break m;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{m}");
+    };
+    for pid in untrusted {
+        assert!(
+            !m.contains(&format!("pid=\"{pid}\"")),
+            "untrusted {pid} watched: {m}"
+        );
+    }
+    signal(exp.0.id(), libc::SIGTERM);
+    assert!(exp.0.wait().unwrap().success());
+    drop((user_owned, from_planted));
+    for w in writers {
+        w.stop();
+    }
+}

@@ -143,6 +143,16 @@ impl Drop for Writer {
     }
 }
 
+/// A child process killed and reaped when dropped, so that a failed assertion leaves no
+/// process behind (an exporter left running held the test's output open).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        kill_if_running(&mut self.0);
+    }
+}
+
 /// Kills `child` and reaps it, if it is still running (writers, watches, QEMU guests).
 pub fn kill_if_running(child: &mut Child) {
     if matches!(child.try_wait(), Ok(None)) {

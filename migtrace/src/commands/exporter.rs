@@ -38,9 +38,17 @@ pub struct ExporterArgs {
     /// A process to watch (repeat for several).
     #[arg(long = "pid")]
     pub pids: Vec<u32>,
-    /// Watch every QEMU process on the host (found by name, rescanned).
+    /// Watch every QEMU process on the host (found by name, rescanned), of the trusted users
+    /// and from a root-only executable (docs/monitoring.md).
     #[arg(long)]
     pub qemu: bool,
+    /// With --qemu: a user whose QEMU processes are watched (repeat; default root,
+    /// libvirt-qemu and qemu, those of them this host has). Root is always trusted.
+    #[arg(long = "qemu-user", value_name = "USER")]
+    pub qemu_users: Vec<String>,
+    /// Watch at most this many targets at once; more are counted, not watched.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_targets: usize,
     /// Where to serve /metrics (loopback unless --listen-any).
     #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR:PORT")]
     pub listen: String,
@@ -91,6 +99,13 @@ fn validate(a: &ExporterArgs) -> Result<()> {
     if a.rescan < Duration::from_millis(100) {
         return Err(Error::Usage("--rescan must be at least 100ms".into()).into());
     }
+    if a.max_targets == 0 {
+        return Err(Error::Usage("--max-targets must be at least 1".into()).into());
+    }
+    if !a.qemu_users.is_empty() && !a.qemu {
+        return Err(Error::Usage("--qemu-user goes with --qemu".into()).into());
+    }
+    crate::qemu::trust::uids(&a.qemu_users)?;
     if a.cycle.is_some_and(|c| c < a.interval * 2) {
         return Err(Error::Usage("--cycle must be at least two intervals".into()).into());
     }
@@ -117,13 +132,15 @@ async fn main_loop(a: &ExporterArgs, metrics: Arc<Metrics>) -> Result<()> {
     // Targets whose watch failed: not retried while they live (a kernel thread, no access).
     let mut failed: HashSet<u32> = HashSet::new();
     let mut timer = tokio::time::interval(a.rescan);
+    let users = crate::qemu::trust::uids(&a.qemu_users)?;
+    let mut warned: HashSet<u32> = HashSet::new();
     loop {
         tokio::select! {
             _ = timer.tick() => {}
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
-        let found = find_targets(a);
+        let (found, mut skipped) = find_targets(a, &users, &mut warned);
         running.retain(|pid, r| {
             let done = r.thread.is_finished();
             if done && found.contains(pid) {
@@ -136,6 +153,10 @@ async fn main_loop(a: &ExporterArgs, metrics: Arc<Metrics>) -> Result<()> {
             if running.contains_key(&pid) || failed.contains(&pid) {
                 continue;
             }
+            if running.len() >= a.max_targets {
+                skipped += 1;
+                continue;
+            }
             let cfg = watch_config(a, pid);
             let (m, s) = (metrics.clone(), stop.clone());
             let thread = std::thread::Builder::new()
@@ -144,6 +165,7 @@ async fn main_loop(a: &ExporterArgs, metrics: Arc<Metrics>) -> Result<()> {
             running.insert(pid, Running { thread });
         }
         metrics.targets.set(running.len() as i64);
+        metrics.exporter_skipped.set(skipped as i64);
         metrics.exporter_rss.set(self_rss_bytes());
     }
     stop.store(true, Ordering::SeqCst);
@@ -179,33 +201,34 @@ fn watch_target(cfg: watcher::WatchConfig, metrics: Arc<Metrics>, stop: Arc<Atom
     metrics.forget(&labels);
 }
 
-/// The targets now: the given pids that are alive, plus every QEMU process with `--qemu`.
-fn find_targets(a: &ExporterArgs) -> HashSet<u32> {
+/// The targets now: the given pids that are alive, plus with `--qemu` every trusted QEMU
+/// process (`qemu::trust`); and how many QEMU-named processes were not trusted. Each
+/// untrusted one is logged once, with why.
+fn find_targets(
+    a: &ExporterArgs,
+    users: &HashSet<u32>,
+    warned: &mut HashSet<u32>,
+) -> (HashSet<u32>, usize) {
     let alive = |p: &u32| std::path::Path::new(&format!("/proc/{p}")).exists();
     let mut out: HashSet<u32> = a.pids.iter().copied().filter(alive).collect();
+    let mut untrusted = 0;
     if a.qemu {
-        out.extend(qemu_pids());
+        for pid in crate::qemu::trust::named_like_qemu() {
+            match crate::qemu::trust::check(pid, users) {
+                Ok(()) => {
+                    out.insert(pid);
+                }
+                Err(why) => {
+                    untrusted += 1;
+                    if warned.insert(pid) {
+                        log::warn!("pid {pid} is named like QEMU but not watched: {why:?}");
+                    }
+                }
+            }
+        }
+        warned.retain(|p| alive(p));
     }
-    out
-}
-
-/// Processes whose name says QEMU system emulator.
-pub fn qemu_pids() -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| is_qemu_comm(c.trim()))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-/// `qemu-system-x86_64` (truncated by the kernel to `qemu-system-x86`) or `qemu-kvm`.
-fn is_qemu_comm(c: &str) -> bool {
-    c.starts_with("qemu-system") || c == "qemu-kvm" || c == "kvm"
+    (out, untrusted)
 }
 
 /// This process's resident memory, bytes.
@@ -215,17 +238,4 @@ fn self_rss_bytes() -> i64 {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
         .unwrap_or(0);
     pages * crate::target::page_size() as i64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn qemu_names() {
-        assert!(is_qemu_comm("qemu-system-x86"));
-        assert!(is_qemu_comm("qemu-kvm"));
-        assert!(!is_qemu_comm("qemu-img"));
-        assert!(!is_qemu_comm("bash"));
-    }
 }

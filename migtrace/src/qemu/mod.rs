@@ -11,6 +11,7 @@
 pub mod cmdline;
 pub mod qmp;
 pub mod ram;
+pub mod trust;
 pub mod vcpu;
 
 pub use cmdline::QemuCmdline;

@@ -116,6 +116,9 @@ pub struct Metrics {
     pub targets: Gauge,
     /// The exporter's own resident memory (set by `migtrace exporter`).
     pub exporter_rss: Gauge,
+    /// Processes `exporter --qemu` found and does not watch: not trusted, or past
+    /// `--max-targets`.
+    pub exporter_skipped: Gauge,
     /// `--predict-link`: the link (bits per second) the live predictions are for.
     pub predict_link: Option<f64>,
     pub predicted_total: Family<LinkLabels, GaugeF>,
@@ -193,6 +196,7 @@ impl Metrics {
             dirty_headroom_ratio: Family::default(),
             targets: Gauge::default(),
             exporter_rss: Gauge::default(),
+            exporter_skipped: Gauge::default(),
             predict_link: None,
             predicted_total: Family::default(),
             predicted_downtime: Family::default(),
@@ -371,6 +375,11 @@ impl Metrics {
             "Resident memory of the exporter itself (migtrace exporter only)",
             bytes(),
             self.exporter_rss.clone(),
+        );
+        r.register(
+            "exporter_skipped_targets",
+            "Processes the exporter found and does not watch: an untrusted QEMU (owner, executable) or one past --max-targets",
+            self.exporter_skipped.clone(),
         );
     }
 
