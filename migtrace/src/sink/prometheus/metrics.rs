@@ -224,6 +224,7 @@ impl Metrics {
             self.interval_pages_hist.clone(),
         );
         self.register_counts();
+        self.register_exporter();
         self.register_passes();
     }
 
@@ -300,7 +301,7 @@ impl Metrics {
         );
     }
 
-    /// The counters, the target's memory and the exporter's own figures.
+    /// The counters, the target's memory and the live predictions.
     fn register_counts(&mut self) {
         let r = &mut self.registry;
         let bytes = || Unit::Bytes;
@@ -370,10 +371,15 @@ impl Metrics {
             "1 when the modelled migration over --predict-link converges within the downtime target, else 0",
             self.predicted_converges.clone(),
         );
+    }
+
+    /// The exporter's own figures.
+    fn register_exporter(&mut self) {
+        let r = &mut self.registry;
         r.register_with_unit(
             "exporter_resident",
             "Resident memory of the exporter itself (migtrace exporter only)",
-            bytes(),
+            Unit::Bytes,
             self.exporter_rss.clone(),
         );
         r.register(
