@@ -35,7 +35,6 @@ impl Plan<'_> {
     /// A plain migration at `bandwidth_mib` MiB/s: no auto-converge (so QEMU never throttles
     /// the guest), no profile, no cancelling, no stop-and-copy rate (tests/passes.rs; not
     /// tests/backtest.rs, whose scenarios set each field).
-    #[allow(dead_code)]
     pub fn unthrottled(bandwidth_mib: u64) -> Self {
         Plan {
             bandwidth_mib,
@@ -148,7 +147,6 @@ impl Attached {
 
 impl Started {
     /// The pid of `migtrace passes` (tests/passes.rs signals it; tests/backtest.rs does not).
-    #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
